@@ -1,0 +1,78 @@
+"""Pairwise sigmoid losses and per-example losses against NumPy formulas."""
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfjest
+
+
+def _np_softplus(x):
+  return np.logaddexp(0.0, x)
+
+
+def _embeddings(n, d, seed, scale=10.0, bias=-10.0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d)).astype(np.float32)
+  y = rng.normal(size=(n, d)).astype(np.float32)
+  x /= np.linalg.norm(x, axis=1, keepdims=True)
+  y /= np.linalg.norm(y, axis=1, keepdims=True)
+  return tfjest.Embeddings(x, y, np.float32(scale), np.float32(bias))
+
+
+def _np_pair_losses(emb):
+  logits = emb.logit_scale * emb.image @ emb.text.T + emb.logit_bias
+  z = 2 * np.eye(len(logits)) - 1
+  return _np_softplus(-z * logits)
+
+
+class SigmoidPairLossTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters((6, 4, 10.0, -10.0), (9, 8, 3.0, 0.5))
+  def test_full_block_matches_formula(self, n, d, scale, bias):
+    emb = _embeddings(n, d, n, scale, bias)
+    self.assertAllClose(tfjest.sigmoid_pair_loss_block(emb), _np_pair_losses(emb), rtol=1e-5)
+
+  def test_row_and_column_blocks_are_slices_of_the_full_matrix(self):
+    emb = _embeddings(10, 5, 0)
+    full = _np_pair_losses(emb)
+    rows, cols = np.array([7, 2, 2, 9]), np.array([2, 0, 9])
+    self.assertAllClose(tfjest.sigmoid_pair_loss_block(emb, rows, cols),
+                        full[np.ix_(rows, cols)], rtol=1e-5)
+    self.assertAllClose(tfjest.sigmoid_pair_loss_block(emb, None, cols), full[:, cols],
+                        rtol=1e-5)
+
+  def test_diagonal_and_batch_loss(self):
+    emb = _embeddings(8, 6, 1)
+    full = _np_pair_losses(emb)
+    self.assertAllClose(tfjest.sigmoid_pair_loss_diagonal(emb), np.diag(full), rtol=1e-5)
+    self.assertAllClose(tfjest.siglip_loss(emb), full.sum() / 8, rtol=1e-5)
+
+  def test_large_logits_stay_finite(self):
+    emb = _embeddings(4, 3, 2, scale=1e4, bias=0.0)
+    self.assertAllInRange(tfjest.sigmoid_pair_loss_block(emb), 0.0, 1e5)
+
+
+class PerExampleLossTest(tf.test.TestCase):
+
+  def test_keras_loss_object_is_unreduced(self):
+    y = np.array([0, 2, 1])
+    logits = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    expected = -tf.nn.log_softmax(logits).numpy()[np.arange(3), y]
+    self.assertAllClose(tfjest.per_example_loss(loss, y, logits), expected, rtol=1e-5)
+
+  def test_finer_losses_are_averaged_per_example(self):
+    y = np.zeros((2, 3), np.float32)
+    pred = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]], np.float32)
+    got = tfjest.per_example_loss(lambda t, p: tf.square(p - t), y, pred)
+    self.assertAllClose(got, [14 / 3, 12.0])
+
+  def test_scalar_loss_is_rejected(self):
+    with self.assertRaisesRegex(ValueError, "returned a scalar.*Received: loss_fn="):
+      tfjest.per_example_loss(lambda t, p: tf.reduce_mean(p), np.zeros(2), np.zeros(2))
+
+
+if __name__ == "__main__":
+  tf.test.main()

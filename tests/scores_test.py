@@ -1,0 +1,85 @@
+"""Score variants, and block/streaming forms against the dense score matrix."""
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+import tfjest
+from tfjest import scores as scores_lib
+
+
+def _embeddings(n, d, seed, scale=10.0, bias=-10.0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d)).astype(np.float32)
+  y = rng.normal(size=(n, d)).astype(np.float32)
+  return tfjest.Embeddings(tf.math.l2_normalize(x, -1), tf.math.l2_normalize(y, -1),
+                           tf.constant(scale), tf.constant(bias))
+
+
+def _dense(score, learner, reference):
+  l = tfjest.sigmoid_pair_loss_block(learner)
+  r = tfjest.sigmoid_pair_loss_block(reference)
+  return {"learnability": l - r, "hard_learner": l, "easy_reference": -r}[score]
+
+
+class PairwiseScoresTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters("learnability", "hard_learner", "easy_reference")
+  def test_blocks_match_dense_matrix(self, score):
+    learner, reference = _embeddings(12, 6, 0), _embeddings(12, 6, 1, 5.0, -2.0)
+    dense = _dense(score, learner, reference).numpy()
+    streaming = tfjest.PairwiseScores(score, learner, reference)
+    chunk = tf.constant([3, 0, 11])
+    self.assertAllClose(streaming.diagonal(), np.diag(dense), rtol=1e-5, atol=1e-6)
+    self.assertAllClose(streaming.block(chunk, chunk), dense[np.ix_([3, 0, 11], [3, 0, 11])],
+                        rtol=1e-5, atol=1e-6)
+    self.assertAllClose(streaming.chunk_gain(chunk),
+                        tfjest.DenseScores(dense).chunk_gain(chunk), rtol=1e-5, atol=1e-5)
+
+  @parameterized.parameters((32, 8, 4), (64, 16, 16), (96, 24, 3), (50, 10, 1))
+  def test_streaming_and_dense_give_identical_selections(self, n, b, num_chunks):
+    learner, reference = _embeddings(n, 8, n), _embeddings(n, 8, n + 1)
+    dense = tfjest.DenseScores(_dense("learnability", learner, reference))
+    streaming = tfjest.PairwiseScores("learnability", learner, reference)
+    for step in range(3):
+      kwargs = dict(num_chunks=num_chunks, seed=4, step=step)
+      self.assertAllEqual(tfjest.joint_selection(streaming, b, **kwargs),
+                          tfjest.joint_selection(dense, b, **kwargs))
+
+  def test_batch_score_is_the_sum_over_the_chosen_block(self):
+    learner, reference = _embeddings(10, 4, 2), _embeddings(10, 4, 3)
+    dense = _dense("learnability", learner, reference).numpy()
+    chosen = tf.constant([1, 4, 8])
+    got = tfjest.batch_score(tfjest.PairwiseScores("learnability", learner, reference), chosen)
+    self.assertAllClose(got, dense[np.ix_([1, 4, 8], [1, 4, 8])].sum(), rtol=1e-5)
+
+  def test_missing_model_is_an_error(self):
+    emb = _embeddings(4, 2, 0)
+    with self.assertRaisesRegex(ValueError, "Received: reference=None"):
+      tfjest.PairwiseScores("learnability", emb, None)
+    with self.assertRaisesRegex(ValueError, "Received: learner=None"):
+      tfjest.PairwiseScores("hard_learner", None, emb)
+
+
+class DiagonalScoresTest(tf.test.TestCase):
+
+  def test_block_is_diagonal_and_gains_never_change(self):
+    scores = tfjest.DiagonalScores(tf.constant([1.0, 2.0, 3.0]))
+    self.assertAllEqual(scores.block(), np.diag([1.0, 2.0, 3.0]))
+    self.assertAllEqual(scores.chunk_gain(tf.constant([0])), np.zeros(3))
+
+
+class CombineTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(("learnability", 2.0), ("hard_learner", 5.0),
+                            ("easy_reference", -3.0))
+  def test_variants(self, score, expected):
+    self.assertAllClose(scores_lib.combine(score, tf.constant(5.0), tf.constant(3.0)), expected)
+
+  def test_unknown_variant(self):
+    with self.assertRaisesRegex(ValueError, "Received: score='hardest'"):
+      scores_lib.combine("hardest", 1.0, 1.0)
+
+
+if __name__ == "__main__":
+  tf.test.main()

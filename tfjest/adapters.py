@@ -1,0 +1,143 @@
+"""Getting embeddings or per-example losses out of a user's Keras model.
+
+tfjest never changes how a model trains; it only calls it (with `training=False`) on a
+super-batch. The contracts:
+
+Dual encoder ("contrastive" task)
+  Calling the model on the element's inputs `x` returns either a mapping holding the image and
+  text embeddings under `embedding_keys` (default `"image_embeddings"`, `"text_embeddings"`) or
+  a 2-tuple `(image_embeddings, text_embeddings)`, each `[N, d]` with the same `d`. The model has
+  attributes `logit_scale` and `logit_bias`: the `t` and `beta` of its sigmoid loss, as values
+  (a variable, tensor, float, or a zero-argument callable). A model that learns `log t` can expose
+  `logit_scale` as a property returning `exp(log t)`.
+
+Classifier ("classification" task)
+  Calling the model on `x` returns predictions that a per-example loss compares with `y`. The
+  loss is `loss_fn` if given, else the loss the model was compiled with (a name, a
+  `keras.losses.Loss`, or a function).
+
+Elements are read the way `model.fit` reads them: a tuple of 1 to 3 is `(x, y, sample_weight)`,
+anything else is `x`.
+"""
+
+from typing import Any, Callable, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from tfjest import losses
+
+TASKS = ("auto", "contrastive", "classification")
+
+
+def unpack(element):
+  """Splits an element as `fit` does: returns `(x, y, sample_weight)`."""
+  if isinstance(element, tuple) and 1 <= len(element) <= 3:
+    return element + (None,) * (3 - len(element))
+  return element, None, None
+
+
+def _scalar(model: keras.Model, attr: str) -> tf.Tensor:
+  value = getattr(model, attr, None)
+  if value is None:
+    raise ValueError(
+        f"A dual-encoder model must expose `{attr}` (the value used in its sigmoid loss, "
+        f"logit = logit_scale * <image, text> + logit_bias). Model {model.name!r} has no "
+        f"attribute `{attr}`. Received: model={model.name!r}")
+  if callable(value) and not isinstance(value, (tf.Variable, keras.Variable)):
+    value = value()
+  value = tf.convert_to_tensor(value)
+  if value.shape.num_elements() != 1:
+    raise ValueError(f"`{attr}` of model {model.name!r} must be a scalar. "
+                     f"Received: {attr} of shape {value.shape}")
+  return tf.reshape(value, [])
+
+
+def contrastive_embeddings(model: keras.Model, x, embedding_keys: Sequence[str],
+                           role: str) -> losses.Embeddings:
+  """Calls a dual encoder on `x` and returns its `losses.Embeddings`.
+
+  Args:
+    model: the dual encoder.
+    x: the model inputs for `N` examples.
+    embedding_keys: `(image_key, text_key)` in the model's output mapping.
+    role: "learner" or "reference", for error messages.
+
+  Raises:
+    ValueError: if the outputs or attributes do not follow the contract.
+  """
+  outputs = model(x, training=False)
+  if isinstance(outputs, dict):
+    missing = [k for k in embedding_keys if k not in outputs]
+    if missing:
+      raise ValueError(
+          f"The {role} returned a mapping without the embedding keys {missing}. Pass "
+          f"`embedding_keys=(image_key, text_key)` naming its outputs. "
+          f"Received: {role} outputs with keys {sorted(outputs)}")
+    image, text = outputs[embedding_keys[0]], outputs[embedding_keys[1]]
+  elif isinstance(outputs, (tuple, list)) and len(outputs) == 2:
+    image, text = outputs
+  else:
+    raise ValueError(
+        f"A dual-encoder {role} must return a mapping with keys {tuple(embedding_keys)} or a "
+        f"2-tuple (image_embeddings, text_embeddings). Received: {role} output "
+        f"{_describe(outputs)}")
+  image, text = tf.convert_to_tensor(image), tf.convert_to_tensor(text)
+  if image.shape.rank != 2 or text.shape.rank != 2:
+    raise ValueError(f"The {role}'s embeddings must be [batch, width]. Received: image "
+                     f"embeddings of shape {image.shape}, text embeddings of shape {text.shape}")
+  if (image.shape[-1] is not None and text.shape[-1] is not None and
+      image.shape[-1] != text.shape[-1]):
+    raise ValueError(f"The {role}'s image and text embeddings must have the same width. "
+                     f"Received: image width {image.shape[-1]}, text width {text.shape[-1]}")
+  text = tf.cast(text, image.dtype)
+  return losses.Embeddings(image, text, _scalar(model, "logit_scale"),
+                           _scalar(model, "logit_bias"))
+
+
+def resolve_loss_fn(model: keras.Model, loss_fn: Optional[Callable], role: str) -> Callable:
+  """The per-example loss of a classifier: `loss_fn`, else the model's compiled loss."""
+  if loss_fn is not None:
+    return loss_fn
+  compiled = getattr(model, "loss", None)
+  if compiled is None:
+    raise ValueError(
+        f"Classification scoring needs a per-example loss: compile the {role} with a loss or "
+        f"pass `loss_fn=`. Received: {role}={model.name!r} (not compiled with a loss), "
+        "loss_fn=None")
+  if isinstance(compiled, str):
+    return keras.losses.get(compiled)
+  if isinstance(compiled, keras.losses.Loss) or callable(compiled):
+    return compiled
+  raise ValueError(
+      f"The {role} was compiled with several losses; tfjest cannot tell which one scores an "
+      f"example. Pass `loss_fn=`. Received: loss={compiled!r}")
+
+
+def classification_losses(model: keras.Model, x, y, loss_fn: Callable, role: str) -> tf.Tensor:
+  """Per-example losses `[N]` of a classifier on `(x, y)`."""
+  if y is None:
+    raise ValueError(
+        f"Classification scoring needs labels: elements must be (x, y) or (x, y, "
+        f"sample_weight) tuples. Received: elements without labels for the {role}")
+  predictions = model(x, training=False)
+  values = losses.per_example_loss(loss_fn, y, predictions)
+  return tf.cast(values, tf.float32)
+
+
+def infer_task(outputs: Any, embedding_keys: Sequence[str]) -> str:
+  """Guesses the task from a model's outputs: embeddings mean "contrastive"."""
+  if isinstance(outputs, dict) and all(k in outputs for k in embedding_keys):
+    return "contrastive"
+  if isinstance(outputs, (tuple, list)) and len(outputs) == 2:
+    return "contrastive"
+  return "classification"
+
+
+def _describe(outputs) -> str:
+  if isinstance(outputs, dict):
+    return f"a mapping with keys {sorted(outputs)}"
+  if isinstance(outputs, (tuple, list)):
+    return f"a {type(outputs).__name__} of {len(outputs)}"
+  shape = getattr(outputs, "shape", None)
+  return f"of type {type(outputs).__name__}" + (f" and shape {shape}" if shape is not None else "")

@@ -1,0 +1,432 @@
+"""`tfjest.select`: a `tf.data` transformation that keeps the most learnable examples."""
+
+import math
+import numbers
+import sys
+from typing import Callable, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from tfjest import adapters
+from tfjest import losses
+from tfjest import scores as scores_lib
+from tfjest import selection
+from tfjest import stats as stats_lib
+
+METHODS = ("jest", "independent", "uniform")
+REMAINDERS = ("drop", "keep")
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def super_batch_size_for(batch_size: int, filter_ratio: float) -> int:
+  """`N = b / (1 - f)`, which must come out whole."""
+  exact = batch_size / (1.0 - filter_ratio)
+  n = int(round(exact))
+  if abs(exact - n) > 1e-6 * exact:
+    raise ValueError(
+        f"batch_size / (1 - filter_ratio) must be a whole number of examples (the super-batch "
+        f"size), but {batch_size} / (1 - {filter_ratio}) = {exact:.4f}. Choose another "
+        f"filter_ratio or pass super_batch_size= instead. "
+        f"Received: batch_size={batch_size}, filter_ratio={filter_ratio}")
+  return n
+
+
+class Selector:
+  """The transformation returned by `select`: call it (or `dataset.apply` it) on a dataset.
+
+  Attributes:
+    stats: the `SelectionStats` of every dataset this selector has been applied to.
+    batch_size: `b`, examples per emitted batch.
+    super_batch_size: `N`, candidates per selection.
+    method, score, task: the resolved options.
+  """
+
+  def __init__(self, *, learner, reference, batch_size, super_batch_size, method, score,
+               num_chunks, temperature, seed, first_chunk, normalization, greedy, task,
+               embedding_keys, loss_fn, input_batched, remainder):
+    self.learner = learner
+    self.reference = reference
+    self.batch_size = batch_size
+    self.super_batch_size = super_batch_size
+    self.method = method
+    self.score = score
+    self.num_chunks = num_chunks
+    self.temperature = temperature
+    self.seed = seed
+    self.first_chunk = first_chunk
+    self.normalization = normalization
+    self.greedy = greedy
+    self.task = task
+    self.embedding_keys = tuple(embedding_keys)
+    self.loss_fn = loss_fn
+    self.input_batched = input_batched
+    self.remainder = remainder
+    self.stats = stats_lib.SelectionStats()
+    self._loss_fns = {}
+    self._task = None if task == "auto" else task
+
+  # -- which models are read -------------------------------------------------------------
+  def _models(self):
+    """`{"learner": model, "reference": model}` for the models this selection reads."""
+    if self.method == "uniform":
+      return {}
+    out = {}
+    if scores_lib.NEEDS_LEARNER[self.score]:
+      out["learner"] = self.learner
+    if scores_lib.NEEDS_REFERENCE[self.score]:
+      out["reference"] = self.reference
+    return out
+
+  # -- applying to a dataset -------------------------------------------------------------
+  def __call__(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+    if not isinstance(dataset, tf.data.Dataset):
+      raise TypeError(f"select(...) applies to a tf.data.Dataset. "
+                      f"Received: dataset of type {type(dataset).__name__}")
+    if self.input_batched:
+      dataset = dataset.unbatch()
+    spec = dataset.element_spec
+    _check_stackable(spec)
+    if tf.data.experimental.cardinality(dataset) == 0:
+      raise ValueError("select(...) was applied to an empty dataset. Received: dataset with "
+                       "cardinality 0")
+    models = self._models()
+    x_spec, y_spec, _ = adapters.unpack(spec)
+    self._task = self._resolve_task(models, x_spec, y_spec, spec)
+    if (self.remainder == "drop" and
+        0 <= tf.data.experimental.cardinality(dataset) < self.super_batch_size):
+      raise ValueError(
+          f"The dataset holds fewer examples than one super-batch ({self.super_batch_size}), "
+          "so nothing would be selected. Use a smaller batch_size or super_batch_size, or "
+          "remainder='keep'. Received: dataset of "
+          f"{int(tf.data.experimental.cardinality(dataset))} examples")
+
+    n = self.super_batch_size
+    super_batches = dataset.batch(n, drop_remainder=False).enumerate()
+    if self.remainder == "drop":
+      super_batches = super_batches.filter(self._keep_full_or_count)
+    selected = super_batches.map(self._select_super_batch)
+    # The filter hides the length; restore it so that `fit` knows the epoch's size.
+    cardinality = int(tf.data.experimental.cardinality(dataset))
+    if cardinality == tf.data.INFINITE_CARDINALITY:
+      selected = selected.repeat()
+    elif cardinality >= 0:
+      batches = cardinality // n if self.remainder == "drop" else -(-cardinality // n)
+      selected = selected.apply(tf.data.experimental.assert_cardinality(batches))
+    return selected
+
+  def select_batch(self, super_batch, step=0):
+    """Selects from one super-batch outside a pipeline (eagerly or in a `tf.function`).
+
+    This is the computation `select` maps over the stream, for custom training loops and for
+    checking a pipeline's output: `super_batch` has the input's element structure with a
+    leading axis of `super_batch_size` (or fewer with `remainder="keep"`), and `step` is the
+    super-batch index that keys the noise. Statistics are recorded as in the pipeline.
+
+    Returns:
+      The selected batch, with the input's structure.
+    """
+    spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype), super_batch)
+    if self._task is None or not self._loss_fns and self._task == "classification":
+      x_spec, y_spec, _ = adapters.unpack(spec)
+      self._task = self._resolve_task(self._models(), x_spec, y_spec, spec)
+    return self._select_super_batch(tf.constant(step, tf.int64), super_batch)
+
+  def _resolve_task(self, models, x_spec, y_spec, spec):
+    """Builds the models if needed, checks their outputs, and fixes the task."""
+    resolved = None
+    for role, model in models.items():
+      outputs = _build_and_probe(model, x_spec, role)
+      task = self.task if self.task != "auto" else adapters.infer_task(outputs,
+                                                                       self.embedding_keys)
+      if resolved is not None and task != resolved:
+        raise ValueError(
+            "The learner and the reference must be models of the same kind (both dual "
+            f"encoders or both classifiers). Received: learner task {resolved!r}, reference "
+            f"task {task!r}")
+      resolved = task
+      if task == "classification":
+        if y_spec is None:
+          raise ValueError(
+              "Classification scoring needs labels: elements must be (x, y) or (x, y, "
+              f"sample_weight) tuples. Received: element_spec={spec}")
+        self._loss_fns[role] = adapters.resolve_loss_fn(model, self.loss_fn, role)
+    return resolved
+
+  def _keep_full_or_count(self, step, super_batch):
+    del step
+    size = _leading_size(super_batch)
+    full = tf.equal(size, self.super_batch_size)
+
+    def warn():
+      with tf.control_dependencies([tf.print(
+          "tfjest.select: dropped a final partial super-batch of", size, "examples (counted "
+          "in stats as left_over; pass remainder='keep' to select from it).",
+          output_stream=sys.stderr)]):
+        return tf.constant(False)
+
+    record = self.stats.record_left_over(tf.where(full, 0, size))
+    with tf.control_dependencies([record]):
+      return tf.cond(full, lambda: tf.constant(True), warn)
+
+  def _select_super_batch(self, step, super_batch):
+    n = self.super_batch_size
+    size = _leading_size(super_batch)
+    if self.remainder == "drop":
+      padded = tf.nest.map_structure(lambda t: tf.ensure_shape(t, [n] + t.shape[1:]),
+                                     super_batch)
+      valid = None
+      keep = self.batch_size
+    else:
+      # A final partial super-batch is padded to N with copies of its last example, which
+      # are marked invalid so selection takes them only after every real candidate; the
+      # batch keeps round(size * b / N) examples, the same share as the others.
+      fill = tf.minimum(tf.range(n), size - 1)
+      padded = tf.nest.map_structure(
+          lambda t: tf.ensure_shape(tf.gather(t, fill), [n] + t.shape[1:]), super_batch)
+      valid = tf.range(n) < size
+      keep = tf.cast(tf.math.round(tf.cast(size * self.batch_size, tf.float64) / n), tf.int32)
+      keep = tf.clip_by_value(keep, 1, self.batch_size)
+
+    picks, values = self._choose(padded, step, valid)
+    picks = picks[:keep]
+    chosen = tf.sort(picks)  # keep the stream's order inside the batch
+    record = self.stats.record_batch(size, tf.size(chosen), values)
+    with tf.control_dependencies([record]):
+      return tf.nest.map_structure(lambda t: tf.gather(t, chosen), padded)
+
+  def _choose(self, super_batch, step, valid):
+    """Scores one (padded) super-batch and returns `(picks in chosen order, stats values)`."""
+    n, b = self.super_batch_size, self.batch_size
+    if self.method == "uniform":
+      return selection.uniform_selection(n, b, seed=self.seed, step=step, valid=valid), {}
+    x, y, _ = adapters.unpack(super_batch)
+    models = self._models()
+    if self._task == "contrastive":
+      emb = {role: adapters.contrastive_embeddings(m, x, self.embedding_keys, role)
+             for role, m in models.items()}
+      scores = scores_lib.PairwiseScores(self.score, emb.get("learner"), emb.get("reference"))
+      diag_losses = {role: _positive_pair_losses(e) for role, e in emb.items()}
+    else:
+      diag_losses = {role: adapters.classification_losses(m, x, y, self._loss_fns[role], role)
+                     for role, m in models.items()}
+      scores = scores_lib.DiagonalScores(scores_lib.combine(
+          self.score, diag_losses.get("learner", 0.0), diag_losses.get("reference", 0.0)))
+    if self.method == "jest":
+      picks = selection.joint_selection(
+          scores, b, num_chunks=self.num_chunks, seed=self.seed, step=step,
+          temperature=self.temperature, first_chunk=self.first_chunk,
+          normalization=self.normalization, greedy=self.greedy, valid=valid)
+    else:
+      picks = selection.independent_selection(
+          scores.diagonal(), b, seed=self.seed, step=step, temperature=self.temperature,
+          greedy=self.greedy, valid=valid)
+    return picks, _batch_values(scores, picks, diag_losses, n, valid)
+
+
+def _positive_pair_losses(emb):
+  return losses.sigmoid_pair_loss_diagonal(emb)
+
+
+def _batch_values(scores, picks, diag_losses, n, valid):
+  """Means of learner/reference losses over chosen vs rejected candidates, and s(B)."""
+  chosen = tf.scatter_nd(picks[:, None], tf.ones_like(picks, tf.bool), [n])
+  real = tf.ones([n], tf.bool) if valid is None else valid
+  out = {}
+  for role in ("learner", "reference"):
+    values = diag_losses.get(role)
+    for part, mask in (("selected", chosen & real), ("rejected", ~chosen & real)):
+      key = f"{role}_loss_{part}"
+      if values is None:
+        out[key] = tf.constant(0.0)
+      else:
+        out[key] = tf.math.divide_no_nan(
+            tf.reduce_sum(tf.where(mask, tf.cast(values, tf.float32), 0.0)),
+            tf.reduce_sum(tf.cast(mask, tf.float32)))
+  out["batch_score"] = scores_lib.batch_score(scores, picks)
+  return out
+
+
+def _leading_size(structure):
+  return tf.shape(tf.nest.flatten(structure)[0], out_type=tf.int32)[0]
+
+
+def _check_stackable(spec):
+  for path, s in _flatten_with_paths(spec):
+    if not isinstance(s, tf.TensorSpec):
+      raise ValueError(
+          f"select(...) stacks examples into super-batches and needs dense tensors; feature "
+          f"{path!r} is a {type(s).__name__}. Pad or convert it to a dense tensor first. "
+          f"Received: element_spec={spec}")
+    if not s.shape.is_fully_defined():
+      raise ValueError(
+          f"select(...) stacks examples into super-batches, so every feature needs a fixed "
+          f"shape, but feature {path!r} has shape {s.shape}. Pad or resize it to a fixed shape "
+          f"first (or, if the dataset is already batched, pass input_batched=True). "
+          f"Received: element_spec={spec}")
+
+
+def _flatten_with_paths(spec):
+  flat = tf.nest.flatten(spec)
+  try:
+    paths = [p for p, _ in tf.nest.flatten_with_joined_string_paths(spec)]
+  except (AttributeError, TypeError):
+    paths = [str(i) for i in range(len(flat))]
+  return zip(paths, flat)
+
+
+def _build_and_probe(model, x_spec, role):
+  """Builds an unbuilt model eagerly on one zero example and returns its outputs."""
+  def zeros(s):
+    shape = [1] + s.shape.as_list()
+    if s.dtype == tf.string:
+      return tf.fill(shape, "")
+    return tf.zeros(shape, s.dtype)
+
+  dummy = tf.nest.map_structure(zeros, x_spec)
+  try:
+    return model(dummy, training=False)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(
+        f"tfjest could not call the {role} on the elements' inputs (it calls the model once on "
+        f"a zero example to build it and check its outputs). Make sure the model accepts the "
+        f"dataset's x as `fit` would pass it. Received: {role}={model.name!r}, "
+        f"inputs spec={x_spec}. Error: {e}") from e
+
+
+def select(*, learner: Optional[keras.Model] = None,
+           reference: Optional[keras.Model] = None,
+           batch_size: int,
+           filter_ratio: Optional[float] = None,
+           super_batch_size: Optional[int] = None,
+           method: str = "jest",
+           score: str = "learnability",
+           num_chunks: int = 16,
+           temperature: float = 1.0,
+           seed: int = 0,
+           first_chunk: str = "uniform",
+           normalization: str = "none",
+           greedy: bool = False,
+           task: str = "auto",
+           embedding_keys: Sequence[str] = ("image_embeddings", "text_embeddings"),
+           loss_fn: Optional[Callable] = None,
+           input_batched: bool = False,
+           remainder: str = "drop") -> Selector:
+  """Keeps `batch_size` of every `N` examples, chosen by learnability.
+
+  The input is a stream of single examples. They are grouped into super-batches of `N`; each is
+  scored with the learner's current weights (the model is called inside the pipeline and reads
+  its variables live, so the scores follow training, 0-2 steps behind because of prefetching)
+  and with the reference; `batch_size` examples are selected and emitted as one batch with the
+  input's element structure, in stream order. `model.fit` consumes the result unchanged.
+
+  ```python
+  selected = train_ds.apply(tfjest.select(
+      learner=model, reference=reference, batch_size=64, filter_ratio=0.8))
+  model.fit(selected, epochs=3)
+  ```
+
+  Args:
+    learner: the Keras model being trained (not needed for "easy_reference" or "uniform").
+    reference: a frozen Keras model (not needed for "hard_learner" or "uniform").
+    batch_size: `b`, examples per emitted batch.
+    filter_ratio: `f` in [0, 1), the share discarded: `N = b / (1 - f)`. Defaults to 0.8 when
+      `super_batch_size` is not given either.
+    super_batch_size: `N` directly (instead of `filter_ratio`); at least `batch_size`.
+    method: "jest" (joint blocked sampling), "independent" (per-example Gumbel-top-b, as in
+      RHO-LOSS / Bad Students) or "uniform" (the baseline, same sampler, no scores).
+    score: "learnability" (`l_learner - l_reference`), "hard_learner" (`l_learner`) or
+      "easy_reference" (`-l_reference`).
+    num_chunks: `K` for "jest"; must divide `batch_size`. Ignored by the other methods.
+    temperature: `tau > 0` of the sampling distribution `exp(u / tau)`.
+    seed: int >= 0. With the super-batch index it keys the stateless noise, so a selection is
+      reproducible and resumable.
+    first_chunk: "uniform" (default, the released pseudo-code) or "scores".
+    normalization: "none" or "set_size" (divide gains by `2|A| + 1`).
+    greedy: deterministic top-c in score-driven chunks.
+    task: "contrastive", "classification", or "auto" (from the model's outputs).
+    embedding_keys: `(image_key, text_key)` of a dual encoder's output mapping.
+    loss_fn: per-example loss for classifiers; defaults to the compiled loss.
+    input_batched: set True if the dataset yields batches; they are unbatched first.
+    remainder: what to do with a final super-batch shorter than `N`: "drop" (default; its
+      examples are counted in `stats` as `left_over` and a warning is logged) or "keep" (select
+      from it at the same ratio, emitting one smaller batch).
+
+  Returns:
+    A `Selector`: a `Dataset` transformation function, which can be passed to
+    `tf.data.Dataset.apply`. Its `stats` attribute holds the selection statistics.
+
+  Raises:
+    ValueError: if an argument is outside its domain (each message names the argument and the
+      value received); when applied, if the elements cannot be stacked or scored.
+    TypeError: if a model argument is not a `keras.Model`.
+  """
+  if not _is_int(batch_size) or batch_size <= 0:
+    raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+  if filter_ratio is not None and super_batch_size is not None:
+    raise ValueError("Pass either filter_ratio or super_batch_size, not both. Received: "
+                     f"filter_ratio={filter_ratio!r}, super_batch_size={super_batch_size!r}")
+  if super_batch_size is None:
+    filter_ratio = 0.8 if filter_ratio is None else filter_ratio
+    if (not isinstance(filter_ratio, numbers.Real) or isinstance(filter_ratio, bool) or
+        not 0.0 <= filter_ratio < 1.0):
+      raise ValueError("filter_ratio must be a number in [0, 1). "
+                       f"Received: filter_ratio={filter_ratio!r}")
+    super_batch_size = super_batch_size_for(batch_size, float(filter_ratio))
+  elif not _is_int(super_batch_size) or super_batch_size < batch_size:
+    raise ValueError(f"super_batch_size must be an integer >= batch_size ({batch_size}). "
+                     f"Received: super_batch_size={super_batch_size!r}")
+  if method not in METHODS:
+    raise ValueError(f"Unknown method. Expected one of {METHODS}. Received: method={method!r}")
+  scores_lib.check_variant(score)
+  if method != "uniform":
+    if scores_lib.NEEDS_LEARNER[score] and learner is None:
+      raise ValueError(f"score={score!r} scores with the learner. Pass learner=<the model "
+                       "being trained>. Received: learner=None")
+    if scores_lib.NEEDS_REFERENCE[score] and reference is None:
+      raise ValueError(f"score={score!r} needs a frozen reference model. Pass reference=, or "
+                       "use score='hard_learner'. Received: reference=None")
+  for name, model in (("learner", learner), ("reference", reference)):
+    if model is not None and not isinstance(model, keras.Model):
+      raise TypeError(f"{name} must be a keras.Model. "
+                      f"Received: {name} of type {type(model).__name__}")
+  if not _is_int(num_chunks) or num_chunks <= 0:
+    raise ValueError(f"num_chunks must be a positive integer. Received: num_chunks={num_chunks!r}")
+  if method == "jest" and batch_size % num_chunks:
+    raise ValueError(f"num_chunks must divide batch_size={batch_size} (each chunk holds "
+                     f"batch_size / num_chunks examples). Received: num_chunks={num_chunks}")
+  if (not isinstance(temperature, numbers.Real) or isinstance(temperature, bool) or
+      not temperature > 0 or not math.isfinite(temperature)):
+    raise ValueError(f"temperature must be a finite number > 0 (use greedy=True for "
+                     f"deterministic top-k). Received: temperature={temperature!r}")
+  if not _is_int(seed) or seed < 0:
+    raise ValueError(f"seed must be an integer >= 0. Received: seed={seed!r}")
+  if first_chunk not in selection.FIRST_CHUNK_RULES:
+    raise ValueError(f"Expected first_chunk in {selection.FIRST_CHUNK_RULES}. "
+                     f"Received: first_chunk={first_chunk!r}")
+  if normalization not in selection.GAIN_NORMALIZATIONS:
+    raise ValueError(f"Expected normalization in {selection.GAIN_NORMALIZATIONS}. "
+                     f"Received: normalization={normalization!r}")
+  if not isinstance(greedy, bool):
+    raise ValueError(f"greedy must be a bool. Received: greedy={greedy!r}")
+  if task not in adapters.TASKS:
+    raise ValueError(f"Expected task in {adapters.TASKS}. Received: task={task!r}")
+  if (isinstance(embedding_keys, str) or len(tuple(embedding_keys)) != 2 or
+      not all(isinstance(k, str) for k in embedding_keys)):
+    raise ValueError("embedding_keys must be two strings (image_key, text_key). "
+                     f"Received: embedding_keys={embedding_keys!r}")
+  if loss_fn is not None and not callable(loss_fn):
+    raise ValueError(f"loss_fn must be callable. Received: loss_fn={loss_fn!r}")
+  if not isinstance(input_batched, bool):
+    raise ValueError(f"input_batched must be a bool. Received: input_batched={input_batched!r}")
+  if remainder not in REMAINDERS:
+    raise ValueError(f"Expected remainder in {REMAINDERS}. Received: remainder={remainder!r}")
+  return Selector(learner=learner, reference=reference, batch_size=batch_size,
+                  super_batch_size=super_batch_size, method=method, score=score,
+                  num_chunks=num_chunks if method == "jest" else 1, temperature=float(temperature),
+                  seed=seed, first_chunk=first_chunk, normalization=normalization, greedy=greedy,
+                  task=task, embedding_keys=embedding_keys, loss_fn=loss_fn,
+                  input_batched=input_batched, remainder=remainder)
