@@ -60,7 +60,7 @@ class Selector:
     self.first_chunk = first_chunk
     self.normalization = normalization
     self.greedy = greedy
-    self.task = task
+    self._task_option = task
     self.embedding_keys = tuple(embedding_keys)
     self.loss_fn = loss_fn
     self.input_batched = input_batched
@@ -68,6 +68,11 @@ class Selector:
     self.stats = stats_lib.SelectionStats()
     self._loss_fns = {}
     self._task = None if task == "auto" else task
+
+  @property
+  def task(self) -> str:
+    """"contrastive" or "classification" once resolved (on application), else the option."""
+    return self._task or self._task_option
 
   # -- which models are read -------------------------------------------------------------
   def _models(self):
@@ -140,8 +145,8 @@ class Selector:
     resolved = None
     for role, model in models.items():
       outputs = _build_and_probe(model, x_spec, role)
-      task = self.task if self.task != "auto" else adapters.infer_task(outputs,
-                                                                       self.embedding_keys)
+      task = (self._task_option if self._task_option != "auto"
+              else adapters.infer_task(outputs, self.embedding_keys))
       if resolved is not None and task != resolved:
         raise ValueError(
             "The learner and the reference must be models of the same kind (both dual "

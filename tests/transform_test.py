@@ -1,0 +1,365 @@
+"""`tfjest.select` as a tf.data transformation: structure, order, live weights, fit, errors."""
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfjest
+from examples import toy_world
+
+N, B = 40, 8  # super-batch and batch: filter_ratio 0.8
+
+
+def _pairs(n=200, corrupt=0.5, seed=0):
+  return toy_world.make_pairs(n, corrupt, seed)
+
+
+def _dual_encoder(name, seed=0):
+  keras.utils.set_random_seed(seed)
+  model = toy_world.DualEncoder(name=name)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3))
+  return model
+
+
+def _dict_stream(data):
+  """Nested dict elements with image, tokens, a string and ints riding along."""
+  captions = np.array([f"caption {i}" for i in data["id"]])
+  return tf.data.Dataset.from_tensor_slices({
+      "image": data["image"], "text": data["text"],
+      "meta": {"caption": captions, "id": data["id"]}})
+
+
+def _ids(batch):
+  return batch["meta"]["id"].numpy()
+
+
+class StructureTest(tf.test.TestCase, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.learner = _dual_encoder("learner", 0)
+    cls.reference = _dual_encoder("reference", 1)
+
+  @parameterized.parameters("jest", "independent", "uniform")
+  def test_dict_elements_keep_structure_dtypes_and_order(self, method):
+    data = _pairs()
+    stream = _dict_stream(data)
+    selector = tfjest.select(learner=self.learner, reference=self.reference, batch_size=B,
+                             filter_ratio=0.8, method=method, num_chunks=4, seed=1)
+    out = stream.apply(selector)
+    self.assertEqual(tf.nest.map_structure(lambda s: s.dtype, out.element_spec),
+                     tf.nest.map_structure(lambda s: s.dtype, stream.element_spec))
+    self.assertEqual(out.element_spec["image"].shape, [B, 16, 16, 3])
+    self.assertEqual(int(out.cardinality()), 200 // N)
+    for step, batch in enumerate(out):
+      ids = _ids(batch)
+      self.assertLen(set(ids), B)
+      self.assertAllEqual(ids, np.sort(ids))  # stream order inside the batch
+      self.assertTrue(np.all((ids >= step * N) & (ids < (step + 1) * N)))
+      # Every feature of a row belongs to the same example.
+      self.assertAllEqual(batch["meta"]["caption"].numpy(),
+                          [f"caption {i}".encode() for i in ids])
+      self.assertAllEqual(batch["text"], data["text"][ids])
+      self.assertAllClose(batch["image"], data["image"][ids])
+
+  def test_tuple_elements(self):
+    data = _pairs()
+    stream = tf.data.Dataset.from_tensor_slices(
+        ({"image": data["image"], "text": data["text"]}, data["label"], data["id"]))
+    out = stream.apply(tfjest.select(learner=self.learner, reference=self.reference,
+                                     batch_size=B, filter_ratio=0.8, num_chunks=4))
+    x, label, ids = next(iter(out))
+    self.assertIsInstance(next(iter(out)), tuple)
+    self.assertAllEqual(label, data["label"][ids.numpy()])
+    self.assertAllEqual(x["text"], data["text"][ids.numpy()])
+
+  def test_eager_and_pipeline_agree(self):
+    stream = _dict_stream(_pairs())
+    selector = tfjest.select(learner=self.learner, reference=self.reference, batch_size=B,
+                             filter_ratio=0.8, num_chunks=4, seed=3)
+    piped = list(stream.apply(selector).take(2))
+    super_batches = list(stream.batch(N).take(2))
+    for step in range(2):
+      eager = selector.select_batch(super_batches[step], step=step)
+      self.assertAllEqual(_ids(eager), _ids(piped[step]))
+
+  def test_same_seed_same_ids_other_seed_differs(self):
+    stream = _dict_stream(_pairs())
+
+    def ids(seed):
+      sel = tfjest.select(learner=self.learner, reference=self.reference, batch_size=B,
+                          filter_ratio=0.8, num_chunks=4, seed=seed)
+      return np.concatenate([_ids(b) for b in stream.apply(sel)])
+
+    self.assertAllEqual(ids(5), ids(5))
+    self.assertNotAllEqual(ids(5), ids(6))
+
+  def test_already_batched_input(self):
+    data = _pairs()
+    batched = _dict_stream(data).batch(10)
+    out = batched.apply(tfjest.select(learner=self.learner, reference=self.reference,
+                                      batch_size=B, filter_ratio=0.8, num_chunks=4,
+                                      input_batched=True))
+    self.assertLen(list(out), 5)
+    with self.assertRaisesRegex(ValueError, "input_batched=True"):
+      batched.apply(tfjest.select(learner=self.learner, reference=self.reference,
+                                  batch_size=B, filter_ratio=0.8, num_chunks=4))
+
+
+class AccountingTest(tf.test.TestCase):
+
+  def test_drop_counts_the_tail(self):
+    stream = _dict_stream(_pairs(n=130))
+    selector = tfjest.select(batch_size=B, filter_ratio=0.8, method="uniform")
+    batches = list(stream.apply(selector))
+    self.assertLen(batches, 3)
+    stats = selector.stats.result()
+    self.assertEqual(stats["read"], 130)
+    self.assertEqual(stats["selected"], 3 * B)
+    self.assertEqual(stats["filtered"], 3 * (N - B))
+    self.assertEqual(stats["left_over"], 10)
+    self.assertEqual(stats["read"],
+                     stats["selected"] + stats["filtered"] + stats["left_over"])
+
+  def test_keep_selects_from_the_tail_at_the_same_ratio(self):
+    stream = _dict_stream(_pairs(n=130))
+    selector = tfjest.select(batch_size=B, filter_ratio=0.8, method="uniform",
+                             remainder="keep")
+    batches = list(stream.apply(selector))
+    self.assertEqual([len(_ids(b)) for b in batches], [B, B, B, 2])  # round(10 * 8 / 40)
+    self.assertTrue(np.all(_ids(batches[-1]) >= 120))
+    stats = selector.stats.result()
+    self.assertEqual((stats["read"], stats["selected"], stats["left_over"]), (130, 26, 0))
+    self.assertEqual(stats["filtered"], 104)
+
+  def test_dataset_shorter_than_a_super_batch(self):
+    with self.assertRaisesRegex(ValueError, "fewer examples than one super-batch.*30 examples"):
+      _dict_stream(_pairs(n=30)).apply(tfjest.select(batch_size=B, method="uniform"))
+
+
+class LiveWeightsTest(tf.test.TestCase):
+
+  def test_scores_follow_the_learners_current_weights(self):
+    learner, reference = _dual_encoder("learner", 0), _dual_encoder("reference", 1)
+    stream = _dict_stream(_pairs(n=N))
+    selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
+                             filter_ratio=0.8, num_chunks=4, seed=0)
+    selected = stream.apply(selector)
+    list(selected)
+    before = selector.stats.snapshot()
+    list(selected)
+    same = selector.stats.snapshot()
+    # Same weights, same data, same step: the same learner losses.
+    self.assertAllClose(same["learner_loss_selected"] - before["learner_loss_selected"],
+                        before["learner_loss_selected"])
+    kernel = learner.image_tower.layers[-1].kernel
+    # (A rescaled kernel would be undone by the L2 normalisation: perturb it instead.)
+    kernel.assign(kernel + tf.random.stateless_normal(kernel.shape, seed=[1, 2]))
+    list(selected)
+    after = selector.stats.snapshot()
+    self.assertNotAllClose(after["learner_loss_selected"] - same["learner_loss_selected"],
+                           before["learner_loss_selected"])
+    # The frozen reference's total loss over the super-batch did not move, however the new
+    # learner split it between selected and rejected examples.
+    def total(now, then):
+      return (B * (now["reference_loss_selected"] - then["reference_loss_selected"]) +
+              (N - B) * (now["reference_loss_rejected"] - then["reference_loss_rejected"]))
+
+    self.assertAllClose(total(after, same), total(before, {k: 0.0 for k in before}), rtol=1e-4)
+
+
+class FitTest(tf.test.TestCase):
+
+  def test_fit_dual_encoder_on_selected_stream(self):
+    learner, reference = _dual_encoder("learner", 0), _dual_encoder("reference", 1)
+    data = _pairs(n=400)
+    stream = tf.data.Dataset.from_tensor_slices({"image": data["image"], "text": data["text"]})
+    selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
+                             filter_ratio=0.8, num_chunks=4)
+    before = [w.numpy().copy() for w in learner.trainable_weights]
+    history = learner.fit(stream.apply(selector), epochs=2, verbose=0,
+                          callbacks=[tfjest.SelectionStatsCallback(selector)])
+    self.assertLen(history.history["loss"], 2)
+    self.assertTrue(np.all(np.isfinite(history.history["loss"])))
+    self.assertEqual(history.history["selection_selected"], [10 * B, 20 * B])
+    self.assertIn("selection_batch_score", history.history)
+    changed = [not np.allclose(a, w.numpy()) for a, w in zip(before, learner.trainable_weights)]
+    self.assertTrue(all(changed))
+
+  def test_fit_classifier_compiled_the_ordinary_way(self):
+    data = _pairs(n=400, corrupt=0.0)
+    keras.utils.set_random_seed(0)
+    learner, reference = toy_world.make_classifier(), toy_world.make_classifier()
+    stream = tf.data.Dataset.from_tensor_slices((data["image"], data["label"]))
+    selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
+                             filter_ratio=0.8, method="independent")
+    history = learner.fit(stream.apply(selector), epochs=1, verbose=0)
+    self.assertTrue(np.isfinite(history.history["loss"][0]))
+    self.assertEqual(selector.task, "classification")
+    stats = selector.stats.result()
+    # The reference is untrained, the learner barely: chosen examples have higher learner
+    # than reference loss on average under learnability.
+    self.assertGreater(stats["learner_loss_selected"] - stats["reference_loss_selected"],
+                       stats["learner_loss_rejected"] - stats["reference_loss_rejected"])
+
+  def test_unbuilt_model_is_built_before_the_pipeline(self):
+    learner = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(3)])
+    learner.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    self.assertFalse(learner.built)
+    data = _pairs(n=80)
+    stream = tf.data.Dataset.from_tensor_slices((data["image"], data["label"] % 3))
+    out = stream.apply(tfjest.select(learner=learner, batch_size=B, score="hard_learner",
+                                     method="independent"))
+    self.assertTrue(learner.built)
+    self.assertLen(list(out), 2)
+
+
+class BadInputTest(tf.test.TestCase, parameterized.TestCase):
+  """Every argument error names the argument and the value received."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.model = _dual_encoder("m")
+    cls.model({"image": np.zeros((1, 16, 16, 3), np.float32), "text": np.ones((1, 3), np.int32)})
+
+  @parameterized.named_parameters(
+      ("batch_size_zero", dict(batch_size=0), "Received: batch_size=0"),
+      ("batch_size_float", dict(batch_size=8.0), "Received: batch_size=8.0"),
+      ("filter_ratio_one", dict(filter_ratio=1.0), "Received: filter_ratio=1.0"),
+      ("filter_ratio_negative", dict(filter_ratio=-0.1), "Received: filter_ratio=-0.1"),
+      ("filter_ratio_not_whole", dict(filter_ratio=0.7), "filter_ratio=0.7"),
+      ("both_sizes", dict(filter_ratio=0.5, super_batch_size=16), "super_batch_size=16"),
+      ("super_batch_too_small", dict(super_batch_size=4), "Received: super_batch_size=4"),
+      ("method", dict(method="best"), "Received: method='best'"),
+      ("score", dict(score="hardest"), "Received: score='hardest'"),
+      ("chunks_do_not_divide", dict(num_chunks=3), "Received: num_chunks=3"),
+      ("chunks_zero", dict(num_chunks=0), "Received: num_chunks=0"),
+      ("temperature_zero", dict(temperature=0.0), "Received: temperature=0.0"),
+      ("temperature_nan", dict(temperature=float("nan")), "Received: temperature=nan"),
+      ("seed_negative", dict(seed=-1), "Received: seed=-1"),
+      ("first_chunk", dict(first_chunk="top"), "Received: first_chunk='top'"),
+      ("normalization", dict(normalization="l2"), "Received: normalization='l2'"),
+      ("greedy", dict(greedy="yes"), "Received: greedy='yes'"),
+      ("task", dict(task="regression"), "Received: task='regression'"),
+      ("embedding_keys", dict(embedding_keys="image"), "Received: embedding_keys='image'"),
+      ("loss_fn", dict(loss_fn=3), "Received: loss_fn=3"),
+      ("remainder", dict(remainder="pad"), "Received: remainder='pad'"),
+      ("input_batched", dict(input_batched=1), "Received: input_batched=1"),
+  )
+  def test_argument_errors(self, kwargs, message):
+    args = dict(learner=self.model, reference=self.model, batch_size=8, num_chunks=4)
+    args.update(kwargs)
+    with self.assertRaisesRegex(ValueError, message):
+      tfjest.select(**args)
+
+  def test_learnability_without_reference(self):
+    with self.assertRaisesRegex(ValueError, "Received: reference=None"):
+      tfjest.select(learner=self.model, batch_size=8)
+
+  def test_easy_reference_without_reference(self):
+    with self.assertRaisesRegex(ValueError, "Received: reference=None"):
+      tfjest.select(learner=self.model, batch_size=8, score="easy_reference")
+
+  def test_learner_missing(self):
+    with self.assertRaisesRegex(ValueError, "Received: learner=None"):
+      tfjest.select(reference=self.model, batch_size=8)
+
+  def test_learner_not_a_model(self):
+    with self.assertRaisesRegex(TypeError, "Received: learner of type function"):
+      tfjest.select(learner=lambda x: x, reference=self.model, batch_size=8)
+
+  def test_not_a_dataset(self):
+    selector = tfjest.select(batch_size=8, method="uniform")
+    with self.assertRaisesRegex(TypeError, "Received: dataset of type list"):
+      selector([1, 2, 3])
+
+  def test_empty_dataset(self):
+    empty = tf.data.Dataset.from_tensor_slices(np.zeros((0, 3), np.float32))
+    with self.assertRaisesRegex(ValueError, "empty dataset"):
+      empty.apply(tfjest.select(batch_size=8, method="uniform"))
+
+  def test_features_that_cannot_be_stacked(self):
+    ragged = tf.data.Dataset.from_generator(
+        lambda: iter([np.zeros(3), np.zeros(4)]),
+        output_signature=tf.TensorSpec([None], tf.float64))
+    with self.assertRaisesRegex(ValueError, "feature .* has shape \\(None,\\)"):
+      ragged.apply(tfjest.select(batch_size=8, method="uniform"))
+
+  def test_missing_embedding_keys(self):
+    data = _pairs(n=80)
+    stream = tf.data.Dataset.from_tensor_slices({"image": data["image"], "text": data["text"]})
+    selector = tfjest.select(learner=self.model, reference=self.model, batch_size=8,
+                             num_chunks=4, task="contrastive", embedding_keys=("img", "txt"))
+    with self.assertRaisesRegex(ValueError, "without the embedding keys.*Received: learner "
+                                "outputs with keys"):
+      stream.apply(selector)
+
+  def test_elements_missing_features_the_model_needs(self):
+    data = _pairs(n=80)
+    stream = tf.data.Dataset.from_tensor_slices({"image": data["image"]})
+    with self.assertRaisesRegex(ValueError, "could not call the learner.*Received: learner='m'"):
+      stream.apply(tfjest.select(learner=self.model, reference=self.model, batch_size=8,
+                                 num_chunks=4))
+
+  def test_embeddings_of_different_widths(self):
+
+    class Uneven(keras.Model):
+      logit_scale, logit_bias = 10.0, -10.0
+
+      def call(self, x, training=False):
+        return {"image_embeddings": tf.ones([tf.shape(x)[0], 4]),
+                "text_embeddings": tf.ones([tf.shape(x)[0], 5])}
+
+    stream = tf.data.Dataset.from_tensor_slices(np.zeros((80, 2), np.float32))
+    with self.assertRaisesRegex(ValueError, "same width. Received: image width 4, text width 5"):
+      list(stream.apply(tfjest.select(learner=Uneven(), reference=Uneven(), batch_size=8,
+                                      num_chunks=4)))
+
+  def test_dual_encoder_without_logit_scale(self):
+
+    class NoScale(keras.Model):
+
+      def call(self, x, training=False):
+        return {"image_embeddings": x, "text_embeddings": x}
+
+    stream = tf.data.Dataset.from_tensor_slices(np.zeros((80, 2), np.float32))
+    with self.assertRaisesRegex(ValueError, "must expose `logit_scale`"):
+      list(stream.apply(tfjest.select(learner=NoScale(), reference=NoScale(), batch_size=8,
+                                      num_chunks=4)))
+
+  def test_learner_and_reference_of_different_kinds(self):
+    classifier = toy_world.make_classifier()
+    data = _pairs(n=80)
+    stream = tf.data.Dataset.from_tensor_slices(({"image": data["image"],
+                                                  "text": data["text"]}, data["label"]))
+    wrapped = keras.Sequential([keras.layers.Lambda(lambda x: x["image"]), classifier])
+    wrapped.compile(loss="sparse_categorical_crossentropy")
+    with self.assertRaisesRegex(ValueError, "same kind.*Received: learner task 'contrastive'"):
+      stream.apply(tfjest.select(learner=self.model, reference=wrapped, batch_size=8,
+                                 num_chunks=4))
+
+  def test_classifier_without_labels(self):
+    classifier = toy_world.make_classifier()
+    stream = tf.data.Dataset.from_tensor_slices(_pairs(n=80)["image"])
+    with self.assertRaisesRegex(ValueError, "needs labels"):
+      stream.apply(tfjest.select(learner=classifier, reference=classifier, batch_size=8,
+                                 num_chunks=4))
+
+  def test_classifier_not_compiled_and_no_loss_fn(self):
+    plain = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    stream = tf.data.Dataset.from_tensor_slices((_pairs(n=80)["image"], np.zeros(80, int)))
+    with self.assertRaisesRegex(ValueError, "compile the learner with a loss or pass `loss_fn="):
+      stream.apply(tfjest.select(learner=plain, batch_size=8, score="hard_learner",
+                                 num_chunks=4))
+
+  def test_callback_needs_a_selector(self):
+    with self.assertRaisesRegex(TypeError, "Received: selector of type str"):
+      tfjest.SelectionStatsCallback("selector")
+
+
+if __name__ == "__main__":
+  tf.test.main()
