@@ -1,0 +1,96 @@
+r"""Quickstart: JEST avoids swapped captions that uniform sampling trains on.
+
+Generates a small image–caption stream in which half of the pairs have their caption swapped
+with another example's, trains a small reference dual encoder on clean pairs, then reports the
+share of corrupted pairs among the examples chosen by `uniform`, `independent` and `jest`
+selection, and trains a learner with `model.fit` on the JEST stream for a few steps.
+
+    python examples/quickstart.py
+
+Runs in about a minute on 2 CPU cores. The last line reads
+`corrupted share selected: uniform=<x.xx> independent=<x.xx> jest=<x.xx>`.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfjest
+from examples import toy_world
+
+_CLEAN = flags.DEFINE_integer("clean_examples", 6000, "Clean pairs the reference trains on.")
+_STREAM = flags.DEFINE_integer("stream_examples", 4800, "Examples in the noisy stream.")
+_CORRUPT = flags.DEFINE_float("corrupt_share", 0.5, "Share of stream pairs with a swapped caption.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per selected batch (b).")
+_RATIO = flags.DEFINE_float("filter_ratio", 0.8, "Share of each super-batch filtered out.")
+_CHUNKS = flags.DEFINE_integer("num_chunks", 16, "JEST chunks per batch.")
+_REF_EPOCHS = flags.DEFINE_integer("reference_epochs", 6, "Epochs of reference training.")
+_FIT_STEPS = flags.DEFINE_integer("fit_steps", 20, "Learner steps of model.fit on the JEST stream.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for data, models and selection.")
+
+
+def train_reference(seed: int) -> toy_world.DualEncoder:
+  keras.utils.set_random_seed(seed)
+  clean = toy_world.make_pairs(_CLEAN.value, 0.0, seed=seed + 1)
+  reference = toy_world.DualEncoder(name="reference")
+  reference.compile(optimizer=keras.optimizers.Adam(3e-3))
+  data = tf.data.Dataset.from_tensor_slices({"image": clean["image"], "text": clean["text"]})
+  reference.fit(data.shuffle(len(clean["text"]), seed=seed).batch(128, drop_remainder=True),
+                epochs=_REF_EPOCHS.value, verbose=0)
+  reference.trainable = False
+  return reference
+
+
+def main(argv):
+  del argv
+  seed = _SEED.value
+  reference = train_reference(seed)
+  accuracy = toy_world.pair_accuracy(reference)
+  print(f"reference: ranks the true caption above a swapped one for {accuracy:.1%} of images")
+
+  noisy = toy_world.make_pairs(_STREAM.value, _CORRUPT.value, seed=seed + 2)
+  corrupted = noisy["corrupted"]
+  # The stream carries ids; the corruption flags stay outside it, for analysis only.
+  stream = tf.data.Dataset.from_tensor_slices(
+      {"image": noisy["image"], "text": noisy["text"], "id": noisy["id"]})
+  print(f"stream: {len(corrupted)} pairs, {corrupted.mean():.2f} of them corrupted")
+
+  keras.utils.set_random_seed(seed + 3)
+  learner = toy_world.DualEncoder(name="learner")
+  learner.compile(optimizer=keras.optimizers.Adam(1e-3))
+
+  shares = {}
+  for method in ("uniform", "independent", "jest"):
+    selector = tfjest.select(learner=learner, reference=reference, batch_size=_BATCH.value,
+                             filter_ratio=_RATIO.value, method=method,
+                             num_chunks=_CHUNKS.value, seed=seed)
+    ids = np.concatenate([batch["id"].numpy() for batch in stream.apply(selector)])
+    shares[method] = corrupted[ids].mean()
+    print(f"{method:>11}: selected {len(ids)} of {selector.stats.result()['read']}, "
+          f"corrupted share {shares[method]:.2f}")
+
+  selector = tfjest.select(learner=learner, reference=reference, batch_size=_BATCH.value,
+                           filter_ratio=_RATIO.value, method="jest", num_chunks=_CHUNKS.value,
+                           seed=seed)
+  history = learner.fit(stream.repeat().apply(selector), steps_per_epoch=_FIT_STEPS.value,
+                        epochs=1, verbose=0,
+                        callbacks=[tfjest.SelectionStatsCallback(selector)])
+  logs = {k: v[-1] for k, v in history.history.items()}
+  print(f"learner: {_FIT_STEPS.value} fit steps on the JEST stream, loss {logs['loss']:.3f}, "
+        f"selected-minus-rejected reference loss "
+        f"{logs['selection_reference_loss_selected'] - logs['selection_reference_loss_rejected']:.2f}")
+  print("corrupted share selected: " +
+        " ".join(f"{m}={shares[m]:.2f}" for m in ("uniform", "independent", "jest")))
+
+
+if __name__ == "__main__":
+  app.run(main)
