@@ -9,8 +9,8 @@ import keras
 import tensorflow as tf
 
 from tfjest import adapters
-from tfjest import losses
 from tfjest import scores as scores_lib
+from tfjest import scoring
 from tfjest import selection
 from tfjest import stats as stats_lib
 
@@ -40,16 +40,14 @@ class Selector:
 
   Attributes:
     stats: the `SelectionStats` of every dataset this selector has been applied to.
+    scorer: the `scoring.Scorer` that calls the models (None for uniform selection).
     batch_size: `b`, examples per emitted batch.
     super_batch_size: `N`, candidates per selection.
-    method, score, task: the resolved options.
   """
 
   def __init__(self, *, learner, reference, batch_size, super_batch_size, method, score,
                num_chunks, temperature, seed, first_chunk, normalization, greedy, task,
                embedding_keys, loss_fn, input_batched, remainder):
-    self.learner = learner
-    self.reference = reference
     self.batch_size = batch_size
     self.super_batch_size = super_batch_size
     self.method = method
@@ -60,33 +58,19 @@ class Selector:
     self.first_chunk = first_chunk
     self.normalization = normalization
     self.greedy = greedy
-    self._task_option = task
-    self.embedding_keys = tuple(embedding_keys)
-    self.loss_fn = loss_fn
     self.input_batched = input_batched
     self.remainder = remainder
     self.stats = stats_lib.SelectionStats()
-    self._loss_fns = {}
-    self._task = None if task == "auto" else task
+    # Uniform selection reads no model: the baseline costs no scoring.
+    self.scorer = None if method == "uniform" else scoring.Scorer(
+        learner=learner, reference=reference, score=score, task=task,
+        embedding_keys=embedding_keys, loss_fn=loss_fn)
 
   @property
-  def task(self) -> str:
-    """"contrastive" or "classification" once resolved (on application), else the option."""
-    return self._task or self._task_option
+  def task(self) -> Optional[str]:
+    """"contrastive" or "classification" once applied (None for uniform: nothing is scored)."""
+    return None if self.scorer is None else self.scorer.task
 
-  # -- which models are read -------------------------------------------------------------
-  def _models(self):
-    """`{"learner": model, "reference": model}` for the models this selection reads."""
-    if self.method == "uniform":
-      return {}
-    out = {}
-    if scores_lib.NEEDS_LEARNER[self.score]:
-      out["learner"] = self.learner
-    if scores_lib.NEEDS_REFERENCE[self.score]:
-      out["reference"] = self.reference
-    return out
-
-  # -- applying to a dataset -------------------------------------------------------------
   def __call__(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
     if not isinstance(dataset, tf.data.Dataset):
       raise TypeError(f"select(...) applies to a tf.data.Dataset. "
@@ -95,27 +79,24 @@ class Selector:
       dataset = dataset.unbatch()
     spec = dataset.element_spec
     _check_stackable(spec)
-    if tf.data.experimental.cardinality(dataset) == 0:
+    cardinality = int(tf.data.experimental.cardinality(dataset))
+    if cardinality == 0:
       raise ValueError("select(...) was applied to an empty dataset. Received: dataset with "
                        "cardinality 0")
-    models = self._models()
-    x_spec, y_spec, _ = adapters.unpack(spec)
-    self._task = self._resolve_task(models, x_spec, y_spec, spec)
-    if (self.remainder == "drop" and
-        0 <= tf.data.experimental.cardinality(dataset) < self.super_batch_size):
-      raise ValueError(
-          f"The dataset holds fewer examples than one super-batch ({self.super_batch_size}), "
-          "so nothing would be selected. Use a smaller batch_size or super_batch_size, or "
-          "remainder='keep'. Received: dataset of "
-          f"{int(tf.data.experimental.cardinality(dataset))} examples")
-
+    if self.scorer is not None:
+      self.scorer.prepare(spec)
     n = self.super_batch_size
+    if self.remainder == "drop" and 0 <= cardinality < n:
+      raise ValueError(
+          f"The dataset holds fewer examples than one super-batch ({n}), so nothing would be "
+          "selected. Use a smaller batch_size or super_batch_size, or remainder='keep'. "
+          f"Received: dataset of {cardinality} examples")
+
     super_batches = dataset.batch(n, drop_remainder=False).enumerate()
     if self.remainder == "drop":
       super_batches = super_batches.filter(self._keep_full_or_count)
     selected = super_batches.map(self._select_super_batch)
     # The filter hides the length; restore it so that `fit` knows the epoch's size.
-    cardinality = int(tf.data.experimental.cardinality(dataset))
     if cardinality == tf.data.INFINITE_CARDINALITY:
       selected = selected.repeat()
     elif cardinality >= 0:
@@ -134,32 +115,29 @@ class Selector:
     Returns:
       The selected batch, with the input's structure.
     """
-    spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype), super_batch)
-    if self._task is None or not self._loss_fns and self._task == "classification":
-      x_spec, y_spec, _ = adapters.unpack(spec)
-      self._task = self._resolve_task(self._models(), x_spec, y_spec, spec)
+    if self.scorer is not None:
+      self.scorer.prepare(tf.nest.map_structure(
+          lambda t: tf.TensorSpec(t.shape[1:], t.dtype), super_batch))
     return self._select_super_batch(tf.constant(step, tf.int64), super_batch)
 
-  def _resolve_task(self, models, x_spec, y_spec, spec):
-    """Builds the models if needed, checks their outputs, and fixes the task."""
-    resolved = None
-    for role, model in models.items():
-      outputs = _build_and_probe(model, x_spec, role)
-      task = (self._task_option if self._task_option != "auto"
-              else adapters.infer_task(outputs, self.embedding_keys))
-      if resolved is not None and task != resolved:
-        raise ValueError(
-            "The learner and the reference must be models of the same kind (both dual "
-            f"encoders or both classifiers). Received: learner task {resolved!r}, reference "
-            f"task {task!r}")
-      resolved = task
-      if task == "classification":
-        if y_spec is None:
-          raise ValueError(
-              "Classification scoring needs labels: elements must be (x, y) or (x, y, "
-              f"sample_weight) tuples. Received: element_spec={spec}")
-        self._loss_fns[role] = adapters.resolve_loss_fn(model, self.loss_fn, role)
-    return resolved
+  def choose_indices(self, scores, step, valid=None, num_select=None):
+    """Runs this selector's rule on a score object: `[num_select or b]` indices, chosen order.
+
+    `scores` is None for uniform selection (then `N` is `super_batch_size`); `num_select` lets
+    a replica choose its share of the batch.
+    """
+    b = num_select or self.batch_size
+    if self.method == "uniform":
+      n = self.super_batch_size if scores is None else scores.diagonal().shape[0]
+      return selection.uniform_selection(n, b, seed=self.seed, step=step, valid=valid)
+    if self.method == "jest":
+      return selection.joint_selection(
+          scores, b, num_chunks=self.num_chunks, seed=self.seed, step=step,
+          temperature=self.temperature, first_chunk=self.first_chunk,
+          normalization=self.normalization, greedy=self.greedy, valid=valid)
+    return selection.independent_selection(
+        scores.diagonal(), b, seed=self.seed, step=step, temperature=self.temperature,
+        greedy=self.greedy, valid=valid)
 
   def _keep_full_or_count(self, step, super_batch):
     del step
@@ -196,44 +174,16 @@ class Selector:
       keep = tf.cast(tf.math.round(tf.cast(size * self.batch_size, tf.float64) / n), tf.int32)
       keep = tf.clip_by_value(keep, 1, self.batch_size)
 
-    picks, values = self._choose(padded, step, valid)
-    picks = picks[:keep]
-    chosen = tf.sort(picks)  # keep the stream's order inside the batch
+    if self.scorer is None:
+      picks, values = self.choose_indices(None, step, valid), {}
+    else:
+      scored = self.scorer(padded)
+      picks = self.choose_indices(scored.scores, step, valid)
+      values = _batch_values(scored.scores, picks, scored.losses, n, valid)
+    chosen = tf.sort(picks[:keep])  # keep the stream's order inside the batch
     record = self.stats.record_batch(size, tf.size(chosen), values)
     with tf.control_dependencies([record]):
       return tf.nest.map_structure(lambda t: tf.gather(t, chosen), padded)
-
-  def _choose(self, super_batch, step, valid):
-    """Scores one (padded) super-batch and returns `(picks in chosen order, stats values)`."""
-    n, b = self.super_batch_size, self.batch_size
-    if self.method == "uniform":
-      return selection.uniform_selection(n, b, seed=self.seed, step=step, valid=valid), {}
-    x, y, _ = adapters.unpack(super_batch)
-    models = self._models()
-    if self._task == "contrastive":
-      emb = {role: adapters.contrastive_embeddings(m, x, self.embedding_keys, role)
-             for role, m in models.items()}
-      scores = scores_lib.PairwiseScores(self.score, emb.get("learner"), emb.get("reference"))
-      diag_losses = {role: _positive_pair_losses(e) for role, e in emb.items()}
-    else:
-      diag_losses = {role: adapters.classification_losses(m, x, y, self._loss_fns[role], role)
-                     for role, m in models.items()}
-      scores = scores_lib.DiagonalScores(scores_lib.combine(
-          self.score, diag_losses.get("learner", 0.0), diag_losses.get("reference", 0.0)))
-    if self.method == "jest":
-      picks = selection.joint_selection(
-          scores, b, num_chunks=self.num_chunks, seed=self.seed, step=step,
-          temperature=self.temperature, first_chunk=self.first_chunk,
-          normalization=self.normalization, greedy=self.greedy, valid=valid)
-    else:
-      picks = selection.independent_selection(
-          scores.diagonal(), b, seed=self.seed, step=step, temperature=self.temperature,
-          greedy=self.greedy, valid=valid)
-    return picks, _batch_values(scores, picks, diag_losses, n, valid)
-
-
-def _positive_pair_losses(emb):
-  return losses.sigmoid_pair_loss_diagonal(emb)
 
 
 def _batch_values(scores, picks, diag_losses, n, valid):
@@ -281,25 +231,6 @@ def _flatten_with_paths(spec):
   except (AttributeError, TypeError):
     paths = [str(i) for i in range(len(flat))]
   return zip(paths, flat)
-
-
-def _build_and_probe(model, x_spec, role):
-  """Builds an unbuilt model eagerly on one zero example and returns its outputs."""
-  def zeros(s):
-    shape = [1] + s.shape.as_list()
-    if s.dtype == tf.string:
-      return tf.fill(shape, "")
-    return tf.zeros(shape, s.dtype)
-
-  dummy = tf.nest.map_structure(zeros, x_spec)
-  try:
-    return model(dummy, training=False)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(
-        f"tfjest could not call the {role} on the elements' inputs (it calls the model once on "
-        f"a zero example to build it and check its outputs). Make sure the model accepts the "
-        f"dataset's x as `fit` would pass it. Received: {role}={model.name!r}, "
-        f"inputs spec={x_spec}. Error: {e}") from e
 
 
 def select(*, learner: Optional[keras.Model] = None,
