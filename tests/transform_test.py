@@ -110,6 +110,48 @@ class StructureTest(tf.test.TestCase, parameterized.TestCase):
 
 class AccountingTest(tf.test.TestCase):
 
+  def test_non_finite_scores_are_counted_and_never_chosen(self):
+    # A classifier whose loss is NaN for examples with a negative first feature.
+    class Fragile(keras.Model):
+
+      def call(self, x, training=False):
+        return tf.stack([x[:, 0], -x[:, 0]], axis=1)
+
+    x = np.random.default_rng(0).normal(size=(80, 2)).astype(np.float32)
+    y = np.zeros(80, np.int32)
+    model = Fragile()
+
+    def loss(y_true, pred):
+      del y_true
+      return tf.where(pred[:, 0] < 0, np.nan, pred[:, 0])
+
+    stream = tf.data.Dataset.from_tensor_slices((x, y, np.arange(80)))
+    selector = tfjest.select(learner=model, batch_size=8, score="hard_learner",
+                             method="independent", loss_fn=loss)
+    chosen = np.concatenate([ids.numpy() for _, _, ids in stream.apply(selector)])
+    self.assertTrue(np.all(x[chosen, 0] >= 0))
+    stats = selector.stats.result()
+    self.assertEqual(stats["non_finite"], int(np.sum(x[:, 0] < 0)))
+    self.assertTrue(np.isfinite(stats["learner_loss_selected"]))
+    self.assertTrue(np.isfinite(stats["batch_score"]))
+
+  def test_wholly_non_finite_super_batches_fall_back_to_uniform(self):
+
+    class Diverged(keras.Model):
+
+      def call(self, x, training=False):
+        return x * np.nan
+
+    x = np.ones((400, 2), np.float32)
+    stream = tf.data.Dataset.from_tensor_slices((x, np.zeros(400, np.int32), np.arange(400)))
+    selector = tfjest.select(learner=Diverged(), batch_size=8, score="hard_learner",
+                             method="independent",
+                             loss_fn=lambda y, p: tf.reduce_sum(p, axis=1))
+    chosen = np.concatenate([ids.numpy() % N for _, _, ids in stream.apply(selector)])
+    self.assertEqual(selector.stats.result()["non_finite"], 400)
+    # 80 positions drawn from 40: a uniform fallback spreads them (top-k on ties would not).
+    self.assertGreater(len(set(chosen.tolist())), 25)
+
   def test_drop_counts_the_tail(self):
     stream = _dict_stream(_pairs(n=130))
     selector = tfjest.select(batch_size=B, filter_ratio=0.8, method="uniform")
@@ -355,6 +397,42 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "compile the learner with a loss or pass `loss_fn="):
       stream.apply(tfjest.select(learner=plain, batch_size=8, score="hard_learner",
                                  num_chunks=4))
+
+  def test_reference_that_changes_the_batch_axis(self):
+
+    class HalfBatch(keras.Model):
+      logit_scale, logit_bias = 10.0, -10.0
+
+      def call(self, x, training=False):
+        e = tf.math.l2_normalize(x[::2], -1)
+        return {"image_embeddings": e, "text_embeddings": e}
+
+    class Full(keras.Model):
+      logit_scale, logit_bias = 10.0, -10.0
+
+      def call(self, x, training=False):
+        e = tf.math.l2_normalize(x, -1)
+        return {"image_embeddings": e, "text_embeddings": e}
+
+    stream = tf.data.Dataset.from_tensor_slices(np.ones((80, 2), np.float32))
+    with self.assertRaisesRegex(ValueError, "one score per example of the super-batch \\(40\\), "
+                                "but gave 20"):
+      list(stream.apply(tfjest.select(learner=Full(), reference=HalfBatch(), batch_size=8,
+                                      num_chunks=4)))
+
+  def test_dual_encoder_returning_three_outputs(self):
+
+    class Three(keras.Model):
+      logit_scale, logit_bias = 10.0, -10.0
+
+      def call(self, x, training=False):
+        return x, x, x
+
+    stream = tf.data.Dataset.from_tensor_slices(np.ones((80, 2), np.float32))
+    with self.assertRaisesRegex(ValueError, "or a 2-tuple.*Received: learner output a tuple "
+                                "of 3"):
+      list(stream.apply(tfjest.select(learner=Three(), reference=Three(), batch_size=8,
+                                      num_chunks=4, task="contrastive")))
 
   def test_callback_needs_a_selector(self):
     with self.assertRaisesRegex(TypeError, "Received: selector of type str"):

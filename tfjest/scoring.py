@@ -102,6 +102,13 @@ class Scorer:
                      for role, m in self.models.items()}
       scores = scores_lib.DiagonalScores(scores_lib.combine(
           self.score, per_example.get("learner", 0.0), per_example.get("reference", 0.0)))
+    n = tf.nest.flatten(super_batch)[0].shape[0]
+    for role, values in per_example.items():
+      if n is not None and values.shape.rank == 1 and values.shape[0] not in (None, n):
+        raise ValueError(
+            f"The {role} must give one score per example of the super-batch ({n}), but gave "
+            f"{values.shape[0]}: does it reduce or reshape the batch axis? Received: {role} "
+            f"scores of shape {values.shape} for {n} examples")
     return Scored(scores, per_example)
 
 

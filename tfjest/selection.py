@@ -16,9 +16,11 @@ Noise comes from a stateless RNG keyed by `(seed, step)`: a selection is a pure 
 scores, the seed and the step, hence reproducible and resumable. (Stateless random numbers differ
 between XLA and non-XLA compilation, so reproducibility holds within one compilation mode.)
 
-Candidates whose key is not finite (NaN or infinite scores) or that are marked invalid are taken
-only when fewer than `b` valid candidates remain, and then last; chosen candidates are never taken
-again.
+Policy for bad candidates: a candidate whose key is not finite (a NaN or infinite score, from a
+diverged model or a bad example) or that is marked invalid is taken only when fewer than `c`
+usable candidates remain in a chunk; the chunk is then filled by a uniform random draw among
+them. So a wholly non-finite super-batch falls back to uniform selection (`transform` counts and
+reports such candidates). Chosen candidates are never taken again.
 """
 
 import numpy as np
@@ -111,8 +113,8 @@ def joint_selection(scores, num_select: int, *, num_chunks: int = 16, seed=0, st
   dtype = diag.dtype
   noise = gumbel_noise([num_chunks, n], stateless_seed(seed, step), dtype)
   usable = tf.ones([n], tf.bool) if valid is None else tf.cast(valid, tf.bool)
-  last_resort = tf.constant(dtype.min, dtype)
   never = tf.constant(-np.inf, dtype)
+  positions = tf.range(chunk)
 
   gains = diag
   chosen = tf.zeros([n], tf.bool)
@@ -125,9 +127,14 @@ def joint_selection(scores, num_select: int, *, num_chunks: int = 16, seed=0, st
       if normalization == "set_size":
         logits = logits / tf.cast(2 * k * chunk + 1, dtype)
       keys = logits if greedy else logits + noise[k]
-    keys = tf.where(usable & tf.math.is_finite(keys), keys, last_resort)
-    keys = tf.where(chosen, never, keys)
-    _, idx = tf.math.top_k(keys, k=chunk, sorted=False)
+    # Candidates with a finite key come first, by key; when fewer than c remain, the chunk is
+    # filled with a uniform draw (by noise alone) from the invalid or non-finite ones.
+    good = ~chosen & usable & tf.math.is_finite(keys)
+    _, best = tf.math.top_k(tf.where(good, keys, never), k=chunk, sorted=True)
+    _, fill = tf.math.top_k(tf.where(~chosen & ~good, noise[k], never), k=chunk, sorted=True)
+    num_good = tf.minimum(tf.reduce_sum(tf.cast(good, tf.int32)), chunk)
+    idx = tf.where(positions < num_good, best,
+                   tf.gather(fill, tf.maximum(positions - num_good, 0)))
     picks.append(idx)
     chosen = tf.tensor_scatter_nd_update(chosen, idx[:, None], tf.ones([chunk], tf.bool))
     if k + 1 < num_chunks:

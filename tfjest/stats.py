@@ -2,6 +2,7 @@
 
 Counts are exact: every example read is either selected, filtered out, or left over in a final
 partial super-batch that was dropped, so `read == selected + filtered + left_over` always holds.
+`non_finite` counts candidates whose score was NaN or infinite (selection takes them last).
 Loss means are per emitted batch, summed so that a reader can take differences over a window
 (an epoch) and divide by the number of batches in it.
 
@@ -13,7 +14,7 @@ from typing import Dict
 
 import tensorflow as tf
 
-COUNTS = ("read", "selected", "filtered", "left_over", "batches")
+COUNTS = ("read", "selected", "filtered", "left_over", "batches", "non_finite")
 # Per-batch means summed over batches (NaN-free: batches without a value add 0 and are not
 # counted in the matching `*_batches` denominator).
 SUMS = ("learner_loss_selected", "learner_loss_rejected", "reference_loss_selected",
@@ -35,11 +36,19 @@ class SelectionStats:
     for v in list(self._counts.values()) + list(self._sums.values()) + [self._scored]:
       v.assign(tf.zeros_like(v))
 
-  def record_batch(self, read, selected, values: Dict[str, tf.Tensor]):
-    """Adds one super-batch (graph-safe). `values` holds the `SUMS` entries, or is empty."""
+  def record_batch(self, read, selected, values: Dict[str, tf.Tensor], non_finite=0):
+    """Adds one super-batch (graph-safe).
+
+    Args:
+      read: examples in the super-batch.
+      selected: examples emitted.
+      values: the `SUMS` entries for this batch, or empty when nothing was scored.
+      non_finite: candidates whose score was NaN or infinite.
+    """
     read = tf.cast(read, tf.int64)
     selected = tf.cast(selected, tf.int64)
     ops = [self._counts["read"].assign_add(read),
+           self._counts["non_finite"].assign_add(tf.cast(non_finite, tf.int64)),
            self._counts["selected"].assign_add(selected),
            self._counts["filtered"].assign_add(read - selected),
            self._counts["batches"].assign_add(1)]

@@ -174,26 +174,37 @@ class Selector:
       keep = tf.cast(tf.math.round(tf.cast(size * self.batch_size, tf.float64) / n), tf.int32)
       keep = tf.clip_by_value(keep, 1, self.batch_size)
 
+    non_finite = tf.constant(0, tf.int32)
     if self.scorer is None:
       picks, values = self.choose_indices(None, step, valid), {}
     else:
       scored = self.scorer(padded)
+      finite = tf.math.is_finite(scored.scores.diagonal())
+      real = tf.ones([n], tf.bool) if valid is None else valid  # padding is no candidate
+      non_finite = tf.reduce_sum(tf.cast(~finite & real, tf.int32))
       picks = self.choose_indices(scored.scores, step, valid)
-      values = _batch_values(scored.scores, picks, scored.losses, n, valid)
+      values = _batch_values(scored.scores, picks, scored.losses, n, finite & real)
     chosen = tf.sort(picks[:keep])  # keep the stream's order inside the batch
-    record = self.stats.record_batch(size, tf.size(chosen), values)
+    record = tf.group(self.stats.record_batch(size, tf.size(chosen), values, non_finite),
+                      _warn_if(tf.equal(non_finite, size),
+                               "tfjest.select: every candidate of a super-batch had a NaN or "
+                               "infinite score (a diverged model?); it was selected uniformly. "
+                               "Super-batch index:", step))
     with tf.control_dependencies([record]):
       return tf.nest.map_structure(lambda t: tf.gather(t, chosen), padded)
 
 
-def _batch_values(scores, picks, diag_losses, n, valid):
-  """Means of learner/reference losses over chosen vs rejected candidates, and s(B)."""
+def _batch_values(scores, picks, diag_losses, n, include):
+  """Means of learner/reference losses over chosen vs rejected candidates, and s(B).
+
+  Only candidates in `include` (real, with finite scores) enter the means, and non-finite
+  pair scores are left out of s(B), so one bad example cannot poison the running sums.
+  """
   chosen = tf.scatter_nd(picks[:, None], tf.ones_like(picks, tf.bool), [n])
-  real = tf.ones([n], tf.bool) if valid is None else valid
   out = {}
   for role in ("learner", "reference"):
     values = diag_losses.get(role)
-    for part, mask in (("selected", chosen & real), ("rejected", ~chosen & real)):
+    for part, mask in (("selected", chosen & include), ("rejected", ~chosen & include)):
       key = f"{role}_loss_{part}"
       if values is None:
         out[key] = tf.constant(0.0)
@@ -201,8 +212,17 @@ def _batch_values(scores, picks, diag_losses, n, valid):
         out[key] = tf.math.divide_no_nan(
             tf.reduce_sum(tf.where(mask, tf.cast(values, tf.float32), 0.0)),
             tf.reduce_sum(tf.cast(mask, tf.float32)))
-  out["batch_score"] = scores_lib.batch_score(scores, picks)
+  block = scores.block(picks, picks)
+  out["batch_score"] = tf.reduce_sum(tf.where(tf.math.is_finite(block), block, 0.0))
   return out
+
+
+def _warn_if(condition, message, value):
+  """Prints `message value` to stderr when `condition` holds (graph-safe)."""
+  def warn():
+    with tf.control_dependencies([tf.print(message, value, output_stream=sys.stderr)]):
+      return tf.constant(True)
+  return tf.cond(condition, warn, lambda: tf.constant(False))
 
 
 def _leading_size(structure):
