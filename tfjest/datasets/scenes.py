@@ -25,7 +25,7 @@ _RGB = np.array([[220, 40, 40], [245, 140, 30], [240, 220, 50], [40, 170, 70], [
                  [40, 80, 220], [150, 60, 190], [250, 250, 250]], np.float32)
 _OBJECT_COUNT_PROBS = (0.5, 0.3, 0.2)
 _RADIUS = (0.27, 0.42)  # half-extent of a small / large object, as a share of a grid cell
-_MAX_OFFSET = 0.08  # centre jitter, share of a cell; small enough that objects never touch
+_MAX_OFFSET = 0.07  # largest centre jitter, share of a cell (see `_mask_bank`)
 _PLAIN, _GRADIENT, _TEXTURE = 0, 1, 2
 _NUM_TEXTURES = 16
 _TEXTURE_AMPLITUDE = 14.0
@@ -49,7 +49,8 @@ class Scenes:
     colour, shape, size, position: int arrays `[n, MAX_OBJECTS]`, indices into `COLOURS`,
       `SHAPES`, `SIZES` and `POSITIONS`. Positions within a scene are distinct.
     count: int array `[n]`, the number of objects, 1 to `MAX_OBJECTS`.
-    offset: float array `[n, MAX_OBJECTS, 2]`, centre jitter (x, y) as a share of a cell.
+    offset: float array `[n, MAX_OBJECTS, 2]`, centre jitter (x, y) in [-1, 1], a share of
+      the largest jitter (rendering rounds it to whole pixels).
     tint: float array `[n, MAX_OBJECTS, 3]`, per-object RGB jitter.
     background: int array `[n]`: 0 plain, 1 gradient, 2 texture.
     background_rgb: float array `[n, 2, 3]`: the plain colour, or a gradient's two ends.
@@ -109,7 +110,7 @@ def sample_scenes(rng: np.random.Generator, labels: np.ndarray, *,
       size=rng.integers(0, len(SIZES), size=(n, MAX_OBJECTS)),
       position=np.argsort(rng.random((n, len(POSITIONS))), axis=1)[:, :MAX_OBJECTS],
       count=rng.choice(np.arange(1, MAX_OBJECTS + 1), size=n, p=_OBJECT_COUNT_PROBS),
-      offset=rng.uniform(-_MAX_OFFSET, _MAX_OFFSET, size=(n, MAX_OBJECTS, 2)),
+      offset=rng.uniform(-1, 1, size=(n, MAX_OBJECTS, 2)),
       tint=rng.uniform(-15, 15, size=(n, MAX_OBJECTS, 3)),
       background=rng.integers(0, 3, size=n),
       background_rgb=grey + rng.uniform(-20, 20, size=(n, 2, 3)),
@@ -157,20 +158,10 @@ def _shape_masks(dx, dy, radius):
   ]
 
 
-def _max_shift(image_size: int) -> int:
-  """Largest centre jitter in whole pixels (at least 1)."""
-  return max(1, int(round(_MAX_OFFSET * image_size / 3)))
-
-
-@functools.lru_cache(maxsize=None)
-def _mask_bank(image_size: int) -> np.ndarray:
-  """Every object mask, `[shape, size, position, shift_x, shift_y, size, size]` booleans.
-
-  Centres move by whole pixels, so the few hundred possible masks are drawn once and
-  rendering only gathers them.
-  """
+def _draw_masks(image_size: int, max_shift: int) -> np.ndarray:
+  """Object masks `[shape, size, position, shift_x, shift_y, pixel_y, pixel_x]` (booleans)."""
   cell = image_size / 3
-  shift = np.arange(-_max_shift(image_size), _max_shift(image_size) + 1)
+  shift = np.arange(-max_shift, max_shift + 1)
   row, col = np.divmod(np.arange(len(POSITIONS)), 3)
   centre_x = (col[:, None] + 0.5) * cell + shift[None, :]  # [position, shift]
   centre_y = (row[:, None] + 0.5) * cell + shift[None, :]
@@ -180,6 +171,27 @@ def _mask_bank(image_size: int) -> np.ndarray:
   dy = (coords[None, None, None, :, None] - centre_y[:, None, :, None, None])[None]
   radius = (np.asarray(_RADIUS) * cell).reshape(-1, 1, 1, 1, 1, 1)
   return np.stack(_shape_masks(dx, dy, radius))
+
+
+def _cells_overlap(masks: np.ndarray) -> bool:
+  """Whether objects in two different cells can share a pixel."""
+  reach = masks.any(axis=(0, 1, 3, 4)).astype(np.int32)  # [position, pixel_y, pixel_x]
+  return bool((reach.sum(axis=0) > 1).any())
+
+
+@functools.lru_cache(maxsize=None)
+def _mask_bank(image_size: int) -> np.ndarray:
+  """Every object mask, `[shape, size, position, shift_x, shift_y, pixel_y, pixel_x]`.
+
+  Centres move by whole pixels, so the few hundred possible masks are drawn once and
+  rendering only gathers them. The jitter is the largest (up to `_MAX_OFFSET` of a cell, at
+  least one pixel when possible) for which objects in different cells never overlap.
+  """
+  for max_shift in range(max(1, int(_MAX_OFFSET * image_size / 3)), 0, -1):
+    masks = _draw_masks(image_size, max_shift)
+    if not _cells_overlap(masks):
+      return masks
+  return _draw_masks(image_size, 0)
 
 
 def render(scenes: Scenes, image_size: int) -> np.ndarray:
@@ -197,8 +209,8 @@ def render(scenes: Scenes, image_size: int) -> np.ndarray:
   images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
 
   masks = _mask_bank(image_size)
-  max_shift = _max_shift(image_size)
-  shift = np.rint(scenes.offset / _MAX_OFFSET * max_shift).astype(int) + max_shift
+  max_shift = masks.shape[3] // 2
+  shift = np.rint(scenes.offset * max_shift).astype(int) + max_shift
   colours = np.clip(np.rint(_RGB[scenes.colour] + scenes.tint), 0, 255).astype(np.uint8)
   for k in range(MAX_OBJECTS):
     mask = masks[scenes.shape[:, k], scenes.size[:, k], scenes.position[:, k],

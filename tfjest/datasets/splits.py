@@ -52,22 +52,22 @@ class _Plan:
 
   scenes: scenes_lib.Scenes
   caption: list
+  clean_caption: list  # describes `scenes[i]`, drawn or (for clutter) not
   label: np.ndarray
   true_label: np.ndarray
   corruption: np.ndarray
 
 
-def _partners(rng, labels, index):
-  """For each example in `index`, another example of the split, with another label if any."""
-  n = len(labels)
-  if n < 2:
+def _partners(rng, labels, index, pool):
+  """For each example in `index`, another one from `pool`, with another label when possible."""
+  if not len(pool):
     return index.copy()
-  partner = (index + rng.integers(1, n, size=len(index))) % n
+  partner = pool[rng.integers(0, len(pool), size=len(index))]
   for _ in range(20):
-    same = labels[partner] == labels[index]
-    if not same.any():
+    redraw = (partner == index) | (labels[partner] == labels[index])
+    if not redraw.any():
       break
-    partner[same] = (index[same] + rng.integers(1, n, size=same.sum())) % n
+    partner[redraw] = pool[rng.integers(0, len(pool), size=redraw.sum())]
   return partner
 
 
@@ -81,20 +81,27 @@ def _plan(split, size, noise, seed, zipf_exponent) -> _Plan:
   else:
     probs = None
     labels = scene_rng.permutation(np.arange(size) % scenes_lib.NUM_CLASSES)
-  scenes = scenes_lib.sample_scenes(scene_rng, labels, class_probs=probs)
-  template = scene_rng.integers(0, len(captions_lib.TEMPLATES), size=size)
-  joiner = scene_rng.integers(0, 2, size=size)
-  clean = captions_lib.describe(scenes, template, joiner)
-
-  caption = np.array(clean, dtype=object)
-  label = scenes.label.astype(np.int64)
-  true_label = label.copy()
+  drawn = scenes_lib.sample_scenes(scene_rng, labels, class_probs=probs)
+  drawn_template = scene_rng.integers(0, len(captions_lib.TEMPLATES), size=size)
+  drawn_joiner = scene_rng.integers(0, 2, size=size)
   corruption = noise_lib.assign_corruptions(noise_rng, size, noise if split == "web" else 0.0)
+
+  # Near-duplicates show (and describe) a clean example's scene; everything else its own.
   shown = np.arange(size)
+  idx = np.flatnonzero(corruption == noise_lib.NEAR_DUPLICATE)
+  sources = np.flatnonzero(corruption == noise_lib.NONE)
+  if not len(sources):  # noise = 1: re-emit corrupted examples that show a scene
+    sources = np.flatnonzero(~np.isin(corruption, [noise_lib.NEAR_DUPLICATE, noise_lib.CLUTTER]))
+  if len(idx) and len(sources):
+    shown[idx] = noise_rng.choice(sources, size=len(idx))
+  scenes, template, joiner = drawn.take(shown), drawn_template[shown], drawn_joiner[shown]
+  clean = np.array(captions_lib.describe(scenes, template, joiner), dtype=object)
+  caption, label, true_label = clean.copy(), scenes.label.astype(np.int64), scenes.label
 
   idx = np.flatnonzero(corruption == noise_lib.SWAPPED)
-  partner = _partners(noise_rng, true_label, idx)
-  caption[idx], label[idx] = caption[partner], true_label[partner]
+  partner = _partners(noise_rng, true_label, idx,
+                      pool=np.flatnonzero(corruption != noise_lib.CLUTTER))
+  caption[idx], label[idx] = clean[partner], true_label[partner]
 
   idx = np.flatnonzero(corruption == noise_lib.WRONG_ATTRIBUTE)
   wrong = captions_lib.with_wrong_attributes(
@@ -106,19 +113,9 @@ def _plan(split, size, noise, seed, zipf_exponent) -> _Plan:
   caption[idx] = captions_lib.uninformative(noise_rng, len(idx))
   label[idx] = noise_rng.integers(0, scenes_lib.NUM_CLASSES, size=len(idx))
 
-  true_label[corruption == noise_lib.CLUTTER] = -1
-
-  idx = np.flatnonzero(corruption == noise_lib.NEAR_DUPLICATE)
-  sources = np.flatnonzero(corruption == noise_lib.NONE)
-  if not len(sources):  # noise = 1: re-emit corrupted examples that show a scene
-    sources = np.flatnonzero(~np.isin(corruption, [noise_lib.NEAR_DUPLICATE, noise_lib.CLUTTER]))
-  if len(idx) and len(sources):
-    source = noise_rng.choice(sources, size=len(idx))
-    caption[idx], label[idx] = caption[source], label[source]
-    true_label[idx], shown[idx] = true_label[source], source
-
-  return _Plan(scenes=scenes.take(shown), caption=caption.tolist(), label=label,
-               true_label=true_label, corruption=corruption)
+  true_label = np.where(corruption == noise_lib.CLUTTER, -1, true_label).astype(np.int64)
+  return _Plan(scenes=scenes, caption=caption.tolist(), clean_caption=clean.tolist(),
+               label=label, true_label=true_label, corruption=corruption)
 
 
 def generate_split(split: str, *, size: int, noise: float = 0.0, seed: int = 0,

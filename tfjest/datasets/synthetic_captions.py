@@ -35,7 +35,7 @@ _DEFAULTS = {"web_size": 100_000, "curated_size": 4_000, "test_size": 2_000, "im
 # Short names used in a custom config's name, e.g. "noise_0.5-web1000-curated200".
 _NAME_PARTS = {"web_size": "web", "curated_size": "curated", "test_size": "test",
                "image_size": "px", "seed": "seed", "zipf_exponent": "zipf"}
-_MIN_IMAGE_SIZE = 16
+_MIN_IMAGE_SIZE = 24
 _SPLIT_PATTERN = re.compile(r"^(?P<name>\w+)(\[[^\]]*\])?$")
 
 
@@ -46,7 +46,7 @@ class SyntheticCaptionsConfig(tfds.core.BuilderConfig):
   Attributes:
     noise: share of corrupted web examples, in [0, 1].
     web_size, curated_size, test_size: number of examples per split, each at least 1.
-    image_size: image height and width in pixels, at least 16.
+    image_size: image height and width in pixels, at least 24.
     seed: non-negative seed of every random draw.
     zipf_exponent: long-tail exponent of the web class frequencies (0 is uniform).
   """
@@ -156,7 +156,7 @@ def make_config(*, noise: float = 0.5, web_size: int = _DEFAULTS["web_size"],
     web_size: number of web examples.
     curated_size: number of curated examples.
     test_size: number of test examples.
-    image_size: image height and width in pixels, at least 16.
+    image_size: image height and width in pixels, at least 24.
     seed: seed of every random draw.
     zipf_exponent: long-tail exponent of the web class frequencies.
 
