@@ -5,6 +5,7 @@ so their tolerances are rounding (one example per corruption type); the one samp
 the web split's class frequencies, is checked within 4 binomial standard deviations.
 """
 
+import inspect
 import socket
 import tempfile
 from unittest import mock
@@ -186,6 +187,11 @@ class RenderTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class ConfigAndLoadTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_all_lists_exactly_the_public_names(self):
+    public = {name for name, value in vars(datasets).items()
+              if not name.startswith("_") and not inspect.ismodule(value)}
+    self.assertCountEqual(datasets.__all__, public)
 
   def test_registered_configs(self):
     names = [c.name for c in datasets.SyntheticCaptions.BUILDER_CONFIGS]

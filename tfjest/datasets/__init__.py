@@ -20,10 +20,15 @@ from tfjest.datasets.synthetic_captions import SyntheticCaptions
 from tfjest.datasets.synthetic_captions import SyntheticCaptionsConfig
 from tfjest.datasets.synthetic_captions import load
 from tfjest.datasets.synthetic_captions import make_config
+from tfjest.datasets.text import CaptionTokenizer
+from tfjest.datasets.text import build_vocab
+from tfjest.datasets.text import load_vocab
+from tfjest.datasets.text import save_vocab
 
 __all__ = [
     "COLOURS",
     "CORRUPTIONS",
+    "CaptionTokenizer",
     "NOISE_LEVELS",
     "NOISE_MIXTURE",
     "NUM_CLASSES",
@@ -33,10 +38,13 @@ __all__ = [
     "SPLITS",
     "SyntheticCaptions",
     "SyntheticCaptionsConfig",
+    "build_vocab",
     "class_names",
     "corruption_counts",
     "generate_split",
     "load",
+    "load_vocab",
     "make_config",
+    "save_vocab",
     "web_class_probs",
 ]
