@@ -6,6 +6,8 @@ from tfjest.losses import per_example_loss
 from tfjest.losses import siglip_loss
 from tfjest.losses import sigmoid_pair_loss_block
 from tfjest.losses import sigmoid_pair_loss_diagonal
+from tfjest.resume import deterministic_options
+from tfjest.resume import selection_checkpoint
 from tfjest.scores import DenseScores
 from tfjest.scores import DiagonalScores
 from tfjest.scores import PairwiseScores
@@ -30,10 +32,12 @@ __all__ = [
     "__version__",
     "batch_score",
     "conditional_gains",
+    "deterministic_options",
     "independent_selection",
     "joint_selection",
     "per_example_loss",
     "select",
+    "selection_checkpoint",
     "siglip_loss",
     "sigmoid_pair_loss_block",
     "sigmoid_pair_loss_diagonal",

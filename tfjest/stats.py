@@ -21,10 +21,15 @@ SUMS = ("learner_loss_selected", "learner_loss_rejected", "reference_loss_select
         "reference_loss_rejected", "batch_score")
 
 
-class SelectionStats:
-  """Counters and sums of per-batch statistics, as `tf.Variable`s on the host CPU."""
+class SelectionStats(tf.Module):
+  """Counters and sums of per-batch statistics, as `tf.Variable`s on the host CPU.
 
-  def __init__(self):
+  A `tf.Module`, so it can be saved in a `tf.train.Checkpoint` next to the model and the input
+  iterator, and restored with them.
+  """
+
+  def __init__(self, name: str = "selection_stats"):
+    super().__init__(name=name)
     with tf.init_scope(), tf.device("/cpu:0"):
       self._counts = {k: tf.Variable(0, dtype=tf.int64, trainable=False, name=k)
                       for k in COUNTS}

@@ -96,6 +96,14 @@ class Selector:
     if self.remainder == "drop":
       super_batches = super_batches.filter(self._keep_full_or_count)
     selected = super_batches.map(self._select_super_batch)
+    # The map reads the models' variables and updates `stats`, state that lives outside the
+    # iterator. An iterator checkpoint is correct only together with that state, which
+    # `tfjest.selection_checkpoint` saves alongside; with it, the external state is accounted
+    # for, so iterator saving need not refuse.
+    options = tf.data.Options()
+    options.experimental_external_state_policy = (
+        tf.data.experimental.ExternalStatePolicy.IGNORE)
+    selected = selected.with_options(options)
     # The filter hides the length; restore it so that `fit` knows the epoch's size.
     if cardinality == tf.data.INFINITE_CARDINALITY:
       selected = selected.repeat()

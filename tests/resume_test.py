@@ -1,0 +1,190 @@
+"""Exact resume from checkpoints, determinism, and Keras BackupAndRestore on a selected stream."""
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfjest
+from examples import toy_world
+
+B = 8
+STEPS, SAVE_AT = 9, 4
+
+
+def _world(init_seed):
+  """Learner, reference and selector; weights depend on `init_seed` (the data does not)."""
+  keras.utils.set_random_seed(init_seed)
+  learner = toy_world.DualEncoder(name="learner")
+  learner.compile(optimizer=keras.optimizers.Adam(1e-2))
+  reference = toy_world.DualEncoder(name="reference")
+  selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
+                           filter_ratio=0.8, num_chunks=4, seed=3)
+  data = toy_world.make_pairs(800, 0.5, seed=0)
+  stream = tf.data.Dataset.from_tensor_slices(
+      {"image": data["image"], "text": data["text"], "id": data["id"]}).shuffle(800, seed=1)
+  selected = stream.apply(selector).with_options(tfjest.deterministic_options())
+  return learner, selector, selected
+
+
+def _weights(model):
+  return [w.numpy().copy() for w in model.weights]
+
+
+class ExactResumeTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    tf.config.experimental.enable_op_determinism()
+
+  def test_restart_from_checkpoint_continues_the_same_stream(self):
+    directory = os.path.join(self.get_temp_dir(), "resume")
+    # The uninterrupted run, which saves at step SAVE_AT.
+    learner, selector, selected = _world(init_seed=0)
+    iterator = iter(selected)
+    ckpt = tfjest.selection_checkpoint(selector, iterator, optimizer=learner.optimizer)
+    ids = []
+    for step in range(STEPS):
+      if step == SAVE_AT:
+        path = ckpt.save(directory + "/ckpt")
+        stats_at_save = selector.stats.snapshot()
+      batch = next(iterator)
+      ids.append(batch["id"].numpy())
+      learner.train_on_batch(batch)
+    expected_weights, expected_stats = _weights(learner), selector.stats.snapshot()
+
+    # A new process would build everything afresh, with other initial weights.
+    learner, selector, selected = _world(init_seed=42)
+    learner.optimizer.build(learner.trainable_variables)
+    iterator = iter(selected)
+    ckpt = tfjest.selection_checkpoint(selector, iterator, optimizer=learner.optimizer)
+    ckpt.restore(path).assert_existing_objects_matched()
+    self.assertEqual(selector.stats.snapshot(), stats_at_save)
+    resumed = []
+    for _ in range(SAVE_AT, STEPS):
+      batch = next(iterator)
+      resumed.append(batch["id"].numpy())
+      learner.train_on_batch(batch)
+
+    for want, got in zip(ids[SAVE_AT:], resumed):
+      self.assertAllEqual(want, got)
+    for want, got in zip(expected_weights, _weights(learner)):
+      self.assertAllClose(want, got, rtol=0, atol=0)
+    self.assertEqual(selector.stats.snapshot(), expected_stats)
+
+  def test_a_stale_learner_changes_the_stream(self):
+    # The same iterator state with the learner left at other weights gives other batches:
+    # this is why selection_checkpoint saves the models with the iterator.
+    learner, selector, selected = _world(init_seed=0)
+    iterator = iter(selected)
+    ckpt = tf.train.Checkpoint(iterator=iterator)
+    for _ in range(2):
+      learner.train_on_batch(next(iterator))
+    path = ckpt.save(os.path.join(self.get_temp_dir(), "stale", "ckpt"))
+    following = [next(iterator)["id"].numpy() for _ in range(3)]
+    learner2, selector2, selected2 = _world(init_seed=42)
+    iterator2 = iter(selected2)
+    tf.train.Checkpoint(iterator=iterator2).restore(path)
+    stale = [next(iterator2)["id"].numpy() for _ in range(3)]
+    self.assertNotAllEqual(np.concatenate(following), np.concatenate(stale))
+    del learner2, selector2
+
+
+class DeterminismTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    tf.config.experimental.enable_op_determinism()
+
+  def _fit_ids(self, seed):
+    keras.utils.set_random_seed(0)
+    learner = toy_world.DualEncoder(name="learner")
+    learner.compile(optimizer=keras.optimizers.Adam(1e-2))
+    reference = toy_world.DualEncoder(name="reference")
+    data = toy_world.make_pairs(800, 0.5, seed=0)
+    stream = tf.data.Dataset.from_tensor_slices(
+        {"image": data["image"], "text": data["text"], "id": data["id"]})
+    selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
+                             filter_ratio=0.8, num_chunks=4, seed=seed)
+    seen = []
+
+    def record(batch):
+      def append(ids):
+        seen.append(ids.numpy())
+        return ids
+      tf.py_function(append, [batch["id"]], tf.int64)
+      return batch
+
+    selected = stream.apply(selector).map(record).with_options(tfjest.deterministic_options())
+    learner.fit(selected, epochs=1, verbose=0)
+    return np.concatenate(seen), _weights(learner)
+
+  def test_same_seed_same_ids_and_weights_other_seed_differs(self):
+    ids, weights = self._fit_ids(seed=5)
+    ids_again, weights_again = self._fit_ids(seed=5)
+    other, _ = self._fit_ids(seed=6)
+    self.assertLen(ids, 20 * B)
+    self.assertAllEqual(ids, ids_again)
+    for a, b in zip(weights, weights_again):
+      self.assertAllClose(a, b, rtol=0, atol=0)
+    self.assertNotAllEqual(ids, other)
+
+
+class BackupAndRestoreTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    tf.config.experimental.enable_op_determinism()
+
+  def _fit(self, backup_dir, init_seed, interrupt_at=None):
+    keras.utils.set_random_seed(init_seed)
+    learner = toy_world.DualEncoder(name="learner")
+    learner.compile(optimizer=keras.optimizers.Adam(1e-2))
+    keras.utils.set_random_seed(1)
+    reference = toy_world.DualEncoder(name="reference")
+    data = toy_world.make_pairs(400, 0.5, seed=0)
+    stream = tf.data.Dataset.from_tensor_slices({"image": data["image"], "text": data["text"]})
+    selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
+                             filter_ratio=0.8, num_chunks=4)
+    selected = stream.apply(selector).with_options(tfjest.deterministic_options())
+
+    class Interrupt(keras.callbacks.Callback):
+
+      def on_epoch_begin(self, epoch, logs=None):
+        if epoch == interrupt_at:
+          raise RuntimeError("preempted")
+
+    callbacks = [keras.callbacks.BackupAndRestore(backup_dir)]
+    if interrupt_at is not None:
+      callbacks.append(Interrupt())
+    learner.fit(selected, epochs=4, verbose=0, callbacks=callbacks)
+    return learner, selector
+
+  def test_interrupted_fit_resumes_and_ends_like_the_uninterrupted_one(self):
+    straight, _ = self._fit(os.path.join(self.get_temp_dir(), "a"), init_seed=0)
+    backup = os.path.join(self.get_temp_dir(), "b")
+    with self.assertRaisesRegex(RuntimeError, "preempted"):
+      self._fit(backup, init_seed=0, interrupt_at=2)
+    resumed, selector = self._fit(backup, init_seed=42)
+    # The resumed run trained epochs 2 and 3 only: 2 epochs of 10 selected batches.
+    self.assertEqual(selector.stats.result()["batches"], 20)
+    for a, b in zip(_weights(straight), _weights(resumed)):
+      self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
+
+
+class SelectionCheckpointErrorsTest(tf.test.TestCase):
+
+  def test_errors(self):
+    selector = tfjest.select(batch_size=2, method="uniform")
+    iterator = iter(tf.data.Dataset.range(20).apply(selector))
+    with self.assertRaisesRegex(TypeError, "Received: selector of type dict"):
+      tfjest.selection_checkpoint({}, iterator)
+    with self.assertRaisesRegex(TypeError, "Received: iterator of type list"):
+      tfjest.selection_checkpoint(selector, [])
+    with self.assertRaisesRegex(ValueError, "saved by tfjest already.*'selection_stats'"):
+      tfjest.selection_checkpoint(selector, iterator, selection_stats=selector.stats)
+
+
+if __name__ == "__main__":
+  tf.test.main()
