@@ -137,9 +137,11 @@ class SplitsTest(tf.test.TestCase, parameterized.TestCase):
       np.testing.assert_array_equal(first[key], again[key])
     self.assertNotAllEqual(first["image"], other["image"])
 
-  def test_unknown_split_raises(self):
+  def test_bad_arguments_raise(self):
     with self.assertRaisesRegex(ValueError, r"Unknown split.*Received: split='train'"):
       next(datasets.generate_split("train", size=10))
+    with self.assertRaisesRegex(ValueError, r"Received: size=-5"):
+      next(datasets.generate_split("web", size=-5))
 
 
 class RenderTest(tf.test.TestCase, parameterized.TestCase):
