@@ -26,7 +26,7 @@ setuptools.setup(
         "importlib_resources",
     ],
     extras_require={
-        "tests": ["pytest", "hypothesis", "matplotlib"],
+        "tests": ["pytest", "hypothesis", "matplotlib", "dill"],
     },
     license="Apache-2.0",
 )
