@@ -91,8 +91,8 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # tf.distribute logs every collective at INFO
   if not training.configure_cpu_devices(_CPUS.value):
-    raise app.UsageError(f"Could not create {_CPUS.value} logical CPU devices. "
-                         f"Received: num_cpu_devices={_CPUS.value}")
+    sys.exit(f"train_learner: could not create {_CPUS.value} logical CPU devices. "
+             f"Received: num_cpu_devices={_CPUS.value}")
   config = training.TrainConfig(
       strategy=_STRATEGY.value, tpu=_TPU.value, dataset=_DATASET.value, method=_METHOD.value,
       score=_SCORE.value, replica_selection=_REPLICA_SELECTION.value,
@@ -106,7 +106,7 @@ def main(argv):
   except (ValueError, RuntimeError) as e:
     if "Received:" not in str(e):
       raise
-    raise app.UsageError(str(e)) from e
+    sys.exit(f"train_learner: {e}")  # a wrong flag or environment: the message, no traceback
   if _OUTPUT.value:
     with open(_OUTPUT.value, "w") as f:
       json.dump(result, f, indent=1)

@@ -246,8 +246,9 @@ def run(config: TrainConfig, log: Callable[[str], None] = print) -> dict:
   task = DATASETS[config.dataset](noise=config.noise, seed=config.seed,
                                   stream_examples=config.stream_examples,
                                   reference_examples=config.reference_examples)
-  if strategy is not None:
-    tfjest.ensure_multi_worker_fit(strategy)  # the reference trains with plain fit
+  # The reference trains with plain fit, before attach would apply the fix.
+  if strategy is not None and tfjest.ensure_multi_worker_fit(strategy):
+    log("keras: tfjest's MultiWorkerMirroredStrategy fit fix is active (keras-team/keras#20585)")
   scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
   with scope:
     reference = _reference(config, task, strategy, log)
