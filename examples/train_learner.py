@@ -67,10 +67,9 @@ _RATIO = flags.DEFINE_float("filter_ratio", 0.8, "Share of each super-batch filt
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Examples trained on per step (b, global).",
                               lower_bound=1)
 _CHUNKS = flags.DEFINE_integer("num_chunks", 16, "JEST chunks per batch (K).", lower_bound=1)
-_STEPS = flags.DEFINE_integer("steps", 100, "Training steps (a multiple of --eval_every).",
-                              lower_bound=1)
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 20, "Evaluate every this many steps.",
-                                   lower_bound=1)
+_STEPS = flags.DEFINE_integer("steps", 100, "Training steps of the learner.", lower_bound=1)
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 20, "Evaluate every this many steps (and after "
+                                   "the last one).", lower_bound=1)
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for data, models and selection.", lower_bound=0)
 _NOISE = flags.DEFINE_float("noise", 0.5, "Share of training pairs with a swapped (wrong) caption.")
 _LR = flags.DEFINE_float("learning_rate", 1e-3, "Learner's Adam learning rate.")

@@ -10,6 +10,7 @@ in through `DATASETS`.
 import contextlib
 import dataclasses
 import hashlib
+import math
 import os
 import socket
 from typing import Callable, Dict, List, Optional
@@ -190,14 +191,22 @@ class TrainConfig:
 
 
 class _Evaluate(keras.callbacks.Callback):
-  """Evaluates at the end of every 'epoch' (`eval_every` steps) and records the curve."""
+  """Evaluates every `eval_every` steps and after the last one; records the curve.
 
-  def __init__(self, task, eval_every: int, curve: Dict[str, list], log):
+  `fit` runs 'epochs' of `steps_per_epoch` steps on one iterator; evaluation happens at the end
+  of the epochs that reach a multiple of `eval_every` or the last step.
+  """
+
+  def __init__(self, task, steps_per_epoch: int, eval_every: int, steps: int,
+               curve: Dict[str, list], log):
     super().__init__()
-    self.task, self.eval_every, self.curve, self.log = task, eval_every, curve, log
+    self.task, self.curve, self.log = task, curve, log
+    self.steps_per_epoch, self.eval_every, self.steps = steps_per_epoch, eval_every, steps
 
   def on_epoch_end(self, epoch, logs=None):
-    step = (epoch + 1) * self.eval_every
+    step = (epoch + 1) * self.steps_per_epoch
+    if step % self.eval_every and step != self.steps:
+      return
     accuracy = self.task.evaluate(self.model)
     self.curve["steps"].append(step)
     self.curve["accuracy"].append(accuracy)
@@ -237,8 +246,8 @@ def run(config: TrainConfig, log: Callable[[str], None] = print) -> dict:
   """
   if config.dataset not in DATASETS:
     raise ValueError(f"Expected dataset in {tuple(DATASETS)}. Received: dataset={config.dataset!r}")
-  if config.steps <= 0 or config.eval_every <= 0 or config.steps % config.eval_every:
-    raise ValueError("steps must be a positive multiple of eval_every. Received: "
+  if config.steps <= 0 or config.eval_every <= 0:
+    raise ValueError("steps and eval_every must be positive. Received: "
                      f"steps={config.steps}, eval_every={config.eval_every}")
   strategy = make_strategy(config.strategy, tpu=config.tpu)
   replicas = strategy.num_replicas_in_sync if strategy is not None else 1
@@ -265,9 +274,13 @@ def run(config: TrainConfig, log: Callable[[str], None] = print) -> dict:
       f"{selector.super_batch_size} per step, in the {selector.placement}")
 
   curve = {"steps": [0], "accuracy": [task.evaluate(learner)]}
-  learner.fit(task.stream().apply(selector), epochs=config.steps // config.eval_every,
-              steps_per_epoch=config.eval_every, verbose=0,
-              callbacks=[_Evaluate(task, config.eval_every, curve, log)])
+  # One fit over one iterator (a second fit would restart the stream); 'epochs' of this many
+  # steps land on every evaluation point.
+  steps_per_epoch = math.gcd(config.steps, config.eval_every)
+  learner.fit(task.stream().apply(selector), epochs=config.steps // steps_per_epoch,
+              steps_per_epoch=steps_per_epoch, verbose=0,
+              callbacks=[_Evaluate(task, steps_per_epoch, config.eval_every, config.steps,
+                                   curve, log)])
   identical = all(replica_weights_identical(m, strategy)
                   for m in (learner, reference) if m is not None)
   stats = selector.stats.result()

@@ -288,6 +288,10 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(selector.placement, "train_step")
     history = learner.fit(_stream().apply(selector), epochs=1, steps_per_epoch=4, verbose=0)
     self.assertTrue(np.isfinite(history.history["loss"][-1]))
+    # Per-replica selection ran in the inner XLA function, traced once per replica.
+    inner = learner.train_step._tfjest_selection._choose_local
+    self.assertEqual(inner.experimental_get_tracing_count(),
+                     2 if replica_selection == "local" else 0)
     self.assertTrue(training.replica_weights_identical(learner, strategy))
     self.assertTrue(any(not np.array_equal(a, b)
                         for a, b in zip(learner_before, learner.get_weights())))

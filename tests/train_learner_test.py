@@ -68,12 +68,12 @@ class TrainLearnerTest(tf.test.TestCase):
     reference({"image": tf.zeros([1, 16, 16, 3]), "text": tf.zeros([1, 3], tf.int32)})
     reference.save(path)
     stdout, out = self._output(f"--reference_path={path}", "--method=independent",
-                               "--replica_selection=global", *_SMALL)
+                               "--replica_selection=global", *_SMALL, "--steps=6")
     self.assertIn(f"reference: loaded {path}", stdout)
     self.assertIn("in the pipeline", stdout)
     self.assertIn("identical replica weights: True (1 replicas", stdout)
     self.assertEqual((out["strategy"], out["replicas"]), ("default", 1))
-    self.assertEqual(out["steps"], [0, 4, 8])
+    self.assertEqual(out["steps"], [0, 4, 6])  # every 4 steps, and after the last
     self.assertEqual(out["config"]["method"], "independent")
 
   def test_help_documents_every_flag(self):
@@ -120,8 +120,8 @@ class StrategyErrorsTest(tf.test.TestCase):
       training.make_strategy("gpu")
     with self.assertRaisesRegex(ValueError, r"Received: dataset='imagenet'"):
       training.run(training.TrainConfig(dataset="imagenet"))
-    with self.assertRaisesRegex(ValueError, r"Received: steps=10, eval_every=4"):
-      training.run(training.TrainConfig(steps=10, eval_every=4))
+    with self.assertRaisesRegex(ValueError, r"Received: steps=0, eval_every=4"):
+      training.run(training.TrainConfig(steps=0, eval_every=4))
 
 
 if __name__ == "__main__":

@@ -332,6 +332,7 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
     return own_train_step(step_selection(data, optimizer.iterations))
 
   train_step._tfjest_selector = selector  # pylint: disable=protected-access
+  train_step._tfjest_selection = step_selection  # pylint: disable=protected-access
   model.train_step = train_step
   model.train_function = None  # rebuilt around the new step on the next fit
   selector.placement = "train_step"
