@@ -1,4 +1,4 @@
-r"""Trains a learner on selected data (uniform, independent or JEST), under any tf.distribute strategy.
+r"""Trains a learner on selected data (uniform, independent or JEST), under any strategy.
 
 The same program runs on one CPU, on several replicas, on several workers and on a TPU: under a
 strategy, scoring and selection run inside the replicated train step (`tfjest.attach`); without
@@ -53,9 +53,11 @@ _CPUS = flags.DEFINE_integer(
     "num_cpu_devices", 1, "Split the CPU into this many logical devices (replicas for "
     "--strategy=mirrored on a machine without GPUs).", lower_bound=1)
 _DATASET = flags.DEFINE_enum("dataset", "toy", sorted(training.DATASETS),
-                             "The data and models: toy = examples/toy_world.py image-caption pairs.")
+                             "The data and models: toy = examples/toy_world.py image-caption "
+                             "pairs.")
 _METHOD = flags.DEFINE_enum("method", "jest", training.METHODS,
-                            "Selection: uniform (baseline), independent (per-example), jest (joint).")
+                            "Selection: uniform (baseline), independent (per-example), "
+                            "jest (joint).")
 _SCORE = flags.DEFINE_enum("score", "learnability", training.SCORES,
                            "Score: learnability (learner - reference loss), hard_learner, "
                            "easy_reference.")

@@ -12,7 +12,6 @@ import tensorflow as tf
 
 import tfjest
 from tfjest import global_scores
-from tfjest import scores as scores_lib
 
 
 def _embeddings(n, d, rng, scale=10.0, bias=-10.0):

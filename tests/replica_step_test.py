@@ -130,7 +130,9 @@ class ReplicaSelectionTest(tf.test.TestCase, parameterized.TestCase):
       # The step is copied onto the replica's device first: XLA places the compiled call
       # where its inputs are, and it must run where the replica's variables are.
       compiled = tf.function(selection, jit_compile=True)
-      selection = lambda s, t: compiled(s, tf.identity(t))  # pylint: disable=unnecessary-lambda-assignment
+
+      def selection(s, t, compiled=compiled):
+        return compiled(s, tf.identity(t))
     fn = tf.function(lambda s, t: self.strategy.run(selection, args=(s, t)))
     return fn(shards, tf.constant(step, tf.int64))
 

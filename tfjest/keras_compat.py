@@ -80,7 +80,8 @@ def _apply():
   if getattr(trainer.reduce_per_replica, _MARK, False):
     return
   original_reduce = trainer.reduce_per_replica
-  original_build = trainer.TensorFlowTrainer._maybe_symbolic_build  # pylint: disable=protected-access
+  trainer_class = trainer.TensorFlowTrainer
+  original_build = trainer_class._maybe_symbolic_build  # pylint: disable=protected-access
 
   def reduce_per_replica(values, strategy, reduction):
     if reduction not in ("auto", "mean") or not needs_multi_worker_fix(strategy):
@@ -112,4 +113,4 @@ def _apply():
   setattr(reduce_per_replica, _MARK, True)
   setattr(maybe_symbolic_build, _MARK, True)
   trainer.reduce_per_replica = reduce_per_replica
-  trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build  # pylint: disable=protected-access
+  trainer_class._maybe_symbolic_build = maybe_symbolic_build  # pylint: disable=protected-access
