@@ -340,9 +340,14 @@ def select(*, learner: Optional[keras.Model] = None,
     A `Selector`: a `Dataset` transformation function, which can be passed to
     `tf.data.Dataset.apply`. Its `stats` attribute holds the selection statistics.
 
+  Under a `tf.distribute` strategy, pass the selector to `tfjest.attach(model, selector)`
+  before applying it: scoring and selection then run in the model's replicated train step, and
+  the transformation emits super-batches of `N`.
+
   Raises:
     ValueError: if an argument is outside its domain (each message names the argument and the
-      value received); when applied, if the elements cannot be stacked or scored.
+      value received); when applied, if the elements cannot be stacked or scored, or under a
+      strategy without `tfjest.attach`.
     TypeError: if a model argument is not a `keras.Model`.
   """
   if not _is_int(batch_size) or batch_size <= 0:
