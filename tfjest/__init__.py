@@ -1,11 +1,15 @@
 """tfjest: learnability-based data selection (JEST, RHO-LOSS, Bad Students) for tf.data."""
 
 from tfjest.callbacks import SelectionStatsCallback
+from tfjest.global_scores import GlobalScores
+from tfjest.keras_compat import ensure_multi_worker_fit
 from tfjest.losses import Embeddings
 from tfjest.losses import per_example_loss
 from tfjest.losses import siglip_loss
 from tfjest.losses import sigmoid_pair_loss_block
 from tfjest.losses import sigmoid_pair_loss_diagonal
+from tfjest.replica_step import ReplicaSelection
+from tfjest.replica_step import attach
 from tfjest.resume import deterministic_options
 from tfjest.resume import selection_checkpoint
 from tfjest.scores import DenseScores
@@ -25,14 +29,18 @@ __all__ = [
     "DenseScores",
     "DiagonalScores",
     "Embeddings",
+    "GlobalScores",
     "PairwiseScores",
+    "ReplicaSelection",
     "SelectionStats",
     "SelectionStatsCallback",
     "Selector",
     "__version__",
+    "attach",
     "batch_score",
     "conditional_gains",
     "deterministic_options",
+    "ensure_multi_worker_fit",
     "independent_selection",
     "joint_selection",
     "per_example_loss",

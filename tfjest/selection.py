@@ -71,7 +71,7 @@ def _check_sizes(num_candidates: int, num_select: int, num_chunks: int):
 def joint_selection(scores, num_select: int, *, num_chunks: int = 16, seed=0, step=0,
                     temperature: float = 1.0, first_chunk: str = "uniform",
                     normalization: str = "none", greedy: bool = False,
-                    valid=None) -> tf.Tensor:
+                    valid=None, set_size_per_chunk=None) -> tf.Tensor:
   """JEST blocked sampling of `num_select` candidates.
 
   Args:
@@ -88,6 +88,9 @@ def joint_selection(scores, num_select: int, *, num_chunks: int = 16, seed=0, st
     greedy: if True, no noise in score-driven chunks (deterministic top-c). A "uniform" first
       chunk stays a uniform random draw.
     valid: optional `[N]` bool; False marks candidates to take only if nothing else is left.
+    set_size_per_chunk: how many candidates join the conditioning set `A` per chunk, for
+      `normalization="set_size"`; defaults to `c`. Global selection across `R` replicas, where
+      each replica chooses `c` but `A` gains `R * c` per chunk, passes `R * c`.
 
   Returns:
     `[b]` int32 indices, in the order chosen (chunk by chunk), without duplicates.
@@ -110,6 +113,7 @@ def joint_selection(scores, num_select: int, *, num_chunks: int = 16, seed=0, st
                      f"{diag.shape}")
   _check_sizes(n, num_select, num_chunks)
   chunk = num_select // num_chunks
+  growth = chunk if set_size_per_chunk is None else set_size_per_chunk
   dtype = diag.dtype
   noise = gumbel_noise([num_chunks, n], stateless_seed(seed, step), dtype)
   usable = tf.ones([n], tf.bool) if valid is None else tf.cast(valid, tf.bool)
@@ -125,7 +129,7 @@ def joint_selection(scores, num_select: int, *, num_chunks: int = 16, seed=0, st
     else:
       logits = gains / tf.cast(temperature, dtype)
       if normalization == "set_size":
-        logits = logits / tf.cast(2 * k * chunk + 1, dtype)
+        logits = logits / tf.cast(2 * k * growth + 1, dtype)
       keys = logits if greedy else logits + noise[k]
     # Candidates with a finite key come first, by key; when fewer than c remain, the chunk is
     # filled with a uniform draw (by noise alone) from the invalid or non-finite ones.

@@ -1,5 +1,6 @@
 """`tfjest.select`: a `tf.data` transformation that keeps the most learnable examples."""
 
+import contextlib
 import math
 import numbers
 import sys
@@ -41,6 +42,9 @@ class Selector:
   Attributes:
     stats: the `SelectionStats` of every dataset this selector has been applied to.
     scorer: the `scoring.Scorer` that calls the models (None for uniform selection).
+    placement: where selection runs: "pipeline" (in the `tf.data` map, the default) or
+      "train_step" (set by `tfjest.attach`: the pipeline emits super-batches of `N` and the
+      model's replicated train step scores and selects).
     batch_size: `b`, examples per emitted batch.
     super_batch_size: `N`, candidates per selection.
   """
@@ -61,6 +65,8 @@ class Selector:
     self.input_batched = input_batched
     self.remainder = remainder
     self.stats = stats_lib.SelectionStats()
+    self.placement = "pipeline"
+    self.strategy = None  # the learner's tf.distribute strategy once attached
     # Uniform selection reads no model: the baseline costs no scoring.
     self.scorer = None if method == "uniform" else scoring.Scorer(
         learner=learner, reference=reference, score=score, task=task,
@@ -83,14 +89,17 @@ class Selector:
     if cardinality == 0:
       raise ValueError("select(...) was applied to an empty dataset. Received: dataset with "
                        "cardinality 0")
-    if self.scorer is not None:
-      self.scorer.prepare(spec)
     n = self.super_batch_size
     if self.remainder == "drop" and 0 <= cardinality < n:
       raise ValueError(
           f"The dataset holds fewer examples than one super-batch ({n}), so nothing would be "
           "selected. Use a smaller batch_size or super_batch_size, or remainder='keep'. "
           f"Received: dataset of {cardinality} examples")
+    if self.placement == "train_step":
+      return self._super_batches(dataset, cardinality)
+    self._check_no_strategy()
+    if self.scorer is not None:
+      self.scorer.prepare(spec)
 
     super_batches = dataset.batch(n, drop_remainder=False).enumerate()
     if self.remainder == "drop":
@@ -128,24 +137,60 @@ class Selector:
           lambda t: tf.TensorSpec(t.shape[1:], t.dtype), super_batch))
     return self._select_super_batch(tf.constant(step, tf.int64), super_batch)
 
-  def choose_indices(self, scores, step, valid=None, num_select=None):
+  def choose_indices(self, scores, step, valid=None, num_select=None, num_candidates=None,
+                     set_size_per_chunk=None):
     """Runs this selector's rule on a score object: `[num_select or b]` indices, chosen order.
 
-    `scores` is None for uniform selection (then `N` is `super_batch_size`); `num_select` lets
-    a replica choose its share of the batch.
+    `scores` is None for uniform selection (then `N` is `num_candidates` or
+    `super_batch_size`); `num_select` lets a replica choose its share of the batch, and
+    `set_size_per_chunk` is passed to `joint_selection` (global selection across replicas).
     """
     b = num_select or self.batch_size
     if self.method == "uniform":
-      n = self.super_batch_size if scores is None else scores.diagonal().shape[0]
+      n = num_candidates or self.super_batch_size
+      if scores is not None:
+        n = scores.diagonal().shape[0]
       return selection.uniform_selection(n, b, seed=self.seed, step=step, valid=valid)
     if self.method == "jest":
       return selection.joint_selection(
           scores, b, num_chunks=self.num_chunks, seed=self.seed, step=step,
           temperature=self.temperature, first_chunk=self.first_chunk,
-          normalization=self.normalization, greedy=self.greedy, valid=valid)
+          normalization=self.normalization, greedy=self.greedy, valid=valid,
+          set_size_per_chunk=set_size_per_chunk)
     return selection.independent_selection(
         scores.diagonal(), b, seed=self.seed, step=step, temperature=self.temperature,
         greedy=self.greedy, valid=valid)
+
+  def _check_no_strategy(self):
+    strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
+    models = self.scorer.models.values() if self.scorer is not None else ()
+    for model in models:
+      strategy = strategy or getattr(model, "_distribute_strategy", None)
+    if strategy is not None:
+      raise ValueError(
+          "Under a tf.distribute strategy the learner's variables live on the replicas, so "
+          "tfjest scores and selects inside the replicated train step, not in the input "
+          "pipeline. Call `tfjest.attach(model, selector)` before applying the selector "
+          "(the same code then also runs without a strategy). "
+          f"Received: strategy={type(strategy).__name__}")
+
+  def _super_batches(self, dataset, cardinality):
+    """The stream of an attached selector: super-batches of `N`; the train step selects."""
+    if self.remainder != "drop":
+      raise ValueError(
+          "Selection in the train step needs static shapes, so a final partial super-batch "
+          "is always dropped. Use remainder='drop'. Received: remainder='keep'")
+    scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+    if self.scorer is not None:
+      with scope:  # models built here get their variables on the replicas
+        self.scorer.prepare(dataset.element_spec)
+    n = self.super_batch_size
+    if cardinality > 0 and cardinality % n:
+      tf.get_logger().warning(
+          "tfjest.select: the dataset's last %d examples do not fill a super-batch of %d and "
+          "are dropped (selection in the train step needs whole super-batches).",
+          cardinality % n, n)
+    return dataset.batch(n, drop_remainder=True)
 
   def _keep_full_or_count(self, step, super_batch):
     del step
@@ -323,9 +368,14 @@ def select(*, learner: Optional[keras.Model] = None,
     A `Selector`: a `Dataset` transformation function, which can be passed to
     `tf.data.Dataset.apply`. Its `stats` attribute holds the selection statistics.
 
+  Under a `tf.distribute` strategy, pass the selector to `tfjest.attach(model, selector)`
+  before applying it: scoring and selection then run in the model's replicated train step, and
+  the transformation emits super-batches of `N`.
+
   Raises:
     ValueError: if an argument is outside its domain (each message names the argument and the
-      value received); when applied, if the elements cannot be stacked or scored.
+      value received); when applied, if the elements cannot be stacked or scored, or under a
+      strategy without `tfjest.attach`.
     TypeError: if a model argument is not a `keras.Model`.
   """
   if not _is_int(batch_size) or batch_size <= 0:

@@ -1,0 +1,128 @@
+"""examples/train_learner.py as a user runs it (subprocesses), and its strategy errors.
+
+Each run trains a tiny reference and a few learner steps, so the file stays well under a minute
+on 2 cores. The two-worker MultiWorkerMirroredStrategy run is in multi_worker_test.py.
+"""
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import tensorflow as tf
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from examples import training
+from examples import toy_world
+
+_SCRIPT = os.path.join(_ROOT, "examples", "train_learner.py")
+# Small enough for a test: a 512-pair reference, one epoch; 8 learner steps of 32 from 160.
+_SMALL = ["--batch_size=32", "--num_chunks=8", "--steps=8", "--eval_every=4",
+          "--reference_examples=512", "--reference_epochs=1", "--stream_examples=1024"]
+
+
+def _run(*flags, timeout=240):
+  env = dict(os.environ)
+  env.pop("TF_CONFIG", None)
+  return subprocess.run([sys.executable, _SCRIPT, *flags], capture_output=True, text=True,
+                        timeout=timeout, check=False, env=env)
+
+
+def _closed_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]  # nothing listens once the socket is closed
+
+
+class TrainLearnerTest(tf.test.TestCase):
+
+  def _output(self, *flags):
+    path = os.path.join(self.get_temp_dir(), "curve.json")
+    result = _run(*flags, f"--output={path}")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(path) as f:
+      return result.stdout, json.load(f)
+
+  def test_mirrored_on_two_cpus_reports_identical_replica_weights(self):
+    stdout, out = self._output("--strategy=mirrored", "--num_cpu_devices=2", "--method=jest",
+                               *_SMALL)
+    self.assertRegex(stdout, r"identical replica weights: True \(2 replicas, \d+ learner "
+                     r"variables\)")
+    self.assertIn("in the train_step", stdout)
+    self.assertEqual(out["replicas"], 2)
+    self.assertTrue(out["identical_replica_weights"])
+    self.assertEqual(out["steps"], [0, 4, 8])
+    self.assertLen(out["accuracy"], 3)
+    self.assertTrue(all(0.0 <= a <= 1.0 for a in out["accuracy"]))
+    self.assertEqual(out["selection"]["selected"], 8 * 32)
+    self.assertEqual(out["selection"]["read"], 8 * 160)
+
+  def test_default_strategy_selects_in_the_pipeline_with_a_loaded_reference(self):
+    path = os.path.join(self.get_temp_dir(), "reference.keras")
+    reference = toy_world.DualEncoder(name="saved_reference")
+    reference({"image": tf.zeros([1, 16, 16, 3]), "text": tf.zeros([1, 3], tf.int32)})
+    reference.save(path)
+    stdout, out = self._output(f"--reference_path={path}", "--method=independent",
+                               "--replica_selection=global", *_SMALL, "--steps=6")
+    self.assertIn(f"reference: loaded {path}", stdout)
+    self.assertIn("in the pipeline", stdout)
+    self.assertIn("identical replica weights: True (1 replicas", stdout)
+    self.assertEqual((out["strategy"], out["replicas"]), ("default", 1))
+    self.assertEqual(out["steps"], [0, 4, 6])  # every 4 steps, and after the last
+    self.assertEqual(out["config"]["method"], "independent")
+
+  def test_help_documents_every_flag(self):
+    result = _run("--help", timeout=120)  # absl exits with 1 after printing the help
+    for flag in ("strategy", "tpu", "num_cpu_devices", "dataset", "method", "score",
+                 "replica_selection", "filter_ratio", "batch_size", "num_chunks", "steps",
+                 "eval_every", "seed", "noise", "learning_rate", "reference_path",
+                 "reference_examples", "reference_epochs", "stream_examples", "output"):
+      self.assertRegex(result.stdout, rf"--{flag}: \S", flag)
+    self.assertIn("--strategy=mirrored --num_cpu_devices=2", result.stdout)
+
+  def test_tpu_without_a_tpu_fails_with_a_clear_message(self):
+    result = _run("--strategy=tpu", "--tpu=local", timeout=120)
+    self.assertEqual(result.returncode, 1)
+    last = result.stderr.strip().splitlines()[-1]
+    self.assertRegex(last, r"^train_learner: No TPU found at the address given\. Run on a Cloud "
+                     r"TPU VM \(--tpu=local\) or pass a reachable TPU .* Received: tpu='local'")
+
+
+class StrategyErrorsTest(tf.test.TestCase):
+  """make_strategy's errors in-process (only those that touch no cluster state)."""
+
+  def test_tpu_needs_an_address(self):
+    with self.assertRaisesRegex(ValueError, r"--tpu=<name>.* Received: tpu=''"):
+      training.make_strategy("tpu", tpu="")
+
+  def test_unreachable_tpu_address(self):
+    address = f"grpc://127.0.0.1:{_closed_port()}"
+    with self.assertRaisesRegex(RuntimeError, rf"No TPU found .* Received: "
+                                rf"tpu='{re.escape(address)}' \(ConnectionRefusedError"):
+      training.make_strategy("tpu", tpu=address)
+
+  def test_multi_worker_needs_tf_config(self):
+    saved = os.environ.pop("TF_CONFIG", None)
+    try:
+      with self.assertRaisesRegex(ValueError, r"TF_CONFIG.* Received: TF_CONFIG=''"):
+        training.make_strategy("multi_worker")
+    finally:
+      if saved is not None:
+        os.environ["TF_CONFIG"] = saved
+
+  def test_unknown_strategy_and_dataset(self):
+    with self.assertRaisesRegex(ValueError, r"Received: strategy='gpu'"):
+      training.make_strategy("gpu")
+    with self.assertRaisesRegex(ValueError, r"Received: dataset='imagenet'"):
+      training.run(training.TrainConfig(dataset="imagenet"))
+    with self.assertRaisesRegex(ValueError, r"Received: steps=0, eval_every=4"):
+      training.run(training.TrainConfig(steps=0, eval_every=4))
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,341 @@
+"""Scoring and selection inside the replicated train step: `tfjest.attach`.
+
+Under a `tf.distribute` strategy the learner's variables live on the replicas and `tf.data`
+runs on the host, so scoring with the live learner belongs in the train step. `attach` makes
+that so with one line and no change to the model's class:
+
+- the selector's pipeline emits super-batches of `N` examples (a global batch, as
+  `tf.distribute` expects); the strategy gives each of the `R` replicas its shard of `N / R`;
+- the model's train step, on each replica, scores its shard with that step's weights (learner)
+  and the replicated frozen reference, chooses `b / R` examples, and runs the model's own
+  `train_step` on them.
+
+Selection is per replica by default; `replica_selection="global"` conditions every chunk of
+joint selection on every replica's choices (JEST_SPEC section 6, `global_scores.GlobalScores`).
+Without a strategy (on CPU), `attach` leaves the model alone and selection stays in the
+`tf.data` map, so the same user code runs everywhere.
+"""
+
+from typing import Dict, Optional
+
+import keras
+import tensorflow as tf
+
+from tfjest import global_scores
+from tfjest import keras_compat
+from tfjest import losses
+from tfjest import scores as scores_lib
+from tfjest import transform
+
+REPLICA_SELECTIONS = ("local", "global")
+PLACEMENTS = ("auto", "train_step")
+
+
+def model_strategy(model: keras.Model) -> Optional[tf.distribute.Strategy]:
+  """The strategy a Keras model was created under, or None for the default strategy."""
+  strategy = getattr(model, "_distribute_strategy", None)
+  if strategy is None and tf.distribute.has_strategy():
+    strategy = tf.distribute.get_strategy()
+  return strategy
+
+
+def _is_tpu(strategy) -> bool:
+  return any(k.__name__.startswith("TPUStrategy") for k in type(strategy).__mro__)
+
+
+def _check_divisible(selector: transform.Selector, replicas: int):
+  n, b, k = selector.super_batch_size, selector.batch_size, selector.num_chunks
+  if n % replicas or b % replicas or (b // replicas) % k:
+    raise ValueError(
+        f"Selection on {replicas} replicas gives each replica N / R candidates and b / R "
+        f"picks in chunks of b / (R * K), so super_batch_size, batch_size and batch_size / "
+        f"num_chunks must all be divisible by the number of replicas. Received: "
+        f"super_batch_size={n}, batch_size={b}, num_chunks={k}, replicas={replicas}")
+
+
+def _tf_variable(v):
+  return getattr(v, "value", v) if isinstance(v, keras.Variable) else v
+
+
+def _check_models(selector: transform.Selector, model: keras.Model, strategy):
+  """The reference must be frozen to the step and replicated like the learner."""
+  if selector.scorer is None:
+    return
+  trainable = {id(_tf_variable(v)) for v in model.trainable_weights}
+  for role, scorer_model in selector.scorer.models.items():
+    if scorer_model is model:
+      continue
+    if any(id(_tf_variable(v)) in trainable for v in scorer_model.weights):
+      raise ValueError(
+          f"The {role}'s weights are among the trainable weights of the model being trained, "
+          f"so the train step would update them. Set `{role}.trainable = False` (or keep it "
+          f"out of the model). Received: {role}={scorer_model.name!r}")
+    if strategy is not None and scorer_model.weights and not all(
+        strategy.extended.variable_created_in_scope(_tf_variable(v))
+        for v in scorer_model.weights):
+      raise ValueError(
+          f"The {role} must be created (or loaded) under `strategy.scope()`, so that its "
+          f"weights are replicated to every replica like the learner's. Received: "
+          f"{role}={scorer_model.name!r} with weights created outside "
+          f"{type(strategy).__name__}.scope()")
+
+
+class ReplicaSelection:
+  """Selects `b / R` examples from one replica's shard of a super-batch.
+
+  Call it in replica context (inside `strategy.run`, a Keras train step, or anywhere with the
+  default strategy, where `R = 1`). The learner and reference are called in the caller's graph;
+  the selection maths runs in an inner `tf.function(jit_compile=True)` when `jit_compile` and
+  the selection is per replica. (Global selection all-gathers after every chunk, and
+  `MirroredStrategy`'s all-gather is a `merge_call`, which cannot run inside a nested function:
+  there the chunk loop stays in the step's graph; under `TPUStrategy` the whole step is XLA.)
+
+  Args:
+    selector: the `Selector` returned by `tfjest.select`.
+    replica_selection: "local" (each replica selects from its own shard) or "global" (joint
+      selection conditions on every replica's chosen chunks).
+    jit_compile: compile the per-replica selection maths with XLA.
+    record_stats: add every step to `selector.stats` (all-reduced over replicas).
+
+  Raises:
+    TypeError: if `selector` is not a `tfjest.Selector`.
+    ValueError: on an unknown `replica_selection` or a non-bool `jit_compile`.
+  """
+
+  def __init__(self, selector: transform.Selector, *, replica_selection: str = "local",
+               jit_compile: bool = True, record_stats: bool = True):
+    if not isinstance(selector, transform.Selector):
+      raise TypeError("selector must be the object returned by tfjest.select(...). "
+                      f"Received: selector of type {type(selector).__name__}")
+    if replica_selection not in REPLICA_SELECTIONS:
+      raise ValueError(f"Expected replica_selection in {REPLICA_SELECTIONS}. "
+                       f"Received: replica_selection={replica_selection!r}")
+    if not isinstance(jit_compile, bool):
+      raise ValueError(f"jit_compile must be a bool. Received: jit_compile={jit_compile!r}")
+    self.selector = selector
+    self.replica_selection = replica_selection
+    self.jit_compile = jit_compile
+    self.record_stats = record_stats
+    self._choose_local = tf.function(self._choose, jit_compile=True, reduce_retracing=False)
+
+  def prepare(self, element_spec):
+    """Builds and checks the scoring models for elements of `element_spec` (single examples).
+
+    Applying the selector to a dataset does this; call it directly when calling this object in
+    a custom loop. Call it under the strategy's scope, as models built here get their variables
+    on the replicas.
+    """
+    if self.selector.scorer is not None:
+      self.selector.scorer.prepare(element_spec)
+
+  def __call__(self, shard, step):
+    """Returns the selected `b / R` examples of `shard` (`N / R` examples), in shard order.
+
+    Args:
+      shard: this replica's part of the super-batch, in the stream's element structure.
+      step: int scalar; with the selector's seed and this replica's id it keys the noise.
+    """
+    sel = self.selector
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+      raise RuntimeError("ReplicaSelection must be called in a replica context (inside "
+                         "strategy.run or a Keras train step).")
+    replicas = ctx.num_replicas_in_sync
+    replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
+    _check_divisible(sel, replicas)
+    n, b = sel.super_batch_size // replicas, sel.batch_size // replicas
+    shard = tf.nest.map_structure(lambda t: _ensure_leading(t, n), shard)
+    # Different noise on every step and replica, reproducible from (seed, step, replica).
+    key = tf.cast(step, tf.int64) * replicas + replica
+
+    scored = sel.scorer(shard) if sel.scorer is not None else None
+    parts = _parts(scored.scores) if scored is not None else {}
+    if (self.replica_selection == "global" and sel.method == "jest" and
+        isinstance(getattr(scored, "scores", None), scores_lib.PairwiseScores)):
+      scores = global_scores.GlobalScores(
+          scored.scores, lambda t: ctx.all_gather(t, axis=0), ctx.replica_id_in_sync_group)
+      picks = sel.choose_indices(scores, key, num_select=b,
+                                 set_size_per_chunk=sel.batch_size // sel.num_chunks)
+    elif self.jit_compile:
+      picks = self._choose_local(parts, key, n, b)
+    else:
+      picks = self._choose(parts, key, n, b)
+    chosen = tf.sort(picks)  # keep the stream's order inside the batch
+    selected = tf.nest.map_structure(lambda t: tf.gather(t, chosen), shard)
+    if self.record_stats:
+      with tf.control_dependencies([self._record(ctx, scored, picks, n)]):
+        selected = tf.nest.map_structure(tf.identity, selected)
+    return selected
+
+  def _choose(self, parts: Dict[str, tf.Tensor], key, n: int, b: int):
+    return self.selector.choose_indices(_from_parts(self.selector.score, parts), key,
+                                        num_select=b, num_candidates=n)
+
+  def _record(self, ctx, scored, picks, n: int):
+    """Adds this step's global counts and means to the selector's statistics, once."""
+    sel = self.selector
+    values = {}
+    if scored is not None:
+      values = _global_values(ctx, scored, picks, n)
+
+    def record(strategy, values):
+      first = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], values)
+      return sel.stats.record_batch(sel.super_batch_size, sel.batch_size, first)
+
+    return ctx.merge_call(record, args=(values,))
+
+
+def _ensure_leading(t, n):
+  if t.shape.rank and t.shape[0] is not None and t.shape[0] != n:
+    raise ValueError(
+        f"Each replica expected its shard of N / R = {n} examples of the super-batch. Apply "
+        "the attached selector to the dataset given to fit (it emits super-batches of N) and "
+        f"do not batch it again. Received: a shard of {t.shape[0]} examples")
+  return tf.ensure_shape(t, [n] + t.shape[1:])
+
+
+def _parts(scores) -> Dict[str, tf.Tensor]:
+  """The tensors of a score object, so that it can cross a `tf.function` boundary."""
+  if isinstance(scores, scores_lib.DiagonalScores):
+    return {"values": scores.values}
+  parts = {}
+  for role, emb in (("learner", scores.learner), ("reference", scores.reference)):
+    if emb is not None:
+      parts.update({f"{role}_image": emb.image, f"{role}_text": emb.text,
+                    f"{role}_scale": emb.logit_scale, f"{role}_bias": emb.logit_bias})
+  return parts
+
+
+def _from_parts(score: str, parts: Dict[str, tf.Tensor]):
+  if not parts:
+    return None
+  if "values" in parts:
+    return scores_lib.DiagonalScores(parts["values"])
+  emb = {role: losses.Embeddings(parts[f"{role}_image"], parts[f"{role}_text"],
+                                 parts[f"{role}_scale"], parts[f"{role}_bias"])
+         for role in ("learner", "reference") if f"{role}_image" in parts}
+  return scores_lib.PairwiseScores(score, emb.get("learner"), emb.get("reference"))
+
+
+def _global_values(ctx, scored, picks, n: int) -> Dict[str, tf.Tensor]:
+  """Selected-vs-rejected loss means over every replica and `s(B)` of the global batch."""
+  chosen = tf.scatter_nd(picks[:, None], tf.ones_like(picks, tf.bool), [n])
+  sums = []
+  for role in ("learner", "reference"):
+    values = scored.losses.get(role)
+    values = tf.zeros([n]) if values is None else tf.cast(values, tf.float32)
+    for mask in (chosen, ~chosen):
+      sums += [tf.reduce_sum(tf.where(mask, values, 0.0)), tf.reduce_sum(tf.cast(mask, tf.float32))]
+  sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack(sums))
+  out = {}
+  i = 0
+  for role in ("learner", "reference"):
+    for part in ("selected", "rejected"):
+      out[f"{role}_loss_{part}"] = tf.math.divide_no_nan(sums[i], sums[i + 1])
+      i += 2
+  scores = scored.scores
+  if isinstance(scores, scores_lib.DiagonalScores):
+    out["batch_score"] = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                        tf.reduce_sum(tf.gather(scores.values, picks)))
+  else:
+    parts = _parts(scores)
+    keys = sorted(k for k in parts if k.endswith(("_image", "_text")))
+    local = tf.concat([tf.gather(parts[k], picks) for k in keys], axis=-1)
+    gathered = tf.split(ctx.all_gather(local, axis=0), [parts[k].shape[-1] for k in keys],
+                        axis=-1)
+    batch_parts = dict(parts, **dict(zip(keys, gathered)))
+    out["batch_score"] = scores_lib.batch_score(_from_parts(scores.score, batch_parts), None)
+  return {k: tf.cast(v, tf.float32) for k, v in out.items()}
+
+
+def attach(model: keras.Model, selector: transform.Selector, *, replica_selection: str = "local",
+           placement: str = "auto", jit_compile: bool = True) -> transform.Selector:
+  """Runs a selector's scoring and selection inside `model`'s (replicated) train step.
+
+  The one extra line that makes `dataset.apply(tfjest.select(...))` + `model.fit` work under
+  any `tf.distribute` strategy:
+
+  ```python
+  with strategy.scope():
+    model = make_model()
+    model.compile(optimizer="adam")
+    reference = make_reference()           # created or loaded under the scope, frozen
+    reference.trainable = False
+    selector = tfjest.attach(model, tfjest.select(learner=model, reference=reference,
+                                                  batch_size=256, filter_ratio=0.8))
+  model.fit(train_ds.apply(selector), steps_per_epoch=1000)
+  ```
+
+  With a strategy (or `placement="train_step"`), the selector's pipeline emits super-batches
+  of `N` examples, the strategy gives each of the `R` replicas `N / R`, and the model's train
+  step, on each replica, scores its shard with that step's weights, selects `b / R` and runs
+  the model's own `train_step` on them. The noise is keyed by `(seed,
+  optimizer.iterations * R + replica id)`: different per step and replica, reproducible and
+  resumable. Without a strategy (`placement="auto"`), the model is left unchanged and the
+  selector selects in the `tf.data` map as usual.
+
+  Args:
+    model: the compiled Keras model being trained, created under the strategy's scope.
+    selector: the object returned by `tfjest.select(...)`, not yet applied to a dataset.
+    replica_selection: "local" (default): each replica selects `b / R` from its own `N / R`.
+      "global": JEST chunks are chosen per replica but conditioned on every replica's choices
+      (their embeddings are all-gathered after each chunk; examples never move). Only joint
+      selection of dual encoders differs; per-example scores have no cross terms.
+    placement: "auto" (in the train step under a strategy, in the pipeline otherwise) or
+      "train_step" (always in the train step, e.g. on one accelerator).
+    jit_compile: compile the selection maths with XLA inside the step (an inner
+      `tf.function(jit_compile=True)`; the models run in the step's own graph).
+
+  Returns:
+    `selector`, now to be applied to the training dataset.
+
+  Raises:
+    TypeError: if `model` is not a `keras.Model` or `selector` not a `tfjest.Selector`.
+    ValueError: on an unknown option; if the selector is already attached; if the batch sizes
+      do not split evenly over the replicas; if a scoring model is among the trained weights or
+      was created outside the strategy's scope.
+  """
+  if not isinstance(model, keras.Model):
+    raise TypeError(f"model must be a keras.Model. Received: model of type "
+                    f"{type(model).__name__}")
+  if placement not in PLACEMENTS:
+    raise ValueError(f"Expected placement in {PLACEMENTS}. Received: placement={placement!r}")
+  # Checks the selector and the options before anything changes.
+  step_selection = ReplicaSelection(selector, replica_selection=replica_selection,
+                                    jit_compile=jit_compile)
+  if getattr(model.train_step, "_tfjest_selector", None) is not None:
+    raise ValueError("This model already selects in its train step (tfjest.attach was called "
+                     f"before). Received: model={model.name!r}")
+  if selector.placement != "pipeline":
+    raise ValueError("This selector is already attached to a model. Create one selector per "
+                     f"model. Received: selector attached with placement={selector.placement!r}")
+  strategy = model_strategy(model)
+  if placement == "auto" and strategy is None:
+    return selector
+  replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+  _check_divisible(selector, replicas)
+  _check_models(selector, model, strategy)
+  if strategy is not None:
+    keras_compat.ensure_multi_worker_fit(strategy)
+  # TPU replicas cannot update the host-side statistics variables.
+  record_stats = strategy is None or not _is_tpu(strategy)
+  own_train_step = model.train_step
+
+  def train_step(data):
+    optimizer = model.optimizer
+    if optimizer is None:
+      raise ValueError("tfjest.attach: compile the model before training it. "
+                       f"Received: model={model.name!r} with optimizer=None")
+    # Keras's whole-step XLA (compile(jit_compile=True)) cannot reach the host-side
+    # statistics variables on an accelerator; statistics are then not recorded.
+    step_selection.record_stats = record_stats and not getattr(model, "jit_compile", False)
+    return own_train_step(step_selection(data, optimizer.iterations))
+
+  train_step._tfjest_selector = selector  # pylint: disable=protected-access
+  train_step._tfjest_selection = step_selection  # pylint: disable=protected-access
+  model.train_step = train_step
+  model.train_function = None  # rebuilt around the new step on the next fit
+  selector.placement = "train_step"
+  selector.strategy = strategy
+  return selector
+
