@@ -5,6 +5,7 @@ from tfjest.losses import Embeddings
 from tfjest.losses import per_example_loss
 from tfjest.losses import siglip_loss
 from tfjest.losses import sigmoid_pair_loss_block
+from tfjest.losses import sigmoid_pair_loss_chunk_sums
 from tfjest.losses import sigmoid_pair_loss_diagonal
 from tfjest.scores import DenseScores
 from tfjest.scores import DiagonalScores
@@ -36,6 +37,7 @@ __all__ = [
     "select",
     "siglip_loss",
     "sigmoid_pair_loss_block",
+    "sigmoid_pair_loss_chunk_sums",
     "sigmoid_pair_loss_diagonal",
     "uniform_selection",
 ]

@@ -119,9 +119,12 @@ class PairwiseScores:
     return self._combine(lambda emb: losses.sigmoid_pair_loss_block(emb, rows, cols))
 
   def chunk_gain(self, chunk: tf.Tensor) -> tf.Tensor:
-    # S[:, C] is an [N, c] block and S[C, :] a [c, N] one: O(N * c) memory, never N x N.
-    return (tf.reduce_sum(self.block(None, chunk), axis=1) +
-            tf.reduce_sum(self.block(chunk, None), axis=0))
+    # S[:, C].sum(1) + S[C, :].sum(0) from [N, c] blocks: O(N * c) memory, never N x N.
+    def both_directions(emb):
+      as_image, as_text = losses.sigmoid_pair_loss_chunk_sums(emb, chunk)
+      return as_image + as_text
+
+    return self._combine(both_directions)
 
 
 def batch_score(scores, chosen: tf.Tensor) -> tf.Tensor:
