@@ -1,12 +1,19 @@
 """tfjest: learnability-based data selection (JEST, RHO-LOSS, Bad Students) for tf.data."""
 
+from tfjest.cache import ReferenceCache
+from tfjest.cache import cache_reference
 from tfjest.callbacks import SelectionStatsCallback
+from tfjest.cost import StepCost
+from tfjest.cost import forward_flops
+from tfjest.cost import selection_flops
+from tfjest.cost import step_cost
 from tfjest.losses import Embeddings
 from tfjest.losses import per_example_loss
 from tfjest.losses import siglip_loss
 from tfjest.losses import sigmoid_pair_loss_block
 from tfjest.losses import sigmoid_pair_loss_chunk_sums
 from tfjest.losses import sigmoid_pair_loss_diagonal
+from tfjest.proxy import OnlineProxy
 from tfjest.scores import DenseScores
 from tfjest.scores import DiagonalScores
 from tfjest.scores import PairwiseScores
@@ -24,20 +31,27 @@ __all__ = [
     "DenseScores",
     "DiagonalScores",
     "Embeddings",
+    "OnlineProxy",
     "PairwiseScores",
+    "ReferenceCache",
     "SelectionStats",
     "SelectionStatsCallback",
     "Selector",
+    "StepCost",
     "__version__",
     "batch_score",
+    "cache_reference",
     "conditional_gains",
+    "forward_flops",
     "independent_selection",
     "joint_selection",
     "per_example_loss",
     "select",
+    "selection_flops",
     "siglip_loss",
     "sigmoid_pair_loss_block",
     "sigmoid_pair_loss_chunk_sums",
     "sigmoid_pair_loss_diagonal",
+    "step_cost",
     "uniform_selection",
 ]

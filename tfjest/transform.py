@@ -9,6 +9,9 @@ import keras
 import tensorflow as tf
 
 from tfjest import adapters
+from tfjest import cache as cache_lib
+from tfjest import cost as cost_lib
+from tfjest import proxy as proxy_lib
 from tfjest import scores as scores_lib
 from tfjest import scoring
 from tfjest import selection
@@ -47,7 +50,15 @@ class Selector:
 
   def __init__(self, *, learner, reference, batch_size, super_batch_size, method, score,
                num_chunks, temperature, seed, first_chunk, normalization, greedy, task,
-               embedding_keys, loss_fn, input_batched, remainder):
+               embedding_keys, loss_fn, input_batched, remainder, reference_cache=None,
+               id_key=None, scoring_view=None, proxy=None):
+    self.learner = learner
+    self.reference = reference
+    self.reference_cache = reference_cache
+    self.id_key = id_key
+    self.scoring_view = scoring_view
+    self.proxy = proxy
+    self.embedding_keys = tuple(embedding_keys)
     self.batch_size = batch_size
     self.super_batch_size = super_batch_size
     self.method = method
@@ -61,10 +72,14 @@ class Selector:
     self.input_batched = input_batched
     self.remainder = remainder
     self.stats = stats_lib.SelectionStats()
+    self.stats.set_cost_source(self._unit_costs)
+    self._element_spec = None
+    self._step_cost = None
     # Uniform selection reads no model: the baseline costs no scoring.
     self.scorer = None if method == "uniform" else scoring.Scorer(
-        learner=learner, reference=reference, score=score, task=task,
-        embedding_keys=embedding_keys, loss_fn=loss_fn)
+        learner=proxy.model if proxy is not None else learner, reference=reference,
+        score=score, task=task, embedding_keys=embedding_keys, loss_fn=loss_fn,
+        learner_view=scoring_view, reference_cache=reference_cache, id_key=id_key)
 
   @property
   def task(self) -> Optional[str]:
@@ -83,8 +98,7 @@ class Selector:
     if cardinality == 0:
       raise ValueError("select(...) was applied to an empty dataset. Received: dataset with "
                        "cardinality 0")
-    if self.scorer is not None:
-      self.scorer.prepare(spec)
+    self._prepare(spec)
     n = self.super_batch_size
     if self.remainder == "drop" and 0 <= cardinality < n:
       raise ValueError(
@@ -115,10 +129,70 @@ class Selector:
     Returns:
       The selected batch, with the input's structure.
     """
-    if self.scorer is not None:
-      self.scorer.prepare(tf.nest.map_structure(
-          lambda t: tf.TensorSpec(t.shape[1:], t.dtype), super_batch))
+    self._prepare(tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype),
+                                        super_batch))
     return self._select_super_batch(tf.constant(step, tf.int64), super_batch)
+
+  def _prepare(self, spec):
+    if self.scorer is not None:
+      self.scorer.prepare(spec)
+      if self.proxy is not None:
+        self.proxy.prepare(self.scorer.task, self.embedding_keys)
+    if spec != self._element_spec:
+      self._element_spec, self._step_cost = spec, None
+
+  def step_cost(self) -> cost_lib.StepCost:
+    """FLOPs of one training step on this selector's batches (JEST_SPEC section 7).
+
+    Counts, per full super-batch: training the learner on `b` (when `learner` was given),
+    learner scoring on `N` at the scoring view (or the proxy's scoring and training), reference
+    scoring (0 with a cache) and the selection maths. See `tfjest.cost` for how FLOPs are
+    counted. Available once the selector has been applied (it needs the element spec).
+
+    Raises:
+      ValueError: if the selector has not been applied to a dataset yet.
+    """
+    if self._element_spec is None:
+      raise ValueError("step_cost() needs the elements' structure: apply the selector to a "
+                       "dataset (or call select_batch) first. Received: a selector never applied")
+    if self._step_cost is None:
+      self._step_cost = self._compute_step_cost()
+    return self._step_cost
+
+  def _compute_step_cost(self) -> cost_lib.StepCost:
+    x_spec = adapters.unpack(self._element_spec)[0]
+    n, b = self.super_batch_size, self.batch_size
+    learner_flops = (None if self.learner is None
+                     else cost_lib.forward_flops(self.learner, x_spec))
+    if self.scorer is None:
+      return cost_lib.step_cost(batch_size=b, super_batch_size=n, learner_flops=learner_flops,
+                                learner_scoring_flops=0,
+                                selection=cost_lib.selection_flops(n, b, method="uniform"))
+    specs = self.scorer.input_specs
+    scoring_flops = (cost_lib.forward_flops(self.scorer.models["learner"], specs["learner"])
+                     if "learner" in self.scorer.models else 0)
+    reference_flops = (cost_lib.forward_flops(self.reference, x_spec)
+                       if "reference" in self.scorer.models else 0)
+    selection = cost_lib.selection_flops(
+        n, b, width=self.scorer.width, num_chunks=self.num_chunks,
+        num_models=len(self.scorer.roles), task=self.scorer.task, method=self.method)
+    return cost_lib.step_cost(
+        batch_size=b, super_batch_size=n, learner_flops=learner_flops,
+        learner_scoring_flops=scoring_flops, reference_flops=reference_flops,
+        reference_cached=self.scorer.reference_cache is not None,
+        proxy_flops=scoring_flops if self.proxy is not None else None, selection=selection)
+
+  def _unit_costs(self):
+    """Per selected example and per super-batch FLOPs, for the statistics (None before use)."""
+    if self._element_spec is None:
+      return None
+    cost = self.step_cost()
+    b = self.batch_size
+    return {"training": None if cost.training is None else cost.training / b,
+            "proxy_training": cost.proxy_training / b,
+            "learner_scoring": cost.learner_scoring,
+            "reference_scoring": cost.reference_scoring,
+            "selection": cost.selection}
 
   def choose_indices(self, scores, step, valid=None, num_select=None):
     """Runs this selector's rule on a score object: `[num_select or b]` indices, chosen order.
@@ -181,9 +255,16 @@ class Selector:
       picks = self.choose_indices(scored.scores, step, valid)
       values = _batch_values(scored.scores, picks, scored.losses, n, valid)
     chosen = tf.sort(picks[:keep])  # keep the stream's order inside the batch
-    record = self.stats.record_batch(size, tf.size(chosen), values)
-    with tf.control_dependencies([record]):
-      return tf.nest.map_structure(lambda t: tf.gather(t, chosen), padded)
+    batch = tf.nest.map_structure(lambda t: tf.gather(t, chosen), padded)
+    updates = [self.stats.record_batch(size, tf.size(chosen), values)]
+    if self.proxy is not None:
+      # The proxy learns from the batch it helped choose, at the view it scores with; the
+      # next super-batch is scored with the updated weights.
+      x, y, sample_weight = adapters.unpack(batch)
+      view = x if self.scoring_view is None else self.scoring_view(x)
+      updates.append(self.proxy.train_step(view, y, sample_weight))
+    with tf.control_dependencies(updates):
+      return tf.nest.map_structure(tf.identity, batch)
 
 
 def _batch_values(scores, picks, diag_losses, n, valid):
@@ -250,7 +331,11 @@ def select(*, learner: Optional[keras.Model] = None,
            embedding_keys: Sequence[str] = ("image_embeddings", "text_embeddings"),
            loss_fn: Optional[Callable] = None,
            input_batched: bool = False,
-           remainder: str = "drop") -> Selector:
+           remainder: str = "drop",
+           reference_cache: Optional[cache_lib.ReferenceCache] = None,
+           id_key: Optional[str] = None,
+           scoring_view: Optional[Callable] = None,
+           proxy: Optional[proxy_lib.OnlineProxy] = None) -> Selector:
   """Keeps `batch_size` of every `N` examples, chosen by learnability.
 
   The input is a stream of single examples. They are grouped into super-batches of `N`; each is
@@ -290,6 +375,17 @@ def select(*, learner: Optional[keras.Model] = None,
     remainder: what to do with a final super-batch shorter than `N`: "drop" (default; its
       examples are counted in `stats` as `left_over` and a warning is logged) or "keep" (select
       from it at the same ratio, emitting one smaller batch).
+    reference_cache: a `ReferenceCache` (from `cache_reference`) holding the frozen
+      reference's outputs per example id: the reference is then never called. If `reference`
+      is given too, its weights must match the cache's fingerprint.
+    id_key: the example-id feature that joins `reference_cache` to the stream (in the element,
+      or in its `x`; "/" for nested paths). Required with `reference_cache`.
+    scoring_view: a function applied to the super-batch's inputs `x` (leading axis `N`) before
+      the learner (or proxy) scores them, e.g. downscaled images: a cheaper forward pass. The
+      reference and the emitted batches see the inputs unchanged.
+    proxy: an `OnlineProxy`: a small model that scores instead of the learner and that tfjest
+      trains on every emitted batch. `learner` is then never called (it is still used, if
+      given, to count training FLOPs).
 
   Returns:
     A `Selector`: a `Dataset` transformation function, which can be passed to
@@ -297,8 +393,10 @@ def select(*, learner: Optional[keras.Model] = None,
 
   Raises:
     ValueError: if an argument is outside its domain (each message names the argument and the
-      value received); when applied, if the elements cannot be stacked or scored.
-    TypeError: if a model argument is not a `keras.Model`.
+      value received); if `reference_cache` was computed for other reference weights; when
+      applied, if the elements cannot be stacked or scored, or do not fit the cache.
+    TypeError: if a model argument is not a `keras.Model`, `reference_cache` not a
+      `ReferenceCache` or `proxy` not an `OnlineProxy`.
   """
   if not _is_int(batch_size) or batch_size <= 0:
     raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
@@ -318,17 +416,46 @@ def select(*, learner: Optional[keras.Model] = None,
   if method not in METHODS:
     raise ValueError(f"Unknown method. Expected one of {METHODS}. Received: method={method!r}")
   scores_lib.check_variant(score)
+  if reference_cache is not None and not isinstance(reference_cache, cache_lib.ReferenceCache):
+    raise TypeError("reference_cache must be a tfjest.ReferenceCache (from "
+                    "tfjest.cache_reference or ReferenceCache.load). "
+                    f"Received: reference_cache of type {type(reference_cache).__name__}")
+  if proxy is not None and not isinstance(proxy, proxy_lib.OnlineProxy):
+    raise TypeError("proxy must be a tfjest.OnlineProxy. "
+                    f"Received: proxy of type {type(proxy).__name__}")
   if method != "uniform":
-    if scores_lib.NEEDS_LEARNER[score] and learner is None:
+    if scores_lib.NEEDS_LEARNER[score] and learner is None and proxy is None:
       raise ValueError(f"score={score!r} scores with the learner. Pass learner=<the model "
-                       "being trained>. Received: learner=None")
-    if scores_lib.NEEDS_REFERENCE[score] and reference is None:
-      raise ValueError(f"score={score!r} needs a frozen reference model. Pass reference=, or "
-                       "use score='hard_learner'. Received: reference=None")
+                       "being trained> (or proxy=). Received: learner=None")
+    if scores_lib.NEEDS_REFERENCE[score] and reference is None and reference_cache is None:
+      raise ValueError(f"score={score!r} needs a frozen reference model. Pass reference= or "
+                       "reference_cache=, or use score='hard_learner'. Received: reference=None")
+    if reference_cache is not None and not scores_lib.NEEDS_REFERENCE[score]:
+      raise ValueError(f"score={score!r} does not read the reference, so reference_cache "
+                       f"would be unused. Received: reference_cache={reference_cache.path!r}")
+    for name, value in (("scoring_view", scoring_view), ("proxy", proxy)):
+      if value is not None and not scores_lib.NEEDS_LEARNER[score]:
+        raise ValueError(f"{name} applies to learner scoring, which score={score!r} does not "
+                         f"do. Received: {name}={value!r}")
   for name, model in (("learner", learner), ("reference", reference)):
     if model is not None and not isinstance(model, keras.Model):
       raise TypeError(f"{name} must be a keras.Model. "
                       f"Received: {name} of type {type(model).__name__}")
+  if reference_cache is not None:
+    if not isinstance(id_key, str) or not id_key:
+      raise ValueError("reference_cache is joined to the stream by example id: pass id_key=<the "
+                       f"id feature>. Received: id_key={id_key!r}")
+    if reference is not None:
+      reference_cache.check_reference(reference)
+  elif id_key is not None:
+    raise ValueError(f"id_key only serves reference_cache, which was not given. "
+                     f"Received: id_key={id_key!r}")
+  if scoring_view is not None and not callable(scoring_view):
+    raise ValueError(f"scoring_view must be a function of the inputs x. "
+                     f"Received: scoring_view={scoring_view!r}")
+  if proxy is not None and learner is not None and proxy.model is learner:
+    raise ValueError("The proxy must be a separate (smaller) model, not the learner: tfjest "
+                     f"trains the proxy itself. Received: proxy.model={proxy.model.name!r}")
   if not _is_int(num_chunks) or num_chunks <= 0:
     raise ValueError(f"num_chunks must be a positive integer. Received: num_chunks={num_chunks!r}")
   if method == "jest" and batch_size % num_chunks:
@@ -365,4 +492,6 @@ def select(*, learner: Optional[keras.Model] = None,
                   num_chunks=num_chunks if method == "jest" else 1, temperature=float(temperature),
                   seed=seed, first_chunk=first_chunk, normalization=normalization, greedy=greedy,
                   task=task, embedding_keys=embedding_keys, loss_fn=loss_fn,
-                  input_batched=input_batched, remainder=remainder)
+                  input_batched=input_batched, remainder=remainder,
+                  reference_cache=reference_cache, id_key=id_key, scoring_view=scoring_view,
+                  proxy=proxy)
