@@ -34,6 +34,7 @@ model captured at `distribute()` time is exactly right (unlike the live learner)
 import hashlib
 import json
 import os
+import shutil
 from typing import Callable, Mapping, Optional, Sequence
 
 import keras
@@ -86,9 +87,19 @@ def input_structure(element_spec) -> list:
   """What `input_fingerprints` hashes, as `[path, dtype, shape]` rows (JSON-friendly)."""
   x, y, _ = adapters.unpack(element_spec)
   rows = []
-  for path, spec in tf.nest.flatten_with_joined_string_paths({"x": x, "y": y}):
-    if spec is not None:
-      rows.append([path, spec.dtype.name, spec.shape.as_list()])
+
+  def walk(path, node):
+    if isinstance(node, Mapping):
+      for key in sorted(node):  # tf.nest's order
+        walk(f"{path}/{key}", node[key])
+    elif isinstance(node, (tuple, list)):
+      for i, item in enumerate(node):
+        walk(f"{path}/{i}", item)
+    elif node is not None:
+      rows.append([path, node.dtype.name, node.shape.as_list()])
+
+  walk("x", x)
+  walk("y", y)
   return rows
 
 
@@ -341,7 +352,9 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
       out["loss"] = adapters.classification_losses(reference, x, y, loss_fn, "reference")
     return out
 
-  pipeline = dataset.batch(batch_size).map(compute)
+  # `map` passes a tuple element's parts as separate arguments.
+  pipeline = dataset.batch(batch_size).map(lambda *parts: compute(
+      parts if len(parts) > 1 else parts[0]))
   if service is not None:
     pipeline = pipeline.apply(tf.data.experimental.service.distribute(
         processing_mode=processing_mode, service=service))
@@ -368,6 +381,8 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
     scale, bias = adapters.logit_parameters(reference)
     metadata.update(logit_scale=float(scale.numpy()), logit_bias=float(bias.numpy()),
                     embedding_keys=list(embedding_keys))
+  if overwrite:
+    shutil.rmtree(os.path.join(path, _DATA), ignore_errors=True)
   tf.data.Dataset.from_tensor_slices(arrays).save(os.path.join(path, _DATA))
   with open(os.path.join(path, _METADATA), "w") as f:
     json.dump(metadata, f, indent=1)
@@ -384,7 +399,7 @@ def _unique_by_id(arrays):
   clash = repeat & (fingerprints != np.roll(fingerprints, 1))
   if clash.any():
     bad = ids[np.argmax(clash)]
-    bad = bad.decode() if isinstance(bad, bytes) else bad
+    bad = bad.decode() if isinstance(bad, bytes) else bad.item()
     raise ValueError(f"Example ids must be unique: two examples with different inputs share "
                      f"an id, so cached outputs could be joined to the wrong one. Received: "
                      f"id={bad!r}")
