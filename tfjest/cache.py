@@ -64,10 +64,8 @@ def find_id(element, id_key: str):
   for container in (element, x):
     node = container
     for part in id_key.split("/"):
-      if not isinstance(node, Mapping) or part not in node:
-        break
-      node = node[part]
-    else:
+      node = node.get(part) if isinstance(node, Mapping) else None
+    if node is not None:
       return node
   raise ValueError(
       f"The reference cache joins outputs by example id, but the elements have no feature "
