@@ -281,6 +281,42 @@ class CacheArgumentsTest(CacheTestCase):
     with self.assertRaisesRegex(ValueError, "No readable tfjest reference cache.*Received: path="):
       tfjest.ReferenceCache.load(_fresh_dir(self))
 
+  def test_unbuilt_reference_cannot_be_checked(self):
+    cache = self._cache()
+    with self.assertRaisesRegex(ValueError, "no weights yet.*Received: reference='unbuilt' "
+                                r"\(not built\)"):
+      tfjest.select(learner=self.learner, reference=toy_world.DualEncoder(name="unbuilt"),
+                    reference_cache=cache, id_key="id", batch_size=B, num_chunks=4)
+
+  def test_not_a_cache_of_this_format(self):
+    path = _fresh_dir(self)
+    with open(os.path.join(path, "metadata.json"), "w") as f:
+      json.dump({"format": "something.else", "version": 1}, f)
+    with self.assertRaisesRegex(ValueError, "Received: format='something.else', version=1"):
+      tfjest.ReferenceCache.load(path)
+
+  def test_classifier_cache_needs_labels_and_data(self):
+    classifier = keras.Sequential([keras.layers.Lambda(lambda x: x["image"]),
+                                   toy_world.make_classifier()])
+    classifier.compile(loss="sparse_categorical_crossentropy")
+    with self.assertRaisesRegex(ValueError, "needs labels.*Received: element_spec="):
+      tfjest.cache_reference(classifier, self.stream, _fresh_dir(self), task="classification")
+    empty = self.stream.take(0)
+    with self.assertRaisesRegex(ValueError, "empty dataset. Received: dataset with no"):
+      tfjest.cache_reference(self.reference, empty, _fresh_dir(self))
+
+  def test_explicit_task_against_the_cache(self):
+    cache = self._cache()
+    with self.assertRaisesRegex(ValueError, "holds 'contrastive' outputs. "
+                                "Received: task='classification'"):
+      self.stream.apply(tfjest.select(reference_cache=cache, id_key="id", batch_size=B,
+                                      score="easy_reference", method="independent",
+                                      task="classification"))
+    # The cache alone (easy_reference) is enough to select.
+    selector = tfjest.select(reference_cache=cache, id_key="id", batch_size=B, num_chunks=4,
+                             score="easy_reference")
+    self.assertLen(list(self.stream.apply(selector)), 5)
+
   def test_select_argument_errors(self):
     cache = self._cache()
     with self.assertRaisesRegex(TypeError, "Received: reference_cache of type str"):

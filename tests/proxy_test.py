@@ -160,6 +160,16 @@ class ProxyArgumentsTest(tf.test.TestCase):
       tfjest.select(proxy=proxy, reference=self.model, batch_size=8, num_chunks=4,
                     score="easy_reference")
 
+  def test_classifier_proxy_without_a_loss(self):
+    plain = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    proxy = tfjest.OnlineProxy(plain, optimizer=keras.optimizers.SGD())
+    data = toy_world.make_pairs(N, 0.0)
+    stream = tf.data.Dataset.from_tensor_slices((data["image"], data["label"] % 3))
+    with self.assertRaisesRegex(ValueError, "compile the learner with a loss or pass `loss_fn="):
+      stream.apply(tfjest.select(proxy=proxy, batch_size=B, score="hard_learner",
+                                 method="independent"))
+
   def test_frozen_proxy_cannot_follow_training(self):
     frozen = _built(toy_world.DualEncoder(name="frozen"))
     frozen.trainable = False

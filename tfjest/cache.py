@@ -103,7 +103,7 @@ def input_structure(element_spec) -> list:
 
 def reference_fingerprint(model: keras.Model, task: str) -> str:
   """SHA-256 of a built model's weights (and, for dual encoders, its logit scale and bias)."""
-  if not model.weights:
+  if not model.built or not model.weights:
     raise ValueError(
         f"The reference has no weights yet, so a cache cannot be checked against it; build it "
         f"(call it once) first. Received: reference={model.name!r} (not built)")
