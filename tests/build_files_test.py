@@ -20,7 +20,7 @@ from absl.testing import absltest
 # Directories (with their subdirectories) whose BUILD files are checked. Every `.py` under a
 # library root must be in the `srcs` of a py_library or py_binary; every `*_test.py` under a
 # test root in the `srcs` of a py_test.
-LIBRARY_ROOTS = ("tfjest", "examples")
+LIBRARY_ROOTS = ("tfjest", "examples", "benchmarks")
 TEST_ROOTS = ("tests",)
 # The target that reads the files: its `data` must hold every checked package's build_inputs.
 CHECKER_TARGET = "//tests:build_files_test"
