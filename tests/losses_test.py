@@ -49,6 +49,24 @@ class SigmoidPairLossTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(tfjest.sigmoid_pair_loss_diagonal(emb), np.diag(full), rtol=1e-5)
     self.assertAllClose(tfjest.siglip_loss(emb), full.sum() / 8, rtol=1e-5)
 
+  @parameterized.parameters((None, [3, 0, 11]), (5, [3, 0, 11]), (4, [2, 2, 7]), (12, [5]))
+  def test_chunk_sums_equal_block_sums(self, row_tile, chunk):
+    # Tiles of 5 and 4 rows split the 12 rows unevenly; a repeated index counts twice.
+    emb = _embeddings(12, 6, 3, scale=7.0, bias=-3.0)
+    full = _np_pair_losses(emb)
+    kwargs = {} if row_tile is None else {"row_tile": row_tile}
+    as_image, as_text = tfjest.sigmoid_pair_loss_chunk_sums(emb, tf.constant(chunk), **kwargs)
+    self.assertAllClose(as_image, full[:, chunk].sum(axis=1), rtol=1e-5, atol=1e-5)
+    self.assertAllClose(as_text, full[chunk, :].sum(axis=0), rtol=1e-5, atol=1e-5)
+
+  def test_chunk_sums_in_a_graph_and_with_large_logits(self):
+    emb = _embeddings(9, 4, 4, scale=100.0, bias=-10.0)
+    full = _np_pair_losses(emb)
+    chunk = tf.constant([1, 8])
+    got = tf.function(lambda: tfjest.sigmoid_pair_loss_chunk_sums(emb, chunk, row_tile=4))()
+    self.assertAllClose(got[0], full[:, [1, 8]].sum(axis=1), rtol=1e-5, atol=1e-4)
+    self.assertAllClose(got[1], full[[1, 8], :].sum(axis=0), rtol=1e-5, atol=1e-4)
+
   def test_large_logits_stay_finite(self):
     emb = _embeddings(4, 3, 2, scale=1e4, bias=0.0)
     self.assertAllInRange(tfjest.sigmoid_pair_loss_block(emb), 0.0, 1e5)

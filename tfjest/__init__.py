@@ -1,13 +1,21 @@
 """tfjest: learnability-based data selection (JEST, RHO-LOSS, Bad Students) for tf.data."""
 
+from tfjest.cache import ReferenceCache
+from tfjest.cache import cache_reference
 from tfjest.callbacks import SelectionStatsCallback
+from tfjest.cost import StepCost
+from tfjest.cost import forward_flops
+from tfjest.cost import selection_flops
+from tfjest.cost import step_cost
 from tfjest.global_scores import GlobalScores
 from tfjest.keras_compat import ensure_multi_worker_fit
 from tfjest.losses import Embeddings
 from tfjest.losses import per_example_loss
 from tfjest.losses import siglip_loss
 from tfjest.losses import sigmoid_pair_loss_block
+from tfjest.losses import sigmoid_pair_loss_chunk_sums
 from tfjest.losses import sigmoid_pair_loss_diagonal
+from tfjest.proxy import OnlineProxy
 from tfjest.replica_step import ReplicaSelection
 from tfjest.replica_step import attach
 from tfjest.resume import deterministic_options
@@ -30,24 +38,32 @@ __all__ = [
     "DiagonalScores",
     "Embeddings",
     "GlobalScores",
+    "OnlineProxy",
     "PairwiseScores",
+    "ReferenceCache",
     "ReplicaSelection",
     "SelectionStats",
     "SelectionStatsCallback",
     "Selector",
+    "StepCost",
     "__version__",
     "attach",
     "batch_score",
+    "cache_reference",
     "conditional_gains",
     "deterministic_options",
     "ensure_multi_worker_fit",
+    "forward_flops",
     "independent_selection",
     "joint_selection",
     "per_example_loss",
     "select",
     "selection_checkpoint",
+    "selection_flops",
     "siglip_loss",
     "sigmoid_pair_loss_block",
+    "sigmoid_pair_loss_chunk_sums",
     "sigmoid_pair_loss_diagonal",
+    "step_cost",
     "uniform_selection",
 ]

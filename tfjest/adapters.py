@@ -53,8 +53,13 @@ def _scalar(model: keras.Model, attr: str) -> tf.Tensor:
   return tf.reshape(value, [])
 
 
+def logit_parameters(model: keras.Model):
+  """A dual encoder's `(logit_scale, logit_bias)` as scalar tensors (see the contract)."""
+  return _scalar(model, "logit_scale"), _scalar(model, "logit_bias")
+
+
 def contrastive_embeddings(model: keras.Model, x, embedding_keys: Sequence[str],
-                           role: str) -> losses.Embeddings:
+                           role: str, training: bool = False) -> losses.Embeddings:
   """Calls a dual encoder on `x` and returns its `losses.Embeddings`.
 
   Args:
@@ -62,11 +67,12 @@ def contrastive_embeddings(model: keras.Model, x, embedding_keys: Sequence[str],
     x: the model inputs for `N` examples.
     embedding_keys: `(image_key, text_key)` in the model's output mapping.
     role: "learner" or "reference", for error messages.
+    training: passed to the model (True only where tfjest trains a proxy).
 
   Raises:
     ValueError: if the outputs or attributes do not follow the contract.
   """
-  outputs = model(x, training=False)
+  outputs = model(x, training=training)
   if isinstance(outputs, dict):
     missing = [k for k in embedding_keys if k not in outputs]
     if missing:
@@ -91,8 +97,7 @@ def contrastive_embeddings(model: keras.Model, x, embedding_keys: Sequence[str],
     raise ValueError(f"The {role}'s image and text embeddings must have the same width. "
                      f"Received: image width {image.shape[-1]}, text width {text.shape[-1]}")
   text = tf.cast(text, image.dtype)
-  return losses.Embeddings(image, text, _scalar(model, "logit_scale"),
-                           _scalar(model, "logit_bias"))
+  return losses.Embeddings(image, text, *logit_parameters(model))
 
 
 def resolve_loss_fn(model: keras.Model, loss_fn: Optional[Callable], role: str) -> Callable:

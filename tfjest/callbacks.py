@@ -15,8 +15,10 @@ class SelectionStatsCallback(keras.callbacks.Callback):
   Adds to the epoch logs (so to `History`, and to a `keras.callbacks.TensorBoard` placed after
   this callback) the counts so far (`<prefix>read`, `selected`, `filtered`, `left_over`,
   `batches`) and, over the epoch's batches, the mean learner and reference loss of selected and
-  rejected examples and the mean batch score `s(B)`. With `log_dir`, it also writes them as
-  TensorBoard scalars itself.
+  rejected examples and the mean batch score `s(B)`, and the epoch's FLOPs by part
+  (`flops_training`, `flops_learner_scoring`, `flops_reference_scoring`, `flops_proxy_training`,
+  `flops_selection`, `flops_total`, `flops_per_step`; see `tfjest.cost`). With `log_dir`, it
+  also writes them as TensorBoard scalars itself.
 
   Args:
     selector: the object returned by `tfjest.select(...)` and applied to the training data.
@@ -50,7 +52,8 @@ class SelectionStatsCallback(keras.callbacks.Callback):
     self._epoch_start = self.selector.stats.snapshot()
 
   def on_epoch_end(self, epoch, logs=None):
-    values = stats_lib.summarize(self.selector.stats.snapshot(), self._epoch_start)
+    stats = self.selector.stats
+    values = stats_lib.summarize(stats.snapshot(), self._epoch_start, stats.unit_costs())
     values = {self.prefix + k: v for k, v in values.items()}
     if logs is not None:
       logs.update(values)

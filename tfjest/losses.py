@@ -9,7 +9,7 @@ so any block of the pair-loss matrix can be computed from the embeddings of its 
 columns alone. Nothing here forms the N x N matrix unless a caller asks for that block.
 """
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import tensorflow as tf
 
@@ -57,6 +57,59 @@ def sigmoid_pair_loss_block(
   positive = tf.equal(rows[:, None], cols[None, :])
   signs = tf.where(positive, tf.ones_like(logits), -tf.ones_like(logits))
   return tf.math.softplus(-signs * logits)
+
+
+# Rows per tile of the streaming chunk sums: a [8192, c] float32 block of a 410-example chunk is
+# 13 MB, small enough to stay in cache between the matmul and the softplus, and tiles give a
+# graph independent ops to run on every core.
+CHUNK_SUM_ROW_TILE = 8192
+
+
+def sigmoid_pair_loss_chunk_sums(emb: Embeddings, chunk: tf.Tensor,
+                                 row_tile: int = CHUNK_SUM_ROW_TILE) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Both streaming sums of a chunk `C`: `sum_{j in C} l_kj` and `sum_{i in C} l_ik` for all `k`.
+
+  The same numbers as `reduce_sum(sigmoid_pair_loss_block(emb, None, C), 1)` and
+  `reduce_sum(sigmoid_pair_loss_block(emb, C, None), 0)`, computed with less work: every pair
+  is first taken as a negative, `softplus(logit)`, and the positive pairs `(k, k)` with `k in C`
+  are corrected afterwards from their `c` logits, using `softplus(-x) = softplus(x) - x`. So no
+  `[N, c]` sign mask, no gathered copy of the `N` rows, and both directions as `[N, c]` blocks
+  reduced along their last axis, in row tiles of at most `row_tile` (independent ops that a
+  graph runs in parallel, each small enough to stay in cache). Memory is `O(row_tile * c)` per
+  tile, never `N x N`; work is two `[N, d] x [d, c]` matmuls and `2 N c` softplus.
+
+  Args:
+    emb: the model's `Embeddings` of the super-batch, `N` examples.
+    chunk: `[c]` int indices of the chunk.
+    row_tile: the most rows per tile.
+
+  Returns:
+    `(as_image, as_text)`, two `[N]` tensors: `as_image[k] = sum_{j in C} l_kj` (image `k`
+    against the chunk's texts) and `as_text[k] = sum_{i in C} l_ik` (the chunk's images
+    against text `k`).
+  """
+  chunk = tf.cast(chunk, tf.int32)
+  dtype = emb.image.dtype
+  scale = tf.cast(emb.logit_scale, dtype)
+  bias = tf.cast(emb.logit_bias, dtype)
+  image_c = tf.gather(emb.image, chunk)
+  text_c = tf.gather(emb.text, chunk)
+
+  def negative_sums(rows, chunk_side):
+    return tf.reduce_sum(
+        tf.math.softplus(scale * tf.matmul(rows, chunk_side, transpose_b=True) + bias), axis=1)
+
+  def tiled(rows, chunk_side):
+    n = rows.shape[0]
+    if n is None or n <= row_tile:
+      return negative_sums(rows, chunk_side)
+    sizes = [row_tile] * (n // row_tile) + ([n % row_tile] if n % row_tile else [])
+    return tf.concat([negative_sums(tile, chunk_side)
+                      for tile in tf.split(rows, sizes, axis=0)], axis=0)
+
+  positive_logits = scale * tf.reduce_sum(image_c * text_c, axis=-1) + bias
+  correction = tf.scatter_nd(chunk[:, None], positive_logits, tf.shape(emb.image)[:1])
+  return tiled(emb.image, text_c) - correction, tiled(emb.text, image_c) - correction
 
 
 def sigmoid_pair_loss_diagonal(emb: Embeddings) -> tf.Tensor:

@@ -105,23 +105,39 @@ class PairwiseScores:
           f"score={score!r} needs the reference's embeddings. Received: reference=None")
     self.learner = learner if NEEDS_LEARNER[score] else None
     self.reference = reference if NEEDS_REFERENCE[score] else None
+    self._diagonals = None
 
   def _combine(self, fn) -> tf.Tensor:
     learner = fn(self.learner) if self.learner is not None else 0.0
     reference = fn(self.reference) if self.reference is not None else 0.0
     return combine(self.score, learner, reference)
 
+  def role_diagonals(self):
+    """`{"learner": [N], "reference": [N]}` positive-pair losses `l_ii` of the models read.
+
+    Computed once per score object: selection (`diagonal`) and statistics share them.
+    """
+    if self._diagonals is None:
+      self._diagonals = {role: losses.sigmoid_pair_loss_diagonal(emb)
+                         for role, emb in (("learner", self.learner),
+                                           ("reference", self.reference)) if emb is not None}
+    return self._diagonals
+
   def diagonal(self) -> tf.Tensor:
-    return self._combine(losses.sigmoid_pair_loss_diagonal)
+    d = self.role_diagonals()
+    return combine(self.score, d.get("learner", 0.0), d.get("reference", 0.0))
 
   def block(self, rows: Optional[tf.Tensor] = None,
             cols: Optional[tf.Tensor] = None) -> tf.Tensor:
     return self._combine(lambda emb: losses.sigmoid_pair_loss_block(emb, rows, cols))
 
   def chunk_gain(self, chunk: tf.Tensor) -> tf.Tensor:
-    # S[:, C] is an [N, c] block and S[C, :] a [c, N] one: O(N * c) memory, never N x N.
-    return (tf.reduce_sum(self.block(None, chunk), axis=1) +
-            tf.reduce_sum(self.block(chunk, None), axis=0))
+    # S[:, C].sum(1) + S[C, :].sum(0) from [N, c] blocks: O(N * c) memory, never N x N.
+    def both_directions(emb):
+      as_image, as_text = losses.sigmoid_pair_loss_chunk_sums(emb, chunk)
+      return as_image + as_text
+
+    return self._combine(both_directions)
 
 
 def batch_score(scores, chosen: tf.Tensor) -> tf.Tensor:

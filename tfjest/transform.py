@@ -10,6 +10,9 @@ import keras
 import tensorflow as tf
 
 from tfjest import adapters
+from tfjest import cache as cache_lib
+from tfjest import cost as cost_lib
+from tfjest import proxy as proxy_lib
 from tfjest import scores as scores_lib
 from tfjest import scoring
 from tfjest import selection
@@ -51,7 +54,15 @@ class Selector:
 
   def __init__(self, *, learner, reference, batch_size, super_batch_size, method, score,
                num_chunks, temperature, seed, first_chunk, normalization, greedy, task,
-               embedding_keys, loss_fn, input_batched, remainder):
+               embedding_keys, loss_fn, input_batched, remainder, reference_cache=None,
+               id_key=None, scoring_view=None, proxy=None):
+    self.learner = learner
+    self.reference = reference
+    self.reference_cache = reference_cache
+    self.id_key = id_key
+    self.scoring_view = scoring_view
+    self.proxy = proxy
+    self.embedding_keys = tuple(embedding_keys)
     self.batch_size = batch_size
     self.super_batch_size = super_batch_size
     self.method = method
@@ -67,10 +78,14 @@ class Selector:
     self.stats = stats_lib.SelectionStats()
     self.placement = "pipeline"
     self.strategy = None  # the learner's tf.distribute strategy once attached
+    self.stats.set_cost_source(self._unit_costs)
+    self._element_spec = None
+    self._step_cost = None
     # Uniform selection reads no model: the baseline costs no scoring.
     self.scorer = None if method == "uniform" else scoring.Scorer(
-        learner=learner, reference=reference, score=score, task=task,
-        embedding_keys=embedding_keys, loss_fn=loss_fn)
+        learner=proxy.model if proxy is not None else learner, reference=reference,
+        score=score, task=task, embedding_keys=embedding_keys, loss_fn=loss_fn,
+        learner_view=scoring_view, reference_cache=reference_cache, id_key=id_key)
 
   @property
   def task(self) -> Optional[str]:
@@ -98,8 +113,7 @@ class Selector:
     if self.placement == "train_step":
       return self._super_batches(dataset, cardinality)
     self._check_no_strategy()
-    if self.scorer is not None:
-      self.scorer.prepare(spec)
+    self._prepare(spec)
 
     super_batches = dataset.batch(n, drop_remainder=False).enumerate()
     if self.remainder == "drop":
@@ -132,10 +146,70 @@ class Selector:
     Returns:
       The selected batch, with the input's structure.
     """
-    if self.scorer is not None:
-      self.scorer.prepare(tf.nest.map_structure(
-          lambda t: tf.TensorSpec(t.shape[1:], t.dtype), super_batch))
+    self._prepare(tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype),
+                                        super_batch))
     return self._select_super_batch(tf.constant(step, tf.int64), super_batch)
+
+  def _prepare(self, spec):
+    if self.scorer is not None:
+      self.scorer.prepare(spec)
+      if self.proxy is not None:
+        self.proxy.prepare(self.scorer.task, self.embedding_keys)
+    if spec != self._element_spec:
+      self._element_spec, self._step_cost = spec, None
+
+  def step_cost(self) -> cost_lib.StepCost:
+    """FLOPs of one training step on this selector's batches (JEST_SPEC section 7).
+
+    Counts, per full super-batch: training the learner on `b` (when `learner` was given),
+    learner scoring on `N` at the scoring view (or the proxy's scoring and training), reference
+    scoring (0 with a cache) and the selection maths. See `tfjest.cost` for how FLOPs are
+    counted. Available once the selector has been applied (it needs the element spec).
+
+    Raises:
+      ValueError: if the selector has not been applied to a dataset yet.
+    """
+    if self._element_spec is None:
+      raise ValueError("step_cost() needs the elements' structure: apply the selector to a "
+                       "dataset (or call select_batch) first. Received: a selector never applied")
+    if self._step_cost is None:
+      self._step_cost = self._compute_step_cost()
+    return self._step_cost
+
+  def _compute_step_cost(self) -> cost_lib.StepCost:
+    x_spec = adapters.unpack(self._element_spec)[0]
+    n, b = self.super_batch_size, self.batch_size
+    learner_flops = (None if self.learner is None
+                     else cost_lib.forward_flops(self.learner, x_spec))
+    if self.scorer is None:
+      return cost_lib.step_cost(batch_size=b, super_batch_size=n, learner_flops=learner_flops,
+                                learner_scoring_flops=0,
+                                selection=cost_lib.selection_flops(n, b, method="uniform"))
+    specs = self.scorer.input_specs
+    scoring_flops = (cost_lib.forward_flops(self.scorer.models["learner"], specs["learner"])
+                     if "learner" in self.scorer.models else 0)
+    reference_flops = (cost_lib.forward_flops(self.reference, x_spec)
+                       if "reference" in self.scorer.models else 0)
+    selection = cost_lib.selection_flops(
+        n, b, width=self.scorer.width, num_chunks=self.num_chunks,
+        num_models=len(self.scorer.roles), task=self.scorer.task, method=self.method)
+    return cost_lib.step_cost(
+        batch_size=b, super_batch_size=n, learner_flops=learner_flops,
+        learner_scoring_flops=scoring_flops, reference_flops=reference_flops,
+        reference_cached=self.scorer.reference_cache is not None,
+        proxy_flops=scoring_flops if self.proxy is not None else None, selection=selection)
+
+  def _unit_costs(self):
+    """Per selected example and per super-batch FLOPs, for the statistics (None before use)."""
+    if self._element_spec is None:
+      return None
+    cost = self.step_cost()
+    b = self.batch_size
+    return {"training": None if cost.training is None else cost.training / b,
+            "proxy_training": cost.proxy_training / b,
+            "learner_scoring": cost.learner_scoring,
+            "reference_scoring": cost.reference_scoring,
+            "selection": cost.selection}
 
   def choose_indices(self, scores, step, valid=None, num_select=None, num_candidates=None,
                      set_size_per_chunk=None):
@@ -181,9 +255,8 @@ class Selector:
           "Selection in the train step needs static shapes, so a final partial super-batch "
           "is always dropped. Use remainder='drop'. Received: remainder='keep'")
     scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
-    if self.scorer is not None:
-      with scope:  # models built here get their variables on the replicas
-        self.scorer.prepare(dataset.element_spec)
+    with scope:  # models built here get their variables on the replicas
+      self._prepare(dataset.element_spec)
     n = self.super_batch_size
     if cardinality > 0 and cardinality % n:
       tf.get_logger().warning(
@@ -238,13 +311,20 @@ class Selector:
       picks = self.choose_indices(scored.scores, step, valid)
       values = _batch_values(scored.scores, picks, scored.losses, n, finite & real)
     chosen = tf.sort(picks[:keep])  # keep the stream's order inside the batch
-    record = tf.group(self.stats.record_batch(size, tf.size(chosen), values, non_finite),
-                      _warn_if(tf.equal(non_finite, size),
-                               "tfjest.select: every candidate of a super-batch had a NaN or "
-                               "infinite score (a diverged model?); it was selected uniformly. "
-                               "Super-batch index:", step))
-    with tf.control_dependencies([record]):
-      return tf.nest.map_structure(lambda t: tf.gather(t, chosen), padded)
+    batch = tf.nest.map_structure(lambda t: tf.gather(t, chosen), padded)
+    updates = [self.stats.record_batch(size, tf.size(chosen), values, non_finite),
+               _warn_if(tf.equal(non_finite, size),
+                        "tfjest.select: every candidate of a super-batch had a NaN or infinite "
+                        "score (a diverged model?); it was selected uniformly. Super-batch "
+                        "index:", step)]
+    if self.proxy is not None:
+      # The proxy learns from the batch it helped choose, at the view it scores with; the
+      # next super-batch is scored with the updated weights.
+      x, y, sample_weight = adapters.unpack(batch)
+      view = x if self.scoring_view is None else self.scoring_view(x)
+      updates.append(self.proxy.train_step(view, y, sample_weight))
+    with tf.control_dependencies(updates):
+      return tf.nest.map_structure(tf.identity, batch)
 
 
 def _batch_values(scores, picks, diag_losses, n, include):
@@ -323,7 +403,11 @@ def select(*, learner: Optional[keras.Model] = None,
            embedding_keys: Sequence[str] = ("image_embeddings", "text_embeddings"),
            loss_fn: Optional[Callable] = None,
            input_batched: bool = False,
-           remainder: str = "drop") -> Selector:
+           remainder: str = "drop",
+           reference_cache: Optional[cache_lib.ReferenceCache] = None,
+           id_key: Optional[str] = None,
+           scoring_view: Optional[Callable] = None,
+           proxy: Optional[proxy_lib.OnlineProxy] = None) -> Selector:
   """Keeps `batch_size` of every `N` examples, chosen by learnability.
 
   The input is a stream of single examples. They are grouped into super-batches of `N`; each is
@@ -363,6 +447,17 @@ def select(*, learner: Optional[keras.Model] = None,
     remainder: what to do with a final super-batch shorter than `N`: "drop" (default; its
       examples are counted in `stats` as `left_over` and a warning is logged) or "keep" (select
       from it at the same ratio, emitting one smaller batch).
+    reference_cache: a `ReferenceCache` (from `cache_reference`) holding the frozen
+      reference's outputs per example id: the reference is then never called. If `reference`
+      is given too, its weights must match the cache's fingerprint.
+    id_key: the example-id feature that joins `reference_cache` to the stream (in the element,
+      or in its `x`; "/" for nested paths). Required with `reference_cache`.
+    scoring_view: a function applied to the super-batch's inputs `x` (leading axis `N`) before
+      the learner (or proxy) scores them, e.g. downscaled images: a cheaper forward pass. The
+      reference and the emitted batches see the inputs unchanged.
+    proxy: an `OnlineProxy`: a small model that scores instead of the learner and that tfjest
+      trains on every emitted batch. `learner` is then never called (it is still used, if
+      given, to count training FLOPs).
 
   Returns:
     A `Selector`: a `Dataset` transformation function, which can be passed to
@@ -374,9 +469,11 @@ def select(*, learner: Optional[keras.Model] = None,
 
   Raises:
     ValueError: if an argument is outside its domain (each message names the argument and the
-      value received); when applied, if the elements cannot be stacked or scored, or under a
+      value received); if `reference_cache` was computed for other reference weights; when
+      applied, if the elements cannot be stacked or scored, do not fit the cache, or under a
       strategy without `tfjest.attach`.
-    TypeError: if a model argument is not a `keras.Model`.
+    TypeError: if a model argument is not a `keras.Model`, `reference_cache` not a
+      `ReferenceCache` or `proxy` not an `OnlineProxy`.
   """
   if not _is_int(batch_size) or batch_size <= 0:
     raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
@@ -396,17 +493,46 @@ def select(*, learner: Optional[keras.Model] = None,
   if method not in METHODS:
     raise ValueError(f"Unknown method. Expected one of {METHODS}. Received: method={method!r}")
   scores_lib.check_variant(score)
+  if reference_cache is not None and not isinstance(reference_cache, cache_lib.ReferenceCache):
+    raise TypeError("reference_cache must be a tfjest.ReferenceCache (from "
+                    "tfjest.cache_reference or ReferenceCache.load). "
+                    f"Received: reference_cache of type {type(reference_cache).__name__}")
+  if proxy is not None and not isinstance(proxy, proxy_lib.OnlineProxy):
+    raise TypeError("proxy must be a tfjest.OnlineProxy. "
+                    f"Received: proxy of type {type(proxy).__name__}")
   if method != "uniform":
-    if scores_lib.NEEDS_LEARNER[score] and learner is None:
+    if scores_lib.NEEDS_LEARNER[score] and learner is None and proxy is None:
       raise ValueError(f"score={score!r} scores with the learner. Pass learner=<the model "
-                       "being trained>. Received: learner=None")
-    if scores_lib.NEEDS_REFERENCE[score] and reference is None:
-      raise ValueError(f"score={score!r} needs a frozen reference model. Pass reference=, or "
-                       "use score='hard_learner'. Received: reference=None")
+                       "being trained> (or proxy=). Received: learner=None")
+    if scores_lib.NEEDS_REFERENCE[score] and reference is None and reference_cache is None:
+      raise ValueError(f"score={score!r} needs a frozen reference model. Pass reference= or "
+                       "reference_cache=, or use score='hard_learner'. Received: reference=None")
+    if reference_cache is not None and not scores_lib.NEEDS_REFERENCE[score]:
+      raise ValueError(f"score={score!r} does not read the reference, so reference_cache "
+                       f"would be unused. Received: reference_cache={reference_cache.path!r}")
+    for name, value in (("scoring_view", scoring_view), ("proxy", proxy)):
+      if value is not None and not scores_lib.NEEDS_LEARNER[score]:
+        raise ValueError(f"{name} applies to learner scoring, which score={score!r} does not "
+                         f"do. Received: {name}={value!r}")
   for name, model in (("learner", learner), ("reference", reference)):
     if model is not None and not isinstance(model, keras.Model):
       raise TypeError(f"{name} must be a keras.Model. "
                       f"Received: {name} of type {type(model).__name__}")
+  if reference_cache is not None:
+    if not isinstance(id_key, str) or not id_key:
+      raise ValueError("reference_cache is joined to the stream by example id: pass id_key=<the "
+                       f"id feature>. Received: id_key={id_key!r}")
+    if reference is not None:
+      reference_cache.check_reference(reference)
+  elif id_key is not None:
+    raise ValueError(f"id_key only serves reference_cache, which was not given. "
+                     f"Received: id_key={id_key!r}")
+  if scoring_view is not None and not callable(scoring_view):
+    raise ValueError(f"scoring_view must be a function of the inputs x. "
+                     f"Received: scoring_view={scoring_view!r}")
+  if proxy is not None and learner is not None and proxy.model is learner:
+    raise ValueError("The proxy must be a separate (smaller) model, not the learner: tfjest "
+                     f"trains the proxy itself. Received: proxy.model={proxy.model.name!r}")
   if not _is_int(num_chunks) or num_chunks <= 0:
     raise ValueError(f"num_chunks must be a positive integer. Received: num_chunks={num_chunks!r}")
   if method == "jest" and batch_size % num_chunks:
@@ -443,4 +569,6 @@ def select(*, learner: Optional[keras.Model] = None,
                   num_chunks=num_chunks if method == "jest" else 1, temperature=float(temperature),
                   seed=seed, first_chunk=first_chunk, normalization=normalization, greedy=greedy,
                   task=task, embedding_keys=embedding_keys, loss_fn=loss_fn,
-                  input_batched=input_batched, remainder=remainder)
+                  input_batched=input_batched, remainder=remainder,
+                  reference_cache=reference_cache, id_key=id_key, scoring_view=scoring_view,
+                  proxy=proxy)

@@ -1,0 +1,159 @@
+r"""Cheap scoring views: what scoring the learner at lower resolution saves, and what it costs.
+
+A reference dual encoder (`benchmarks/models.py`'s ConvDualEncoder, global average pooling, so
+it takes any image size) is trained on clean 32 x 32 image-caption pairs; a learner of the same
+kind is trained briefly on the noisy stream (half of the captions swapped). Then JEST selects
+from a fresh noisy stream, with the reference outputs cached, with the learner scoring
+
+  - the full images (no view), or
+  - a `scoring_view` that average-pools the images by 2 (16 x 16) or 4 (8 x 8),
+
+and, as the baseline, uniform selection. For each it reports the learner-scoring FLOPs per step
+(`Selector.step_cost()`), the measured time of the learner's scoring forward pass on N, the
+share of corrupted pairs among the selected examples, and the mean batch score s(B) of the
+selected batches under the full-resolution scores (how good the chosen batches are by the
+scores a full-resolution selection maximises; higher is better). It does so for two score
+variants: "learnability" (the default; the cached reference carries much of the signal) and
+"hard_learner" (the learner's view alone decides, so the view's fidelity shows directly).
+
+    python benchmarks/scoring_view.py
+
+Flags: `--batch_size=64 --filter_ratio=0.8 --super_batches=10 --scores=learnability,hard_learner`.
+"""
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfjest
+from benchmarks import models
+from examples import toy_world
+
+_BATCH = flags.DEFINE_integer("batch_size", 64, "b, examples per selected batch.")
+_RATIO = flags.DEFINE_float("filter_ratio", 0.8, "f; N = b / (1 - f).")
+_CHUNKS = flags.DEFINE_integer("num_chunks", 16, "K, JEST chunks.")
+_SUPER_BATCHES = flags.DEFINE_integer("super_batches", 10, "Super-batches selected per method.")
+_CLEAN = flags.DEFINE_integer("clean_examples", 6000, "Clean pairs the reference trains on.")
+_REF_EPOCHS = flags.DEFINE_integer("reference_epochs", 5, "Reference training epochs.")
+_LEARNER_EPOCHS = flags.DEFINE_integer("learner_epochs", 2,
+                                       "Learner epochs on noisy pairs (as many as clean ones).")
+_FILTERS = flags.DEFINE_list("filters", ["16", "32", "64"], "Image tower filters.")
+_SCORES = flags.DEFINE_list("scores", ["learnability", "hard_learner"], "Score variants.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for data, models and selection.")
+
+SIZE = 32
+
+
+def _model(name):
+  model = models.ConvDualEncoder(width=64, filters=[int(f) for f in _FILTERS.value], name=name)
+  model.compile(optimizer=keras.optimizers.Adam(3e-3))
+  return models.built(model, SIZE)
+
+
+def _pairs(n, corrupt, seed):
+  data = toy_world.make_pairs(n, corrupt, seed=seed)
+  data["image"] = models.images_at(data["image"], SIZE)
+  return data
+
+
+def _dataset(data):
+  return tf.data.Dataset.from_tensor_slices(
+      {"image": data["image"], "text": data["text"], "id": data["id"]})
+
+
+def main(argv):
+  del argv
+  seed, b = _SEED.value, _BATCH.value
+  n = int(round(b / (1.0 - _RATIO.value)))
+  keras.utils.set_random_seed(seed)
+  start = time.perf_counter()
+  clean = _pairs(_CLEAN.value, 0.0, seed + 1)
+  reference = _model("reference")
+  reference.fit(_dataset(clean).shuffle(4096, seed=seed).batch(128, drop_remainder=True),
+                epochs=_REF_EPOCHS.value, verbose=0)
+  reference.trainable = False
+  learner = _model("learner")
+  noisy = _pairs(_CLEAN.value, 0.5, seed + 2)
+  learner.fit(_dataset(noisy).shuffle(4096, seed=seed).batch(128, drop_remainder=True),
+              epochs=_LEARNER_EPOCHS.value, verbose=0)
+  print(f"scoring views: ConvDualEncoder (filters {_FILTERS.value}) on {SIZE}x{SIZE} images, "
+        f"b={b}, N={n}, K={_CHUNKS.value}, {os.cpu_count()} CPU cores; reference "
+        f"{toy_world.pair_accuracy(_ranker(reference)):.1%} pair accuracy, learner "
+        f"{toy_world.pair_accuracy(_ranker(learner)):.1%} after {_LEARNER_EPOCHS.value} epochs "
+        f"on noisy pairs; setup {time.perf_counter() - start:.0f} s")
+
+  stream_data = _pairs(_SUPER_BATCHES.value * n, 0.5, seed + 3)
+  stream = _dataset(stream_data)
+  cache = tfjest.cache_reference(reference, stream,
+                                 os.path.join(tempfile.mkdtemp(), "reference"), id_key="id")
+  super_batches = list(stream.batch(n))
+  forward_ms = {}
+  for name, view in (("full 32x32", None), ("view 16x16", models.downscale(2)),
+                     ("view 8x8", models.downscale(4))):
+    x = {"image": super_batches[0]["image"], "text": super_batches[0]["text"]}
+    x = view(x) if view is not None else x
+    forward = tf.function(lambda x: learner(x, training=False))
+    forward(x)
+    times = []
+    for _ in range(5):
+      t0 = time.perf_counter()
+      forward(x)["image_embeddings"].numpy()
+      times.append(time.perf_counter() - t0)
+    forward_ms[name] = statistics.median(times) * 1e3
+
+  for score in _SCORES.value:
+    cached = {"reference_cache": cache, "id_key": "id"} if score == "learnability" else {}
+    scorer = tfjest.select(learner=learner, batch_size=b, super_batch_size=n,
+                           num_chunks=_CHUNKS.value, score=score, **cached).scorer
+    scorer.prepare(stream.element_spec)
+    full_scores = [scorer(sb).scores for sb in super_batches]
+    rows = []
+    for name, view, method in (("full 32x32", None, "jest"),
+                               ("view 16x16", models.downscale(2), "jest"),
+                               ("view 8x8", models.downscale(4), "jest"),
+                               ("uniform", None, "uniform")):
+      selector = tfjest.select(learner=learner, batch_size=b, super_batch_size=n,
+                               num_chunks=_CHUNKS.value, seed=seed, method=method, score=score,
+                               scoring_view=view if method != "uniform" else None, **cached)
+      batches = list(stream.apply(selector))
+      ids = np.concatenate([batch["id"].numpy() for batch in batches])
+      quality = [float(tfjest.batch_score(
+          full_scores[t], tf.constant(batch["id"].numpy() - t * n, tf.int32)))
+                 for t, batch in enumerate(batches)]
+      rows.append((name, selector.step_cost().learner_scoring, forward_ms.get(name, 0.0),
+                   stream_data["corrupted"][ids].mean(), statistics.mean(quality)))
+
+    full_flops = rows[0][1]
+    print(f"\nscore={score}" + (" (reference cached)" if cached else ""))
+    print(f"{'scoring':<12} {'scoring GFLOP/step':>18} {'vs full':>8} {'forward N ms':>12} "
+          f"{'corrupted share':>15} {'mean s(B) at full res':>21}")
+    for name, flops, ms, corrupted, quality in rows:
+      print(f"{name:<12} {flops / 1e9:>18.3f} {flops / full_flops:>8.2f} {ms:>12.1f} "
+            f"{corrupted:>15.2f} {quality:>21.1f}")
+
+
+def _ranker(model):
+  """`pair_accuracy` feeds 16 x 16 images; this model reads 32 x 32."""
+  class Upsampled:
+    logit_scale, logit_bias = model.logit_scale, model.logit_bias
+
+    def __call__(self, x, training=False):
+      return model({**x, "image": tf.image.resize(x["image"], (SIZE, SIZE))}, training=training)
+
+  return Upsampled()
+
+
+if __name__ == "__main__":
+  app.run(main)

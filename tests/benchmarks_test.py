@@ -1,0 +1,59 @@
+"""Runs each benchmark as a user would, with tiny flags, and checks what it prints.
+
+The figures themselves are in BENCHMARKS.md; this only keeps the programs from rotting (and
+runs the oracle check of selection_scale: dense and streaming selections must agree).
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import tensorflow as tf
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(script, *flags):
+  result = subprocess.run([sys.executable, os.path.join(_ROOT, "benchmarks", script)] +
+                          list(flags), capture_output=True, text=True, timeout=600,
+                          check=False)
+  return result
+
+
+class BenchmarksTest(tf.test.TestCase):
+
+  def test_selection_scale(self):
+    result = _run("selection_scale.py", "--sizes=1024", "--oracle_sizes=96,160",
+                  "--repeats=1", "--oracle_steps=2")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertIn("N=1024: N (1 - f) = 102.4 is not a multiple of K=16; using b=96",
+                  result.stdout)
+    self.assertIn("N=  160 b=  16: 2/2 steps with identical indices", result.stdout)
+    self.assertRegex(result.stdout, r"target N=1024: time met .* peak RSS met .* oracle "
+                     r"identical")
+
+  def test_step_overhead(self):
+    result = _run("step_overhead.py", "--batch_size=16", "--num_chunks=4", "--image_size=16",
+                  "--examples=400", "--steps=2", "--warmup=1", "--rounds=1")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertRegex(result.stdout, r"ratio \(b\)/\(a\) = \d+\.\d+")
+    for part in ("learner scoring forward", "cache join", "selection maths", "gather b of N",
+                 "training step", "pipeline"):
+      self.assertIn(part, result.stdout)
+    self.assertRegex(result.stdout, r"reference scoring 0\.00 G")
+
+  def test_scoring_view(self):
+    result = _run("scoring_view.py", "--batch_size=16", "--num_chunks=4",
+                  "--super_batches=2", "--clean_examples=256", "--reference_epochs=1",
+                  "--learner_epochs=1", "--scores=learnability", "--filters=4,8,8")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    rows = dict(re.findall(r"^(full 32x32|view 16x16|view 8x8|uniform) +[\d.]+ +([\d.]+)",
+                           result.stdout, re.M))
+    shares = [float(rows[k]) for k in ("full 32x32", "view 16x16", "view 8x8", "uniform")]
+    self.assertEqual(shares[0], 1.0)  # scoring FLOPs relative to full resolution
+    self.assertTrue(shares[0] > shares[1] > shares[2] > shares[3] == 0.0, shares)
+
+
+if __name__ == "__main__":
+  tf.test.main()

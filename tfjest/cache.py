@@ -1,0 +1,414 @@
+"""Cached reference outputs: the frozen reference runs once per example, not once per step.
+
+The reference never changes, so what it says about an example can be computed once and joined
+into the stream by example id (JEST_SPEC section 7: "reference scoring; 0 when cached"). Pair
+losses cannot be cached (they depend on the super-batch); the embeddings they come from can:
+
+- dual encoder: per example its image and text embeddings, plus the model's logit scale and
+  bias (scalars, in the metadata);
+- classifier: per example its loss against the example's label.
+
+On disk a cache is a directory holding `metadata.json` and `data/`, a `tf.data.Dataset.save`
+snapshot with one element per example: `id`, `input_fingerprint` and the outputs. The metadata
+records what the cache is valid for:
+
+- `reference.fingerprint`: SHA-256 of the reference's weights (values, shapes, dtypes, in
+  order) and, for dual encoders, of its logit scale and bias;
+- `dataset.ids_fingerprint`: SHA-256 of the sorted ids, and `dataset.content_fingerprint`: of
+  the sorted `(id, input_fingerprint)` pairs; `input_fingerprint` is a 64-bit FarmHash of the
+  example's inputs (`x` and `y` as `fit` reads them, every feature);
+- the element structure the fingerprints were computed from, the task and the output widths.
+
+Using it, `select(..., reference_cache=cache, id_key="id")` never calls the reference. A cache
+is never used silently where it does not apply: when `select` also gets the `reference`, its
+weights must match the cache's fingerprint (checked at once); when the transformation is
+applied, the elements must have the recorded structure; and in every super-batch each id
+must be in the cache and each example's inputs must hash to the recorded fingerprint, or the
+pipeline stops with an error naming the id. The whole cache is held in memory (`M * 2 * d`
+floats for `M` examples of a dual encoder) behind a hash table from id to row.
+
+Precomputing can run on tf.data service workers (`service=`): the reference is frozen, so a
+model captured at `distribute()` time is exactly right (unlike the live learner).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from typing import Callable, Mapping, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfjest import adapters
+from tfjest import losses
+from tfjest import scoring
+
+FORMAT = "tfjest.reference_cache"
+VERSION = 1
+PROCESSING_MODES = ("distributed_epoch", "parallel_epochs")
+_METADATA = "metadata.json"
+_DATA = "data"
+
+
+def find_id(element, id_key: str):
+  """The id feature of an element (or spec): `element[id_key]`, or `x[id_key]` of `(x, y, w)`.
+
+  `id_key` may be a "/"-separated path into nested mappings.
+
+  Raises:
+    ValueError: if there is no such feature.
+  """
+  x, _, _ = adapters.unpack(element)
+  for container in (element, x):
+    node = container
+    for part in id_key.split("/"):
+      node = node.get(part) if isinstance(node, Mapping) else None
+    if node is not None:
+      return node
+  raise ValueError(
+      f"The reference cache joins outputs by example id, but the elements have no feature "
+      f"{id_key!r} (looked in the element and in its x). Add an id feature or pass the right "
+      f"id_key. Received: id_key={id_key!r}, element_spec={_spec_of(element)}")
+
+
+def input_fingerprints(element) -> tf.Tensor:
+  """`[N]` int64: a FarmHash of every input feature (`x` and `y`) of each of `N` examples."""
+  x, y, _ = adapters.unpack(element)
+  parts = [tf.fingerprint(tf.convert_to_tensor(t))  # [N, 8] uint8 per feature
+           for t in tf.nest.flatten((x, y)) if t is not None]
+  return tf.bitcast(tf.fingerprint(tf.concat(parts, axis=1)), tf.int64)
+
+
+def input_structure(element_spec) -> list:
+  """What `input_fingerprints` hashes, as `[path, dtype, shape]` rows (JSON-friendly)."""
+  x, y, _ = adapters.unpack(element_spec)
+  rows = []
+
+  def walk(path, node):
+    if isinstance(node, Mapping):
+      for key in sorted(node):  # tf.nest's order
+        walk(f"{path}/{key}", node[key])
+    elif isinstance(node, (tuple, list)):
+      for i, item in enumerate(node):
+        walk(f"{path}/{i}", item)
+    elif node is not None:
+      rows.append([path, node.dtype.name, node.shape.as_list()])
+
+  walk("x", x)
+  walk("y", y)
+  return rows
+
+
+def reference_fingerprint(model: keras.Model, task: str) -> str:
+  """SHA-256 of a built model's weights (and, for dual encoders, its logit scale and bias)."""
+  if not model.built or not model.weights:
+    raise ValueError(
+        f"The reference has no weights yet, so a cache cannot be checked against it; build it "
+        f"(call it once) first. Received: reference={model.name!r} (not built)")
+  digest = hashlib.sha256()
+  for w in model.weights:
+    value = np.asarray(keras.ops.convert_to_numpy(w))
+    digest.update(f"{value.dtype.str}{value.shape};".encode())
+    digest.update(np.ascontiguousarray(value).tobytes())
+  if task == "contrastive":
+    for value in adapters.logit_parameters(model):
+      digest.update(np.float64(value.numpy()).tobytes())
+  return digest.hexdigest()
+
+
+class ReferenceCache:
+  """Reference outputs per example id, loaded in memory (see the module docstring).
+
+  Create one with `cache_reference` or `ReferenceCache.load`.
+
+  Attributes:
+    path: the cache directory.
+    metadata: the parsed `metadata.json`.
+    task: "contrastive" or "classification".
+    num_examples: `M`, examples in the cache.
+    verify_inputs: whether every super-batch's inputs are checked against the fingerprints.
+  """
+
+  def __init__(self, path: str, metadata: dict, arrays: dict, verify_inputs: bool = True):
+    self.path = path
+    self.metadata = metadata
+    self.task = metadata["task"]
+    self.num_examples = int(metadata["dataset"]["num_examples"])
+    self.verify_inputs = verify_inputs
+    self._string_ids = metadata["dataset"]["id_dtype"] == "string"
+    with tf.init_scope(), tf.device("/cpu:0"):
+      keys = tf.constant(arrays["id"], tf.string if self._string_ids else tf.int64)
+      self._table = tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(keys, tf.range(self.num_examples, dtype=tf.int64)),
+          default_value=-1)
+      self._values = {k: tf.Variable(v, trainable=False, name=f"cached_{k}")
+                      for k, v in arrays.items() if k != "id"}
+      if self.task == "contrastive":
+        self._scale = tf.constant(metadata["logit_scale"], tf.float32)
+        self._bias = tf.constant(metadata["logit_bias"], tf.float32)
+
+  @classmethod
+  def load(cls, path: str, *, verify_inputs: bool = True) -> "ReferenceCache":
+    """Reads a cache directory written by `cache_reference`.
+
+    Args:
+      path: the directory.
+      verify_inputs: check, in every super-batch, that each example's inputs hash to the
+        fingerprint recorded for its id. Turn off only for streams that deliberately change
+        the inputs the reference saw (e.g. random augmentation), accepting stale outputs.
+
+    Raises:
+      ValueError: if the directory is not a tfjest reference cache of a known version.
+    """
+    meta_path = os.path.join(os.fspath(path), _METADATA)
+    try:
+      with open(meta_path) as f:
+        metadata = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"No readable tfjest reference cache at this path ({e}). Build one with "
+                       f"tfjest.cache_reference(...). Received: path={os.fspath(path)!r}") from e
+    if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
+      raise ValueError(f"Expected a {FORMAT} of version {VERSION}. Received: "
+                       f"format={metadata.get('format')!r}, version={metadata.get('version')!r}")
+    data = tf.data.Dataset.load(os.path.join(os.fspath(path), _DATA))
+    chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in data.batch(1 << 16)]
+    arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    return cls(os.fspath(path), metadata, arrays, verify_inputs=verify_inputs)
+
+  @property
+  def reference_fingerprint(self) -> str:
+    return self.metadata["reference"]["fingerprint"]
+
+  def check_reference(self, model: keras.Model):
+    """Raises ValueError unless `model` is the reference (same weights) the cache was built with."""
+    got = reference_fingerprint(model, self.task)
+    if got != self.reference_fingerprint:
+      raise ValueError(
+          f"The reference cache at {self.path!r} was computed with other reference weights "
+          f"(cache fingerprint {self.reference_fingerprint[:16]}..., built from model "
+          f"{self.metadata['reference']['name']!r}): it is stale for this reference. Rebuild "
+          f"it with tfjest.cache_reference(reference, dataset, path). "
+          f"Received: reference={model.name!r} with fingerprint {got[:16]}...")
+
+  def check_element_spec(self, element_spec, id_key: str):
+    """Raises ValueError if the elements are not those the cache was built from (structure)."""
+    ids = find_id(element_spec, id_key)
+    want = self.metadata["dataset"]["id_dtype"]
+    got = "string" if ids.dtype == tf.string else ("int64" if ids.dtype.is_integer else None)
+    if got != want or ids.shape.rank != 0:
+      raise ValueError(
+          f"The reference cache at {self.path!r} is keyed by scalar {want} ids. "
+          f"Received: id feature {id_key!r} of dtype {ids.dtype.name} and shape {ids.shape}")
+    structure = input_structure(element_spec)
+    if self.verify_inputs and structure != self.metadata["inputs"]:
+      raise ValueError(
+          f"The reference cache at {self.path!r} was built from elements of another structure "
+          f"(another dataset or preprocessing): it is stale for these elements. Recorded "
+          f"inputs: {self.metadata['inputs']}. Received: inputs {structure}")
+
+  def outputs_for(self, super_batch, id_key: str):
+    """The cached outputs of `N` stacked elements (graph-safe).
+
+    Returns:
+      `losses.Embeddings` for a dual encoder, `[N]` float32 losses for a classifier.
+
+    Raises:
+      tf.errors.InvalidArgumentError: when run, if an id is not in the cache or (with
+        `verify_inputs`) an example's inputs differ from those the cache was built from.
+    """
+    ids = find_id(super_batch, id_key)
+    ids = ids if self._string_ids else tf.cast(ids, tf.int64)
+    rows = self._table.lookup(ids)
+    missing = rows < 0
+    checks = [tf.debugging.Assert(tf.logical_not(tf.reduce_any(missing)), [tf.strings.format(
+        "The reference cache at {} has no entry for example id {} ({} ids of this super-batch "
+        "are missing): the stream holds examples the cache was not built from. Rebuild the "
+        "cache with tfjest.cache_reference(...) over this dataset. Received: id={}",
+        [self.path, _first(ids, missing), tf.reduce_sum(tf.cast(missing, tf.int32)),
+         _first(ids, missing)])])]
+    rows = tf.maximum(rows, 0)
+    if self.verify_inputs:
+      changed = tf.not_equal(tf.gather(self._values["input_fingerprint"], rows),
+                             input_fingerprints(super_batch)) & ~missing
+      checks.append(tf.debugging.Assert(tf.logical_not(tf.reduce_any(changed)), [
+          tf.strings.format(
+              "The reference cache entry for example id {} was computed from other inputs "
+              "(the dataset or its preprocessing changed since the cache was built, or two "
+              "examples share an id): the cache at {} is stale. Rebuild it, or load it with "
+              "verify_inputs=False to accept stale outputs. Received: id={}",
+              [_first(ids, changed), self.path, _first(ids, changed)])]))
+    with tf.control_dependencies(checks):
+      rows = tf.identity(rows)
+    if self.task == "contrastive":
+      return losses.Embeddings(tf.gather(self._values["image_embeddings"], rows),
+                               tf.gather(self._values["text_embeddings"], rows),
+                               self._scale, self._bias)
+    return tf.gather(self._values["loss"], rows)
+
+
+def _first(ids, mask):
+  return tf.gather(ids, tf.argmax(tf.cast(mask, tf.int32)))
+
+
+def _spec_of(element):
+  return tf.nest.map_structure(
+      lambda t: t if isinstance(t, tf.TypeSpec) else tf.TensorSpec.from_tensor(t), element)
+
+
+def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str, *,
+                    id_key: str = "id",
+                    batch_size: int = 256,
+                    task: str = "auto",
+                    embedding_keys: Sequence[str] = ("image_embeddings", "text_embeddings"),
+                    loss_fn: Optional[Callable] = None,
+                    service: Optional[str] = None,
+                    processing_mode: str = "distributed_epoch",
+                    overwrite: bool = False) -> ReferenceCache:
+  """Runs the frozen reference once over `dataset` and writes its outputs per example id.
+
+  ```python
+  cache = tfjest.cache_reference(reference, train_ds, "/tmp/ref_cache", id_key="id")
+  selected = train_ds.apply(tfjest.select(learner=model, reference_cache=cache, id_key="id",
+                                          batch_size=64, filter_ratio=0.8))
+  ```
+
+  Args:
+    reference: the frozen reference model (dual encoder or classifier, as for `select`).
+    dataset: the examples, one per element, with the structure `select` will see (ids
+      unique; every feature of fixed shape).
+    path: the cache directory (created).
+    id_key: the id feature, in the element or its `x` ("/" for nested paths): an integer or
+      string scalar per example.
+    batch_size: examples per reference call.
+    task: "contrastive", "classification" or "auto" (from the reference's outputs).
+    embedding_keys: `(image_key, text_key)` of a dual encoder's outputs.
+    loss_fn: a classifier's per-example loss (default: its compiled loss).
+    service: optional tf.data service dispatcher address (e.g. "grpc://127.0.0.1:5050"): the
+      reference then runs on the service's workers.
+    processing_mode: with `service`, "distributed_epoch" (each example goes to one worker) or
+      "parallel_epochs" (every worker runs the whole dataset; duplicates are dropped).
+    overwrite: replace an existing cache at `path`.
+
+  Returns:
+    The `ReferenceCache`, loaded.
+
+  Raises:
+    ValueError: on bad arguments, an existing cache without `overwrite`, elements without the
+      id feature, or two examples with the same id and different inputs.
+    TypeError: if `reference` is not a `keras.Model` or `dataset` not a `tf.data.Dataset`.
+  """
+  if not isinstance(reference, keras.Model):
+    raise TypeError(f"reference must be a keras.Model. Received: reference of type "
+                    f"{type(reference).__name__}")
+  if not isinstance(dataset, tf.data.Dataset):
+    raise TypeError(f"dataset must be a tf.data.Dataset. Received: dataset of type "
+                    f"{type(dataset).__name__}")
+  if not isinstance(id_key, str) or not id_key:
+    raise ValueError(f"id_key must be a non-empty string. Received: id_key={id_key!r}")
+  if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
+    raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+  if task not in adapters.TASKS:
+    raise ValueError(f"Expected task in {adapters.TASKS}. Received: task={task!r}")
+  if service is not None and not isinstance(service, str):
+    raise ValueError(f"service must be a dispatcher address string such as "
+                     f"'grpc://127.0.0.1:5050'. Received: service={service!r}")
+  if processing_mode not in PROCESSING_MODES:
+    raise ValueError(f"Expected processing_mode in {PROCESSING_MODES}. "
+                     f"Received: processing_mode={processing_mode!r}")
+  path = os.fspath(path)
+  if os.path.exists(os.path.join(path, _METADATA)) and not overwrite:
+    raise ValueError(f"A reference cache already exists there; pass overwrite=True to replace "
+                     f"it. Received: path={path!r}")
+
+  spec = dataset.element_spec
+  id_spec = find_id(spec, id_key)
+  if id_spec.shape.rank != 0 or not (id_spec.dtype.is_integer or id_spec.dtype == tf.string):
+    raise ValueError(f"Example ids must be integer or string scalars. Received: id feature "
+                     f"{id_key!r} of dtype {id_spec.dtype.name} and shape {id_spec.shape}")
+  x_spec, y_spec, _ = adapters.unpack(spec)
+  outputs = scoring.build_and_probe(reference, x_spec, "reference")
+  if task == "auto":
+    task = adapters.infer_task(outputs, embedding_keys)
+  if task == "classification":
+    loss_fn = adapters.resolve_loss_fn(reference, loss_fn, "reference")
+    if y_spec is None:
+      raise ValueError("Caching a classifier's losses needs labels: elements must be (x, y) "
+                       f"tuples. Received: element_spec={spec}")
+
+  def compute(batch):
+    x, y, _ = adapters.unpack(batch)
+    ids = find_id(batch, id_key)
+    out = {"id": ids if id_spec.dtype == tf.string else tf.cast(ids, tf.int64),
+           "input_fingerprint": input_fingerprints(batch)}
+    if task == "contrastive":
+      emb = adapters.contrastive_embeddings(reference, x, embedding_keys, "reference")
+      out["image_embeddings"] = tf.cast(emb.image, tf.float32)
+      out["text_embeddings"] = tf.cast(emb.text, tf.float32)
+    else:
+      out["loss"] = adapters.classification_losses(reference, x, y, loss_fn, "reference")
+    return out
+
+  # `map` passes a tuple element's parts as separate arguments.
+  pipeline = dataset.batch(batch_size).map(lambda *parts: compute(
+      parts if len(parts) > 1 else parts[0]))
+  if service is not None:
+    pipeline = pipeline.apply(tf.data.experimental.service.distribute(
+        processing_mode=processing_mode, service=service))
+  chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in pipeline]
+  if not chunks:
+    raise ValueError("cache_reference(...) was given an empty dataset. Received: dataset with "
+                     "no elements")
+  arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+  arrays = _unique_by_id(arrays)
+
+  metadata = {
+      "format": FORMAT, "version": VERSION, "task": task,
+      "reference": {"name": reference.name,
+                    "fingerprint": reference_fingerprint(reference, task)},
+      "dataset": {"num_examples": int(len(arrays["id"])),
+                  "id_dtype": "string" if id_spec.dtype == tf.string else "int64",
+                  "ids_fingerprint": _digest(arrays["id"]),
+                  "content_fingerprint": _digest(arrays["id"], arrays["input_fingerprint"])},
+      "inputs": input_structure(spec),
+      "outputs": {k: list(v.shape[1:]) for k, v in arrays.items()
+                  if k not in ("id", "input_fingerprint")},
+  }
+  if task == "contrastive":
+    scale, bias = adapters.logit_parameters(reference)
+    metadata.update(logit_scale=float(scale.numpy()), logit_bias=float(bias.numpy()),
+                    embedding_keys=list(embedding_keys))
+  if overwrite:
+    shutil.rmtree(os.path.join(path, _DATA), ignore_errors=True)
+  tf.data.Dataset.from_tensor_slices(arrays).save(os.path.join(path, _DATA))
+  with open(os.path.join(path, _METADATA), "w") as f:
+    json.dump(metadata, f, indent=1)
+  return ReferenceCache(path, metadata, arrays)
+
+
+def _unique_by_id(arrays):
+  """Sorts by id; drops repeats (parallel epochs) and rejects ids shared by other inputs."""
+  order = np.argsort(arrays["id"], kind="stable")
+  arrays = {k: v[order] for k, v in arrays.items()}
+  ids, fingerprints = arrays["id"], arrays["input_fingerprint"]
+  repeat = np.zeros(len(ids), bool)
+  repeat[1:] = ids[1:] == ids[:-1]
+  clash = repeat & (fingerprints != np.roll(fingerprints, 1))
+  if clash.any():
+    bad = ids[np.argmax(clash)]
+    bad = bad.decode() if isinstance(bad, bytes) else bad.item()
+    raise ValueError(f"Example ids must be unique: two examples with different inputs share "
+                     f"an id, so cached outputs could be joined to the wrong one. Received: "
+                     f"id={bad!r}")
+  return {k: v[~repeat] for k, v in arrays.items()}
+
+
+def _digest(*arrays) -> str:
+  digest = hashlib.sha256()
+  for a in arrays:
+    if a.dtype.kind in "OSU":
+      digest.update(b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in a))
+    else:
+      digest.update(np.ascontiguousarray(a.astype(np.int64)).tobytes())
+  return digest.hexdigest()
