@@ -312,7 +312,7 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_classifier_fit(self):
     strategy = _strategy()
-    data = toy_world.make_pairs(6 * N, 0.0, 1)
+    data = toy_world.make_pairs(6 * N + 5, 0.0, 1)  # a tail of 5 that fills no super-batch
     stream = tf.data.Dataset.from_tensor_slices((data["image"], data["label"]))
     with strategy.scope():
       keras.utils.set_random_seed(1)
@@ -324,7 +324,10 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
           method="independent"))
     learner.fit(stream.apply(selector), epochs=1, verbose=0)
     self.assertTrue(training.replica_weights_identical(learner, strategy))
-    self.assertEqual(selector.stats.result()["selected"], 6 * B)
+    stats = selector.stats.result()
+    self.assertEqual(stats["selected"], 6 * B)
+    self.assertEqual(stats["left_over"], 5)
+    self.assertEqual(stats["read"], stats["selected"] + stats["filtered"] + stats["left_over"])
 
 
 class WithoutStrategyTest(tf.test.TestCase):

@@ -258,12 +258,18 @@ class Selector:
     with scope:  # models built here get their variables on the replicas
       self._prepare(dataset.element_spec)
     n = self.super_batch_size
-    if cardinality > 0 and cardinality % n:
-      tf.get_logger().warning(
-          "tfjest.select: the dataset's last %d examples do not fill a super-batch of %d and "
-          "are dropped (selection in the train step needs whole super-batches).",
-          cardinality % n, n)
-    return dataset.batch(n, drop_remainder=True)
+    # A final partial super-batch is dropped (the train step needs static shapes) but counted
+    # as left over, as in the pipeline.
+    super_batches = dataset.batch(n, drop_remainder=False).enumerate().filter(
+        self._keep_full_or_count).map(
+            lambda step, batch: tf.nest.map_structure(
+                lambda t: tf.ensure_shape(t, [n] + t.shape[1:]), batch))
+    if cardinality == tf.data.INFINITE_CARDINALITY:
+      return super_batches.repeat()
+    if cardinality >= 0:
+      super_batches = super_batches.apply(tf.data.experimental.assert_cardinality(
+          cardinality // n))
+    return super_batches
 
   def _keep_full_or_count(self, step, super_batch):
     del step
