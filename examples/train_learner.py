@@ -84,6 +84,9 @@ _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", 3, "Epochs of reference t
 _STREAM_EXAMPLES = flags.DEFINE_integer("stream_examples", 4096,
                                         "Distinct examples in the (repeated) training stream.",
                                         lower_bound=1)
+_BACKUP_DIR = flags.DEFINE_string(
+    "backup_dir", "", "If set, keras.callbacks.BackupAndRestore backs training up here after "
+    "every evaluation interval and resumes from it after a restart (written by the chief).")
 _OUTPUT = flags.DEFINE_string("output", "", "Write the evaluation curve (steps, accuracy) and "
                               "run details here as JSON.")
 
@@ -101,7 +104,7 @@ def main(argv):
       steps=_STEPS.value, eval_every=_EVAL_EVERY.value, seed=_SEED.value, noise=_NOISE.value,
       learning_rate=_LR.value, reference_path=_REFERENCE_PATH.value,
       reference_examples=_REF_EXAMPLES.value, reference_epochs=_REF_EPOCHS.value,
-      stream_examples=_STREAM_EXAMPLES.value)
+      stream_examples=_STREAM_EXAMPLES.value, backup_dir=_BACKUP_DIR.value)
   try:
     result = training.run(config, log=lambda line: print(line, flush=True))
   except (ValueError, RuntimeError) as e:

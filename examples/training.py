@@ -188,6 +188,7 @@ class TrainConfig:
   reference_examples: int = 4096
   reference_epochs: int = 3
   stream_examples: int = 4096
+  backup_dir: str = ""
 
 
 class _Evaluate(keras.callbacks.Callback):
@@ -236,6 +237,36 @@ def _reference(config: TrainConfig, task, strategy, log) -> Optional[keras.Model
   return reference
 
 
+class _RestoreOnly(keras.callbacks.BackupAndRestore):
+  """Restores the chief's backup when training begins and never writes one.
+
+  (Keras 3.15 documents `save_freq=False` as "no saving" but compares batch counts with it as 0
+  and saves after every batch, so the hooks that save are switched off here instead.)
+  """
+
+  def on_epoch_end(self, epoch, logs=None):
+    pass
+
+  def on_train_batch_end(self, batch, logs=None):
+    pass
+
+  def on_train_end(self, logs=None):
+    pass
+
+
+def _backup_and_restore(backup_dir: str, strategy) -> keras.callbacks.BackupAndRestore:
+  """Keras' BackupAndRestore, written by the chief only and read by every worker.
+
+  After a preemption the whole cluster restarts (tf.distribute's fault-tolerance model) and
+  every worker resumes from the chief's last backup, at the end of an 'epoch' of
+  `steps_per_epoch` steps. Workers writing the same files themselves would race.
+  """
+  chief = strategy is None or strategy.extended.should_checkpoint
+  callback = keras.callbacks.BackupAndRestore if chief else _RestoreOnly
+  # Two generations, so that a backup torn by the preemption falls back to the previous one.
+  return callback(backup_dir, double_checkpoint=True)
+
+
 def run(config: TrainConfig, log: Callable[[str], None] = print) -> dict:
   """Trains a learner on selected data; returns the evaluation curve and replica checks.
 
@@ -277,10 +308,11 @@ def run(config: TrainConfig, log: Callable[[str], None] = print) -> dict:
   # One fit over one iterator (a second fit would restart the stream); 'epochs' of this many
   # steps land on every evaluation point.
   steps_per_epoch = math.gcd(config.steps, config.eval_every)
+  callbacks = [_Evaluate(task, steps_per_epoch, config.eval_every, config.steps, curve, log)]
+  if config.backup_dir:
+    callbacks.append(_backup_and_restore(config.backup_dir, strategy))
   learner.fit(task.stream().apply(selector), epochs=config.steps // steps_per_epoch,
-              steps_per_epoch=steps_per_epoch, verbose=0,
-              callbacks=[_Evaluate(task, steps_per_epoch, config.eval_every, config.steps,
-                                   curve, log)])
+              steps_per_epoch=steps_per_epoch, verbose=0, callbacks=callbacks)
   identical = all(replica_weights_identical(m, strategy)
                   for m in (learner, reference) if m is not None)
   stats = selector.stats.result()

@@ -81,7 +81,8 @@ class TrainLearnerTest(tf.test.TestCase):
     for flag in ("strategy", "tpu", "num_cpu_devices", "dataset", "method", "score",
                  "replica_selection", "filter_ratio", "batch_size", "num_chunks", "steps",
                  "eval_every", "seed", "noise", "learning_rate", "reference_path",
-                 "reference_examples", "reference_epochs", "stream_examples", "output"):
+                 "reference_examples", "reference_epochs", "stream_examples", "backup_dir",
+                 "output"):
       self.assertRegex(result.stdout, rf"--{flag}: \S", flag)
     self.assertIn("--strategy=mirrored --num_cpu_devices=2", result.stdout)
 

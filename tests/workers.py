@@ -1,0 +1,60 @@
+"""Worker processes of examples/train_learner.py on 127.0.0.1, for multi-worker tests."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(_ROOT, "examples", "train_learner.py")
+TIMEOUT_S = 150
+
+
+def free_ports(count):
+  """`count` distinct free TCP ports on 127.0.0.1."""
+  sockets = []
+  try:
+    for _ in range(count):  # held open together, so the ports differ
+      s = socket.socket()
+      s.bind(("127.0.0.1", 0))
+      sockets.append(s)
+    return [s.getsockname()[1] for s in sockets]
+  finally:
+    for s in sockets:
+      s.close()
+
+
+def run_workers(flags, directory, num_workers=2, timeout=TIMEOUT_S):
+  """Runs one train_learner process per worker; returns [(returncode, log, output json)]."""
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(num_workers)]}
+  procs, logs = [], []
+  for index in range(num_workers):
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    log = open(os.path.join(directory, f"worker{index}.log"), "w+")
+    logs.append(log)
+    procs.append(subprocess.Popen(
+        [sys.executable, SCRIPT, *flags, f"--output={directory}/worker{index}.json"],
+        env=env, stdout=log, stderr=subprocess.STDOUT))
+  deadline = time.monotonic() + timeout
+  try:
+    for proc in procs:
+      proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+  except subprocess.TimeoutExpired:
+    pass
+  finally:
+    for proc in procs:  # only the processes started here
+      if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+  results = []
+  for index, (proc, log) in enumerate(zip(procs, logs)):
+    log.seek(0)
+    text = log.read()
+    log.close()
+    path = os.path.join(directory, f"worker{index}.json")
+    output = json.load(open(path)) if os.path.exists(path) else None
+    results.append((proc.returncode, text, output))
+  return results
