@@ -13,14 +13,18 @@ B = 8
 STEPS, SAVE_AT = 9, 4
 
 
-def _world(init_seed):
+def _world(init_seed, with_proxy=False):
   """Learner, reference and selector; weights depend on `init_seed` (the data does not)."""
   keras.utils.set_random_seed(init_seed)
   learner = toy_world.DualEncoder(name="learner")
   learner.compile(optimizer=keras.optimizers.Adam(1e-2))
   reference = toy_world.DualEncoder(name="reference")
+  proxy = None
+  if with_proxy:  # a smaller dual encoder that scores for the learner and trains online
+    proxy = tfjest.OnlineProxy(toy_world.DualEncoder(width=8, name="proxy"),
+                               optimizer=keras.optimizers.Adam(1e-2))
   selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
-                           filter_ratio=0.8, num_chunks=4, seed=3)
+                           filter_ratio=0.8, num_chunks=4, seed=3, proxy=proxy)
   data = toy_world.make_pairs(800, 0.5, seed=0)
   stream = tf.data.Dataset.from_tensor_slices(
       {"image": data["image"], "text": data["text"], "id": data["id"]}).shuffle(800, seed=1)
@@ -39,9 +43,15 @@ class ExactResumeTest(tf.test.TestCase):
     tf.config.experimental.enable_op_determinism()
 
   def test_restart_from_checkpoint_continues_the_same_stream(self):
-    directory = os.path.join(self.get_temp_dir(), "resume")
+    self._check_resume(with_proxy=False)
+
+  def test_restart_with_an_online_proxy(self):
+    self._check_resume(with_proxy=True)
+
+  def _check_resume(self, with_proxy):
+    directory = os.path.join(self.get_temp_dir(), f"resume_{with_proxy}")
     # The uninterrupted run, which saves at step SAVE_AT.
-    learner, selector, selected = _world(init_seed=0)
+    learner, selector, selected = _world(init_seed=0, with_proxy=with_proxy)
     iterator = iter(selected)
     ckpt = tfjest.selection_checkpoint(selector, iterator, optimizer=learner.optimizer)
     ids = []
@@ -55,7 +65,9 @@ class ExactResumeTest(tf.test.TestCase):
     expected_weights, expected_stats = _weights(learner), selector.stats.snapshot()
 
     # A new process would build everything afresh, with other initial weights.
-    learner, selector, selected = _world(init_seed=42)
+    learner, selector, selected = _world(init_seed=42, with_proxy=with_proxy)
+    # Built before restoring (with a proxy, tfjest never calls the learner, so it is unbuilt).
+    learner({"image": np.zeros((1, 16, 16, 3), np.float32), "text": np.ones((1, 3), np.int32)})
     learner.optimizer.build(learner.trainable_variables)
     iterator = iter(selected)
     ckpt = tfjest.selection_checkpoint(selector, iterator, optimizer=learner.optimizer)
@@ -72,6 +84,8 @@ class ExactResumeTest(tf.test.TestCase):
     for want, got in zip(expected_weights, _weights(learner)):
       self.assertAllClose(want, got, rtol=0, atol=0)
     self.assertEqual(selector.stats.snapshot(), expected_stats)
+    if with_proxy:
+      self.assertEqual(int(selector.proxy.steps.numpy()), STEPS)
 
   def test_a_stale_learner_changes_the_stream(self):
     # The same iterator state with the learner left at other weights gives other batches:

@@ -42,7 +42,8 @@ def selection_checkpoint(selector: transform.Selector, iterator, **objects) -> t
   """A `tf.train.Checkpoint` of a selected stream's iterator and everything it reads.
 
   Holds the iterator (input position, super-batch index, buffers), the selector's statistics,
-  the learner and the reference, plus `objects` (the optimizer, a step counter, ...). Restoring
+  the learner and the reference, an online proxy's model, optimizer and step count, plus
+  `objects` (the optimizer, a step counter, ...). Restoring
   it into freshly built objects continues the stream exactly where it was saved.
 
   ```python
@@ -73,10 +74,13 @@ def selection_checkpoint(selector: transform.Selector, iterator, **objects) -> t
     raise TypeError("iterator must come from iter() on the selected dataset. "
                     f"Received: iterator of type {type(iterator).__name__}")
   items = {"iterator": iterator, "selection_stats": selector.stats}
-  if selector.scorer is not None:
-    for role, model in selector.scorer.models.items():
-      if isinstance(model, keras.Model):
-        items[role] = model
+  for role in ("learner", "reference"):  # the models given to select(), scoring or not
+    model = getattr(selector, role)
+    if isinstance(model, keras.Model):
+      items[role] = model
+  if selector.proxy is not None:  # it trains in the pipeline: its state is the stream's too
+    items.update(proxy=selector.proxy.model, proxy_optimizer=selector.proxy.optimizer,
+                 proxy_steps=selector.proxy.steps)
   clash = sorted(set(objects) & set(items))
   if clash:
     raise ValueError(f"These names are saved by tfjest already: {clash}. "
