@@ -1,0 +1,323 @@
+"""One data-efficiency experiment: train a learner on the noisy `web` split through `tfjest.select`.
+
+`run(method, score, filter_ratio, ...)` trains a `captions_world.DualEncoder` with plain `fit` on
+the stream `web -> tfjest.select(...) -> fit`, with uniform selection going through the same
+code path as the scored methods (`method="uniform"`), and returns its evaluation curve: steps,
+cumulative FLOPs (JEST_SPEC section 7), zero-shot accuracy and recall@1 on `test`, and the share
+of corrupted examples among those selected. `train_reference` trains the frozen reference on
+`curated`. Programs (`demo.py`, `train_reference.py`, the data-efficiency benchmark and the
+distributed `train_learner.py`) call these functions; they hold no logic of their own.
+
+```python
+reference = experiment.train_reference(config="noise_0.5")
+curve = experiment.run(method="jest", score="learnability", filter_ratio=0.8, batch_size=64,
+                       steps=300, seed=0, noise=0.5, eval_every=25, reference=reference)
+curve["steps"], curve["accuracy"], curve["flops"], curve["corrupted_share"]
+```
+"""
+
+import functools
+import math
+import time
+from typing import Callable, Dict, NamedTuple, Optional, Union
+
+import keras
+
+import tfjest
+from examples import captions_world
+from tfjest import datasets
+
+METHODS = ("uniform", "independent", "jest")
+SCORES = ("learnability", "hard_learner", "easy_reference")
+# Scores that read the learner / the reference (tfjest's own table, JEST_SPEC section 3).
+_READS_LEARNER = {"learnability": True, "hard_learner": True, "easy_reference": False}
+_READS_REFERENCE = {"learnability": True, "hard_learner": False, "easy_reference": True}
+
+# Defaults shared by the programs; sized for 2 CPU cores (see BENCHMARKS.md).
+LEARNING_RATE = 1e-3
+REFERENCE_EPOCHS = 100
+REFERENCE_BATCH_SIZE = 64
+REFERENCE_LEARNING_RATE = 3e-3
+WIDTH = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs. TEMPORARY: replace `forward_flops_per_example` with `tfjest.flops` once it is merged.
+
+
+def forward_flops_per_example(model: keras.Model) -> int:
+  """Forward FLOPs of one example through `model`, counted analytically per layer.
+
+  STAND-IN for `tfjest.flops` (being written on another branch); nothing else here counts
+  FLOPs, so replacing this function replaces the accounting.
+
+  Counts the multiply-adds of every layer with a `kernel` (Dense, Conv1D, Conv2D, in nested
+  models too) as 2 FLOPs each: `2 * (output positions) * kernel.size`, where the output
+  positions are the product of the layer's output shape without its batch and channel axes.
+  Embedding lookups, biases, activations, pooling and normalisation (a few percent here) are
+  not counted. The model must be built from `keras.Input`s (its towers are) so that every layer
+  knows its output shape.
+  """
+  total = 0
+  for layer in _leaf_layers(model):
+    kernel = getattr(layer, "kernel", None)
+    if kernel is None or isinstance(layer, keras.layers.Embedding):
+      continue
+    positions = math.prod(int(d) for d in layer.output.shape[1:-1])
+    total += 2 * positions * math.prod(int(d) for d in kernel.shape)
+  return total
+
+
+def _leaf_layers(model):
+  for layer in model.layers:
+    if hasattr(layer, "layers") and layer.layers:
+      yield from _leaf_layers(layer)
+    else:
+      yield layer
+
+
+def step_flops(*, method: str, score: str, batch_size: int, filter_ratio: float,
+               learner_flops: int, reference_flops: int, width: int) -> Dict[str, int]:
+  """FLOPs of one training step by component (JEST_SPEC section 7).
+
+  training `3 * F_L * b`; learner scoring `F_L * N` (scores that read the learner); reference
+  scoring `F_R * N` (scores that read the reference; counted every step, as when nothing is
+  cached); selection `~4 * N * b * d` for two models (half of it for one), only for "jest"
+  (independent selection reads the diagonal: `O(N * d)`, counted as 0). Uniform pays only
+  training.
+
+  Returns:
+    `{"train", "learner_scoring", "reference_scoring", "selection", "total"}`.
+  """
+  b = batch_size
+  n = int(round(b / (1.0 - filter_ratio)))
+  out = {"train": 3 * learner_flops * b, "learner_scoring": 0, "reference_scoring": 0,
+         "selection": 0}
+  if method != "uniform":
+    models = 0
+    if _READS_LEARNER[score]:
+      out["learner_scoring"] = learner_flops * n
+      models += 1
+    if _READS_REFERENCE[score]:
+      out["reference_scoring"] = reference_flops * n
+      models += 1
+    if method == "jest":
+      out["selection"] = 2 * models * n * b * width
+  out["total"] = sum(out.values())
+  return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and models.
+
+
+class World(NamedTuple):
+  """A config's data, decoded once: tokenizer and in-memory splits."""
+
+  config: Union[str, datasets.SyntheticCaptionsConfig]
+  tokenizer: datasets.CaptionTokenizer
+  curated: captions_world.Split
+  web: captions_world.Split
+  test: captions_world.Split
+
+
+@functools.lru_cache(maxsize=2)
+def load_world(config: Union[str, datasets.SyntheticCaptionsConfig] = "noise_0.5",
+               data_dir: Optional[str] = None) -> World:
+  """Builds the dataset and vocabulary if needed and reads every split into memory (cached)."""
+  tokenizer = captions_world.tokenizer_for(config, data_dir)
+  splits = {split: captions_world.load_split(split, tokenizer=tokenizer, config=config,
+                                             data_dir=data_dir)
+            for split in ("curated", "web", "test")}
+  return World(config=config, tokenizer=tokenizer, **splits)
+
+
+def config_for(noise: float, config=None):
+  """The registered config of a noise level, or `config` when given (custom sizes)."""
+  if config is not None:
+    return config
+  name = f"noise_{float(noise)!r}"
+  if float(noise) not in datasets.NOISE_LEVELS:
+    raise ValueError(f"No registered config for this noise level; expected one of "
+                     f"{datasets.NOISE_LEVELS} or pass config=datasets.make_config(...). "
+                     f"Received: noise={noise!r}")
+  return name
+
+
+def train_reference(*, config="noise_0.5", data_dir: Optional[str] = None,
+                    epochs: int = REFERENCE_EPOCHS, batch_size: int = REFERENCE_BATCH_SIZE,
+                    learning_rate: float = REFERENCE_LEARNING_RATE, seed: int = 0,
+                    width: int = WIDTH, log: Callable[[str], None] = lambda s: None
+                    ) -> captions_world.DualEncoder:
+  """Trains the reference dual encoder on the clean `curated` split; returns it frozen.
+
+  The curated split does not depend on the noise level (only `web` does), so one reference
+  serves every noise level of a seed.
+  """
+  world = load_world(config, data_dir)
+  keras.utils.set_random_seed(seed)
+  model = captions_world.DualEncoder(world.tokenizer.vocab_size, width=width, name="reference")
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+  steps = len(world.curated) // batch_size
+  data = (captions_world.stream(world.curated, seed=seed).batch(batch_size, drop_remainder=True)
+          .map(captions_world.strip_meta()).prefetch(2))
+  start = time.time()
+  model.fit(data, steps_per_epoch=steps, epochs=epochs, verbose=0)
+  model.trainable = False
+  log(f"reference: {epochs} epochs of {steps} steps on curated in {time.time() - start:.0f} s")
+  return model
+
+
+def save_reference(model: keras.Model, path: str) -> None:
+  """Saves a reference as a `.keras` file (without optimizer state: it is frozen)."""
+  model.save(path, include_optimizer=False)
+
+
+def load_reference(path: str) -> captions_world.DualEncoder:
+  """A reference saved by `train_reference.py` (a `.keras` file), frozen."""
+  model = keras.saving.load_model(path)
+  model.trainable = False
+  return model
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment.
+
+
+class _Evaluator(keras.callbacks.Callback):
+  """Evaluates on `test` every `eval_every` steps (each fit epoch is `eval_every` steps)."""
+
+  def __init__(self, record):
+    super().__init__()
+    self._record = record
+
+  def on_epoch_end(self, epoch, logs=None):
+    del logs
+    self._record((epoch + 1))
+
+
+def run(method: str = "jest", score: str = "learnability", filter_ratio: float = 0.8,
+        batch_size: int = 64, steps: int = 300, seed: int = 0, noise: float = 0.5,
+        eval_every: int = 25, *, config=None, data_dir: Optional[str] = None,
+        reference: Optional[Union[keras.Model, str]] = None, num_chunks: int = 16,
+        temperature: float = 1.0, first_chunk: str = "uniform", normalization: str = "none",
+        learning_rate: float = LEARNING_RATE, width: int = WIDTH, deterministic: bool = True,
+        oracle_clean: bool = False, log: Callable[[str], None] = lambda s: None) -> Dict:
+  """Trains a learner on `web` through `tfjest.select` and returns its evaluation curve.
+
+  The learner (a fresh `DualEncoder`, initialised from `seed`) trains with `fit` on
+  `stream(web) -> select -> strip meta`, `steps` steps of `batch_size` examples, and is
+  evaluated (`captions_world.evaluate` on `test`) before training and every `eval_every` steps.
+  Uniform selection goes through `tfjest.select(method="uniform")`, the same code path.
+
+  Args:
+    method: "uniform", "independent" or "jest".
+    score: "learnability", "hard_learner" or "easy_reference" (ignored by "uniform").
+    filter_ratio: `f`; each step reads `N = b / (1 - f)` candidates (uniform too).
+    batch_size: `b`, examples per training step.
+    steps: training steps; a multiple of `eval_every`.
+    seed: seeds the learner's initialisation, the stream's shuffle and the selection noise.
+    noise: the web noise level (a registered config `noise_<level>`), unless `config` is given.
+    eval_every: steps between evaluations.
+    config: a `tfjest.datasets` config (name or `make_config(...)`) overriding `noise`.
+    data_dir: TFDS data directory (TFDS' default when None).
+    reference: the frozen reference (a model or a `.keras` path). When None and the score
+      needs one, one is trained on `curated` first (`train_reference`, seed 0).
+    num_chunks, temperature, first_chunk, normalization: passed to `tfjest.select`.
+    learning_rate: Adam learning rate of the learner.
+    width: embedding width of the learner.
+    deterministic: apply `tfjest.deterministic_options()` (scores read exactly one step after
+      the previous one; reproducible, slightly slower).
+    oracle_clean: an analysis baseline, not a selection method: with `method="uniform"`, draw
+      only from the web examples whose `corruption` is "none" (this reads the flags the
+      methods may not read): the curve of a perfect noise filter.
+    log: called with one line per evaluation.
+
+  Returns:
+    A dict of the settings and the curves, lists with one entry per evaluation: `steps`
+    (0, eval_every, ..., steps), `flops` (cumulative, `steps * flops_per_step["total"]`),
+    `accuracy` (zero-shot), `recall_at_1`, `corrupted_share` (share of corrupted examples among
+    all selected so far; None at step 0); and `corruption_shares` (final share of each
+    corruption type among selected examples), `flops_per_step` (by component),
+    `selection_stats` (`selector.stats.result()`) and `wall_seconds`.
+
+  Raises:
+    ValueError: if `method`, `score`, `steps` or `eval_every` are invalid (and whatever
+      `tfjest.select` raises for its arguments).
+  """
+  if method not in METHODS:
+    raise ValueError(f"Unknown method. Expected one of {METHODS}. Received: method={method!r}")
+  if score not in SCORES:
+    raise ValueError(f"Unknown score. Expected one of {SCORES}. Received: score={score!r}")
+  if not isinstance(eval_every, int) or eval_every < 1:
+    raise ValueError(f"eval_every must be a positive integer. Received: eval_every={eval_every!r}")
+  if not isinstance(steps, int) or steps < eval_every or steps % eval_every:
+    raise ValueError(f"steps must be a positive multiple of eval_every={eval_every}. "
+                     f"Received: steps={steps!r}")
+  if oracle_clean and method != "uniform":
+    raise ValueError("oracle_clean is a uniform baseline over the clean web examples. "
+                     f"Received: oracle_clean=True, method={method!r}")
+  config = config_for(noise, config)
+  world = load_world(config, data_dir)
+  web = world.web.take(world.web.corruption == 0) if oracle_clean else world.web
+  needs_reference = method != "uniform" and _READS_REFERENCE[score]
+  if isinstance(reference, str):
+    reference = load_reference(reference)
+  if needs_reference and reference is None:
+    reference = train_reference(config=config, data_dir=data_dir, log=log)
+
+  keras.utils.set_random_seed(seed)
+  learner = captions_world.DualEncoder(world.tokenizer.vocab_size, width=width, name="learner")
+  learner.compile(optimizer=keras.optimizers.Adam(learning_rate))
+  learner(captions_world.example_inputs(1))
+  selector = tfjest.select(
+      learner=learner, reference=reference if needs_reference else None,
+      batch_size=batch_size, filter_ratio=filter_ratio, method=method, score=score,
+      num_chunks=num_chunks, temperature=temperature, seed=seed, first_chunk=first_chunk,
+      normalization=normalization)
+  counter = captions_world.CorruptionCounter()
+  data = (captions_world.stream(web, seed=seed).apply(selector)
+          .map(captions_world.strip_meta(counter)))
+  if deterministic:
+    data = data.with_options(tfjest.deterministic_options())
+
+  flops = step_flops(
+      method=method, score=score, batch_size=batch_size, filter_ratio=filter_ratio,
+      learner_flops=forward_flops_per_example(learner),
+      reference_flops=forward_flops_per_example(reference) if needs_reference else 0,
+      width=width)
+  curve = {key: [] for key in ("steps", "flops", "accuracy", "recall_at_1", "corrupted_share")}
+  start = time.time()
+
+  def record(epoch):
+    step = epoch * eval_every
+    metrics = captions_world.evaluate(learner, world.test, world.tokenizer)
+    share = counter.result()["corrupted_share"] if step else None
+    curve["steps"].append(step)
+    curve["flops"].append(step * flops["total"])
+    curve["accuracy"].append(metrics["accuracy"])
+    curve["recall_at_1"].append(metrics["recall_at_1"])
+    curve["corrupted_share"].append(share)
+    name = method if method == "uniform" else f"{method}/{score}"
+    log(f"{name} f={filter_ratio} seed={seed} step {step}: "
+        f"accuracy {metrics['accuracy']:.3f} recall@1 {metrics['recall_at_1']:.3f}" +
+        ("" if share is None else f" corrupted {share:.2f}") +
+        f" ({time.time() - start:.0f} s)")
+
+  record(0)
+  learner.fit(data, steps_per_epoch=eval_every, epochs=steps // eval_every, verbose=0,
+              callbacks=[_Evaluator(record)])
+  final = counter.result()
+  return {
+      "method": "oracle_clean" if oracle_clean else method,
+      "score": score if method != "uniform" else None,
+      "filter_ratio": filter_ratio, "batch_size": batch_size, "seed": seed,
+      "noise": None if not isinstance(config, str) else noise,
+      "config": config if isinstance(config, str) else config.name,
+      "num_chunks": num_chunks, "temperature": temperature, "learning_rate": learning_rate,
+      **curve,
+      "corruption_shares": {name: final[name] for name in datasets.CORRUPTIONS},
+      "flops_per_step": flops,
+      "selection_stats": {k: float(v) for k, v in selector.stats.result().items()},
+      "wall_seconds": time.time() - start,
+  }
