@@ -1,0 +1,271 @@
+r"""Data efficiency of JEST and its ablations against uniform sampling (JEST_SPEC section 9).
+
+    nohup python benchmarks/data_efficiency.py > out/data_efficiency/log.txt 2>&1 &
+
+For each noise level (`--noises`), trains one reference on `curated`, then learners on `web`
+for `--steps` steps with every configuration of the grid, each for `--seeds` seeds:
+uniform; `jest` x `--jest_scores` x `--filter_ratios`; `independent` x `--independent_scores` x
+`--filter_ratios`; and `oracle_clean` (uniform over the clean web examples only: the curve of a
+perfect noise filter, an analysis baseline that reads the corruption flags). Each result is
+written to `--output` (JSON) as soon as it exists, so an interrupted run continues where it
+stopped when started again with the same flags. At the end (and after every seed) it prints
+the table and writes one PNG per noise level next to the JSON.
+
+The default grid (2 noise levels x 14 configurations x 5 seeds, 1000 steps of 64) takes about
+an hour on 2 CPU cores. `--smoke` runs a tiny grid on a tiny dataset in well under a minute
+(the test suite runs it).
+"""
+
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np
+import tensorflow as tf
+
+from examples import captions_world
+from examples import experiment
+from examples import plots
+from examples import speedup
+from tfjest import datasets
+
+_OUTPUT = flags.DEFINE_string("output", "out/data_efficiency/results.json",
+                              "Results file (JSON); plots go next to it. Resumed if present.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
+_NOISES = flags.DEFINE_list("noises", ["0.5", "0.0"], "Web noise levels (registered configs).")
+_JEST_SCORES = flags.DEFINE_list("jest_scores", list(experiment.SCORES), "Scores for jest.")
+_INDEPENDENT_SCORES = flags.DEFINE_list("independent_scores", ["learnability"],
+                                        "Scores for independent selection ('' for none).")
+_RATIOS = flags.DEFINE_list("filter_ratios", ["0.5", "0.8", "0.9"], "Filter ratios f.")
+_SEEDS = flags.DEFINE_integer("seeds", 5, "Seeds per configuration (0, 1, ...).")
+_STEPS = flags.DEFINE_integer("steps", 1000, "Training steps per run (the budget).")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 50, "Steps between evaluations.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per training step (b).")
+_LR = flags.DEFINE_float("learning_rate", experiment.LEARNING_RATE, "Learner's Adam rate.")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Selection temperature tau.")
+_FIRST_CHUNK = flags.DEFINE_string("first_chunk", "uniform", "JEST's first chunk rule.")
+_NORMALIZATION = flags.DEFINE_string("normalization", "none", "JEST's gain normalisation.")
+_CHUNKS = flags.DEFINE_integer("num_chunks", 16, "JEST chunks per batch.")
+_REF_EPOCHS = flags.DEFINE_integer("reference_epochs", experiment.REFERENCE_EPOCHS,
+                                   "Epochs of reference training on curated.")
+_ORACLE = flags.DEFINE_bool("oracle", True, "Also run the oracle_clean baseline (noise > 0).")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny dataset and grid, for tests.")
+
+_SMOKE_SIZES = (2000, 400, 200)
+
+
+def _settings():
+  """Everything a result depends on; a resumed file must have been written with the same."""
+  if _SMOKE.value:
+    return {"smoke": True, "sizes": _SMOKE_SIZES, "noises": [0.5],
+            "jest_scores": ["learnability"], "independent_scores": ["hard_learner"],
+            "filter_ratios": [0.8], "seeds": 2, "steps": 20, "eval_every": 10,
+            "batch_size": 16, "learning_rate": _LR.value, "temperature": _TEMPERATURE.value,
+            "first_chunk": _FIRST_CHUNK.value, "normalization": _NORMALIZATION.value,
+            "num_chunks": 4, "reference_epochs": 2, "oracle": _ORACLE.value}
+  return {"smoke": False, "sizes": None, "noises": [float(n) for n in _NOISES.value],
+          "jest_scores": _JEST_SCORES.value,
+          "independent_scores": [s for s in _INDEPENDENT_SCORES.value if s],
+          "filter_ratios": [float(f) for f in _RATIOS.value], "seeds": _SEEDS.value,
+          "steps": _STEPS.value, "eval_every": _EVAL_EVERY.value, "batch_size": _BATCH.value,
+          "learning_rate": _LR.value, "temperature": _TEMPERATURE.value,
+          "first_chunk": _FIRST_CHUNK.value, "normalization": _NORMALIZATION.value,
+          "num_chunks": _CHUNKS.value, "reference_epochs": _REF_EPOCHS.value,
+          "oracle": _ORACLE.value}
+
+
+def _config(settings, noise):
+  if settings["sizes"]:
+    web, curated, test = settings["sizes"]
+    return datasets.make_config(noise=noise, web_size=web, curated_size=curated,
+                                test_size=test)
+  return experiment.config_for(noise)
+
+
+def _grid(settings, noise):
+  """(method, score, filter_ratio) of every configuration at one noise level."""
+  grid = [("uniform", None, None)]
+  if settings["oracle"] and noise > 0:
+    grid.append(("oracle_clean", None, None))
+  for f in settings["filter_ratios"]:
+    grid += [("jest", s, f) for s in settings["jest_scores"]]
+    grid += [("independent", s, f) for s in settings["independent_scores"]]
+  return grid
+
+
+def _key(noise, method, score, f, seed):
+  return f"noise={noise}|{method}|{score or '-'}|f={f or '-'}|seed={seed}"
+
+
+def _write(path, results):
+  partial = f"{path}.partial"
+  with open(partial, "w") as file:
+    json.dump(results, file, indent=1)
+  os.replace(partial, path)
+
+
+def _reference(settings, noise, config, results, directory):
+  """The noise level's reference: trained once, saved next to the results, then reused."""
+  name = config if isinstance(config, str) else config.name
+  path = os.path.join(directory, f"reference_{name}.keras")
+  if os.path.exists(path) and name in results["references"]:
+    return experiment.load_reference(path)
+  start = time.time()
+  model = experiment.train_reference(config=config, data_dir=_DATA_DIR.value,
+                                     epochs=settings["reference_epochs"], log=print)
+  experiment.save_reference(model, path)
+  world = experiment.load_world(config, _DATA_DIR.value)
+  metrics = captions_world.evaluate(model, world.test, world.tokenizer)
+  results["references"][name] = {"path": path, "seconds": time.time() - start, **metrics}
+  print(f"reference for {name}: accuracy {metrics['accuracy']:.3f}, "
+        f"recall@1 {metrics['recall_at_1']:.3f}", flush=True)
+  return model
+
+
+def _summaries(settings, results):
+  rows = []
+  for noise in settings["noises"]:
+    runs = {}
+    for key, run in results["runs"].items():
+      if key.startswith(f"noise={noise}|"):
+        runs.setdefault(key.rsplit("|seed=", 1)[0], []).append(run)
+    uniform = runs.get(_key(noise, "uniform", None, None, 0).rsplit("|seed=", 1)[0])
+    if not uniform:
+      continue
+    for method, score, f in _grid(settings, noise):
+      group = runs.get(_key(noise, method, score, f, 0).rsplit("|seed=", 1)[0])
+      if group:
+        rows.append({"noise": noise, "method": method, "score": score, "filter_ratio": f,
+                     **speedup.summarize(group, uniform)})
+  return rows
+
+
+def _pm(stats, spec):
+  if stats["mean"] is None:
+    return "-"
+  return f"{format(stats['mean'], spec)} ± {format(stats['std'], spec)}"
+
+
+def _table(rows):
+  lines = ["| noise | method | score | f | step speedup | per seed (reached) | compute speedup "
+           "| final accuracy | corrupted selected | cost/step |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    step = "-" if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
+    compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
+    lines.append(
+        f"| {r['noise']} | {r['method']} | {r['score'] or '-'} | {r['filter_ratio'] or '-'} "
+        f"| {step} | {_pm(r['step_speedup_seeds'], '.2f')} ({r['seeds_reaching']}/"
+        f"{r['seeds']}) | {compute} | {_pm(r['final_accuracy'], '.3f')} "
+        f"| {_pm(r['corrupted_share'], '.2f')} | {r['flops_per_step_ratio']:.2f} |")
+  return "\n".join(lines)
+
+
+def _plots(settings, results, directory):
+  paths = []
+  for noise in settings["noises"]:
+    def group(method, score, f, noise=noise):
+      runs = [results["runs"].get(_key(noise, method, score, f, s))
+              for s in range(settings["seeds"])]
+      return [r for r in runs if r is not None]
+
+    uniform = group("uniform", None, None)
+    if not uniform:
+      continue
+    target = speedup.target(uniform)
+    panels = []
+    for axis, label in (("steps", "training steps"), ("flops", "cumulative FLOPs")):
+      for f in settings["filter_ratios"]:
+        series = []
+        for method, score, ratio in _grid(settings, noise):
+          if ratio not in (None, f):
+            continue
+          runs = group(method, score, ratio)
+          if not runs:
+            continue
+          name = method if score is None else f"{method}/{score}"
+          series.append({"label": f"{name} ({len(runs)})", "x": runs[0][axis],
+                         "y": speedup.mean_curve(runs),
+                         "spread": np.std([r["accuracy"] for r in runs], axis=0)})
+        panels.append({"title": f"noise {noise}, f={f}: accuracy vs {label}",
+                       "xlabel": label, "ylabel": "zero-shot accuracy (mean ± std)",
+                       "hline": (target, "uniform's best"), "log_x": axis == "flops",
+                       "series": series})
+    paths.append(plots.save_panels(
+        os.path.join(directory, f"noise_{noise}.png"), panels, columns=len(
+            settings["filter_ratios"]),
+        title=f"noise {noise}: b={settings['batch_size']}, {settings['steps']} steps, "
+              f"tau={settings['temperature']}, lr={settings['learning_rate']}"))
+  return paths
+
+
+def _report(settings, results, directory):
+  results["summary"] = _summaries(settings, results)
+  _write(_OUTPUT.value, results)
+  print(_table(results["summary"]), flush=True)
+  for path in _plots(settings, results, directory):
+    print(f"plot: {path}", flush=True)
+
+
+def main(argv):
+  del argv
+  settings = _settings()
+  directory = os.path.dirname(os.path.abspath(_OUTPUT.value))
+  os.makedirs(directory, exist_ok=True)
+  if os.path.exists(_OUTPUT.value):
+    with open(_OUTPUT.value) as file:
+      results = json.load(file)
+    if results["settings"] != json.loads(json.dumps(settings)):
+      raise ValueError(
+          f"{_OUTPUT.value} holds results of other settings; pass another --output (or "
+          f"delete it). Received: settings={settings}, file settings={results['settings']}")
+    print(f"resuming: {len(results['runs'])} runs already in {_OUTPUT.value}", flush=True)
+  else:
+    results = {"settings": settings, "references": {}, "runs": {}, "summary": []}
+  results["machine"] = {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices(
+      "GPU")), "platform": platform.platform(), "tensorflow": tf.__version__,
+                        "date": datetime.date.today().isoformat()}
+
+  todo = sum(1 for noise in settings["noises"] for _ in _grid(settings, noise)
+             for _ in range(settings["seeds"]))
+  done, start = len(results["runs"]), time.time()
+  for noise in settings["noises"]:
+    config = _config(settings, noise)
+    reference = _reference(settings, noise, config, results, directory)
+    for seed in range(settings["seeds"]):
+      for method, score, f in _grid(settings, noise):
+        key = _key(noise, method, score, f, seed)
+        if key in results["runs"]:
+          continue
+        run = experiment.run(
+            method="uniform" if method == "oracle_clean" else method,
+            score=score or "learnability", filter_ratio=f or 0.8,
+            batch_size=settings["batch_size"], steps=settings["steps"], seed=seed,
+            noise=noise, eval_every=settings["eval_every"], config=config,
+            data_dir=_DATA_DIR.value, reference=reference, num_chunks=settings["num_chunks"],
+            temperature=settings["temperature"], first_chunk=settings["first_chunk"],
+            normalization=settings["normalization"],
+            learning_rate=settings["learning_rate"], oracle_clean=method == "oracle_clean")
+        results["runs"][key] = run
+        _write(_OUTPUT.value, results)
+        done += 1
+        print(f"[{done}/{todo}] {key}: final accuracy {run['accuracy'][-1]:.3f}, corrupted "
+              f"{run['corrupted_share'][-1]:.2f}, {run['wall_seconds']:.0f} s "
+              f"(elapsed {time.time() - start:.0f} s)", flush=True)
+      if seed < settings["seeds"] - 1:
+        _report(settings, results, directory)
+  _report(settings, results, directory)
+  print(f"results: {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
