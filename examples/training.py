@@ -271,7 +271,8 @@ def run(config: TrainConfig, log: Callable[[str], None] = print) -> dict:
   """Trains a learner on selected data; returns the evaluation curve and replica checks.
 
   Returns:
-    A dict with `steps` and `accuracy` (the evaluation curve, step 0 included), `strategy`,
+    A dict with `steps`, `flops` (cumulative) and `accuracy` (the evaluation curve, step 0
+    included), `strategy`,
     `replicas`, `identical_replica_weights` (this worker's replicas), `weights_digest`, the
     selection statistics and the config.
   """
@@ -313,6 +314,9 @@ def run(config: TrainConfig, log: Callable[[str], None] = print) -> dict:
     callbacks.append(_backup_and_restore(config.backup_dir, strategy))
   learner.fit(task.stream().apply(selector), epochs=config.steps // steps_per_epoch,
               steps_per_epoch=steps_per_epoch, verbose=0, callbacks=callbacks)
+  # Cumulative FLOPs of the curve's steps (JEST_SPEC section 7: training, scoring, selection).
+  step_flops = selector.step_cost().total
+  curve["flops"] = [step * step_flops for step in curve["steps"]]
   identical = all(replica_weights_identical(m, strategy)
                   for m in (learner, reference) if m is not None)
   stats = selector.stats.result()

@@ -75,6 +75,10 @@ class TrainLearnerTest(tf.test.TestCase):
     self.assertEqual((out["strategy"], out["replicas"]), ("default", 1))
     self.assertEqual(out["steps"], [0, 4, 6])  # every 4 steps, and after the last
     self.assertEqual(out["config"]["method"], "independent")
+    # Cumulative FLOPs grow in proportion to the steps, from 0.
+    self.assertEqual(out["flops"][0], 0)
+    self.assertGreater(out["flops"][1], 0)
+    self.assertAllClose(out["flops"][2] / out["flops"][1], 6 / 4)
 
   def test_help_documents_every_flag(self):
     result = _run("--help", timeout=120)  # absl exits with 1 after printing the help
