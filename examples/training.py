@@ -21,6 +21,8 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
+from tfjest import datasets as tfjest_datasets
+from examples import captions_world
 from examples import toy_world
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -136,7 +138,8 @@ class ToyTask:
   custom_objects = {"DualEncoder": toy_world.DualEncoder}
 
   def __init__(self, *, noise: float, seed: int, stream_examples: int = 4096,
-               reference_examples: int = 4096):
+               reference_examples: int = 4096, data_dir: Optional[str] = None):
+    del data_dir  # generated in memory
     self.noise = noise
     self.seed = seed
     self.stream_examples = stream_examples
@@ -164,7 +167,58 @@ class ToyTask:
     return toy_world.pair_accuracy(model, num_examples=500, seed=self.seed + 999)
 
 
-DATASETS: Dict[str, Callable[..., ToyTask]] = {"toy": ToyTask}
+class CaptionsTask:
+  """The offline benchmark's world: `tfjest.datasets` synthetic captions (`web` to train on).
+
+  The dataset config is `noise_<noise>` with a `web` split of `stream_examples` and a `curated`
+  split of `reference_examples` (built offline on first use, in TFDS' data directory, or in
+  `data_dir`). The learner trains on `web`, the reference on `curated`; evaluation is zero-shot
+  accuracy on the clean `test` split (`captions_world.evaluate`).
+
+  Args:
+    noise: share of corrupted `web` examples (the dataset's noise mixture).
+    seed: seed for the dataset's generation and the stream's shuffle.
+    stream_examples: size of the `web` split.
+    reference_examples: size of the `curated` split.
+    data_dir: TFDS data directory, or None for TFDS' default.
+  """
+
+  name = "captions"
+
+  def __init__(self, *, noise: float, seed: int, stream_examples: int = 4096,
+               reference_examples: int = 4096, data_dir: Optional[str] = None):
+    self.seed = seed
+    self.config = tfjest_datasets.make_config(noise=noise, web_size=stream_examples,
+                                              curated_size=reference_examples, seed=seed)
+    self.tokenizer = captions_world.tokenizer_for(self.config, data_dir)
+    self._load = lambda split: captions_world.load_split(
+        split, tokenizer=self.tokenizer, config=self.config, data_dir=data_dir)
+    self._web, self._curated, self._test = None, None, None
+    self.custom_objects = {"DualEncoder": captions_world.DualEncoder}
+
+  def stream(self) -> tf.data.Dataset:
+    """Single `{"image", "tokens"}` examples of `web`, reshuffled and repeated."""
+    if self._web is None:
+      self._web = self._load("web")
+    return captions_world.stream(self._web, seed=self.seed).map(lambda inputs, meta: inputs)
+
+  def reference_data(self) -> tf.data.Dataset:
+    if self._curated is None:
+      self._curated = self._load("curated")
+    return captions_world.stream(self._curated, seed=self.seed, repeat=False).map(
+        lambda inputs, meta: inputs)
+
+  def make_model(self, name: str) -> keras.Model:
+    return captions_world.DualEncoder(self.tokenizer.vocab_size, name=name)  # built already
+
+  def evaluate(self, model: keras.Model) -> float:
+    """Zero-shot classification accuracy on the clean `test` split."""
+    if self._test is None:
+      self._test = self._load("test")
+    return captions_world.evaluate(model, self._test, self.tokenizer)["accuracy"]
+
+
+DATASETS: Dict[str, Callable[..., object]] = {"toy": ToyTask, "captions": CaptionsTask}
 
 
 @dataclasses.dataclass
@@ -189,6 +243,7 @@ class TrainConfig:
   reference_epochs: int = 3
   stream_examples: int = 4096
   backup_dir: str = ""
+  data_dir: str = ""
 
 
 class _Evaluate(keras.callbacks.Callback):
@@ -286,7 +341,8 @@ def run(config: TrainConfig, log: Callable[[str], None] = print) -> dict:
   log(f"strategy: {config.strategy}, {replicas} replica(s)")
   task = DATASETS[config.dataset](noise=config.noise, seed=config.seed,
                                   stream_examples=config.stream_examples,
-                                  reference_examples=config.reference_examples)
+                                  reference_examples=config.reference_examples,
+                                  data_dir=config.data_dir or None)
   # The reference trains with plain fit, before attach would apply the fix.
   if strategy is not None and tfjest.ensure_multi_worker_fit(strategy):
     log("keras: tfjest's MultiWorkerMirroredStrategy fit fix is active (keras-team/keras#20585)")

@@ -80,13 +80,29 @@ class TrainLearnerTest(tf.test.TestCase):
     self.assertGreater(out["flops"][1], 0)
     self.assertAllClose(out["flops"][2] / out["flops"][1], 6 / 4)
 
+  def test_captions_dataset_trains_on_web(self):
+    data_dir = os.path.join(self.get_temp_dir(), "tfds")
+    stdout, out = self._output("--dataset=captions", f"--data_dir={data_dir}",
+                               "--stream_examples=1024", "--reference_examples=512",
+                               "--reference_epochs=1", "--batch_size=32", "--num_chunks=8",
+                               "--steps=4", "--eval_every=2")
+    self.assertIn("keeps 32 of 160 per step, in the pipeline", stdout)
+    self.assertEqual(out["steps"], [0, 2, 4])
+    self.assertEqual(out["config"]["dataset"], "captions")
+    self.assertLen(out["accuracy"], 3)
+    self.assertTrue(all(0.0 <= a <= 1.0 for a in out["accuracy"]))
+    self.assertGreater(out["flops"][-1], out["flops"][1])
+    # The dataset was built offline in data_dir, with a web split of --stream_examples.
+    self.assertTrue(any("web1024" in name for name in os.listdir(
+        os.path.join(data_dir, "synthetic_captions"))))
+
   def test_help_documents_every_flag(self):
     result = _run("--help", timeout=120)  # absl exits with 1 after printing the help
     for flag in ("strategy", "tpu", "num_cpu_devices", "dataset", "method", "score",
                  "replica_selection", "filter_ratio", "batch_size", "num_chunks", "steps",
                  "eval_every", "seed", "noise", "learning_rate", "reference_path",
                  "reference_examples", "reference_epochs", "stream_examples", "backup_dir",
-                 "output"):
+                 "data_dir", "output"):
       self.assertRegex(result.stdout, rf"--{flag}: \S", flag)
     self.assertIn("--strategy=mirrored --num_cpu_devices=2", result.stdout)
 
