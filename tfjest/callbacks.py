@@ -32,9 +32,7 @@ class SelectionStatsCallback(keras.callbacks.Callback):
   def __init__(self, selector: transform.Selector, prefix: str = "selection_",
                log_dir: Optional[str] = None):
     super().__init__()
-    if not isinstance(selector, transform.Selector):
-      raise TypeError("selector must be the object returned by tfjest.select(...). "
-                      f"Received: selector of type {type(selector).__name__}")
+    transform.check_selector(selector)
     if not isinstance(prefix, str):
       raise TypeError(f"prefix must be a string. Received: prefix={prefix!r}")
     self.selector = selector

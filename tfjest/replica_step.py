@@ -104,9 +104,7 @@ class ReplicaSelection:
 
   def __init__(self, selector: transform.Selector, *, replica_selection: str = "local",
                jit_compile: bool = True, record_stats: bool = True):
-    if not isinstance(selector, transform.Selector):
-      raise TypeError("selector must be the object returned by tfjest.select(...). "
-                      f"Received: selector of type {type(selector).__name__}")
+    transform.check_selector(selector)
     if replica_selection not in REPLICA_SELECTIONS:
       raise ValueError(f"Expected replica_selection in {REPLICA_SELECTIONS}. "
                        f"Received: replica_selection={replica_selection!r}")

@@ -312,6 +312,14 @@ class Selector:
       return tf.nest.map_structure(tf.identity, batch)
 
 
+def check_selector(value, name: str = "selector") -> "Selector":
+  """Returns `value` if it is a `Selector`; otherwise raises a TypeError naming `name`."""
+  if not isinstance(value, Selector):
+    raise TypeError(f"{name} must be the object returned by tfjest.select(...). "
+                    f"Received: {name} of type {type(value).__name__}")
+  return value
+
+
 def _batch_values(scores, picks, diag_losses, n, include):
   """Means of learner/reference losses over chosen vs rejected candidates, and s(B).
 
