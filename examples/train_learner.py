@@ -16,14 +16,18 @@ trains the learner with `model.fit` on `dataset.apply(tfjest.select(...))`, eval
     # MultiWorkerMirroredStrategy: one process per worker, each with its TF_CONFIG, e.g.
     TF_CONFIG='{"cluster": {"worker": ["127.0.0.1:12345", "127.0.0.1:12346"]},
                 "task": {"type": "worker", "index": 0}}' \
-        python examples/train_learner.py --strategy=multi_worker --method=jest --steps=20 &
+        python examples/train_learner.py --strategy=multi_worker --dataset=toy --method=jest \
+        --steps=20 &
     TF_CONFIG='{"cluster": {"worker": ["127.0.0.1:12345", "127.0.0.1:12346"]},
                 "task": {"type": "worker", "index": 1}}' \
-        python examples/train_learner.py --strategy=multi_worker --method=jest --steps=20
+        python examples/train_learner.py --strategy=multi_worker --dataset=toy --method=jest \
+        --steps=20
+    (The captions dataset is built on first use; under several workers build it once first, e.g.
+    with one run without a strategy, so that workers do not build it at the same time.)
 
-    # The offline benchmark dataset (learner on its noisy `web` split, reference on `curated`):
-    python examples/train_learner.py --dataset=captions --method=jest --noise=0.5 \
-        --steps=200 --eval_every=50 --output=/tmp/jest.json
+    # A larger web split of the offline benchmark dataset (the default data), f = 0.9:
+    python examples/train_learner.py --method=jest --filter_ratio=0.9 --stream_examples=100000 \
+        --steps=1000 --eval_every=50 --output=/tmp/jest.json
 
     # A Cloud TPU (fails with a clear message where there is none):
     python examples/train_learner.py --strategy=tpu --tpu=local --method=jest
@@ -56,7 +60,7 @@ _TPU = flags.DEFINE_string(
 _CPUS = flags.DEFINE_integer(
     "num_cpu_devices", 1, "Split the CPU into this many logical devices (replicas for "
     "--strategy=mirrored on a machine without GPUs).", lower_bound=1)
-_DATASET = flags.DEFINE_enum("dataset", "toy", sorted(training.DATASETS),
+_DATASET = flags.DEFINE_enum("dataset", "captions", sorted(training.DATASETS),
                              "The data and models: toy = examples/toy_world.py image-caption "
                              "pairs (generated in memory, fast); captions = the offline "
                              "benchmark dataset (tfjest.datasets, `web` split of "

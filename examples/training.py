@@ -226,7 +226,7 @@ class TrainConfig:
   """Everything `run` needs; train_learner.py's flags map one to one onto these fields."""
   strategy: str = "default"
   tpu: str = ""
-  dataset: str = "toy"
+  dataset: str = "captions"
   method: str = "jest"
   score: str = "learnability"
   replica_selection: str = "local"
@@ -289,6 +289,12 @@ def _reference(config: TrainConfig, task, strategy, log) -> Optional[keras.Model
     log(f"reference: trained on {config.reference_examples} clean examples, "
         f"accuracy {task.evaluate(reference):.3f}")
   reference.trainable = False
+  if strategy is not None:
+    # Plain fit on this model's towers is not bitwise deterministic across replicas on CPU (the
+    # captions reference's replicas were seen to differ by ~1e-5 after training), and the frozen
+    # reference must score alike on every replica: give all replicas the first one's values.
+    for weight in reference.weights:
+      weight.assign(local_replica_values(weight, strategy)[0])
   return reference
 
 

@@ -10,9 +10,10 @@ import tensorflow as tf
 
 from tests import workers
 
-_FLAGS = ["--strategy=multi_worker", "--method=jest", "--batch_size=32", "--num_chunks=8",
-          "--steps=6", "--eval_every=3", "--reference_examples=512", "--reference_epochs=1",
-          "--stream_examples=1024"]
+# The toy world is generated in memory by each worker (no shared dataset directory to build).
+_FLAGS = ["--dataset=toy", "--strategy=multi_worker", "--method=jest", "--batch_size=32",
+          "--num_chunks=8", "--steps=6", "--eval_every=3", "--reference_examples=512",
+          "--reference_epochs=1", "--stream_examples=1024"]
 
 
 class MultiWorkerTest(tf.test.TestCase):

@@ -21,7 +21,7 @@ import tensorflow as tf
 from tests import workers
 
 _STEPS, _EVAL_EVERY, _BATCH = 24, 3, 32  # 8 backups: the kill lands mid-run
-_FLAGS = ["--strategy=multi_worker", "--method=jest", f"--batch_size={_BATCH}",
+_FLAGS = ["--dataset=toy", "--strategy=multi_worker", "--method=jest", f"--batch_size={_BATCH}",
           "--num_chunks=8", f"--steps={_STEPS}", f"--eval_every={_EVAL_EVERY}",
           "--reference_examples=512", "--reference_epochs=1", "--stream_examples=1024"]
 _START_TIMEOUT_S = 150  # until the first backup is written

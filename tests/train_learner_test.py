@@ -22,7 +22,7 @@ from examples import toy_world
 
 _SCRIPT = os.path.join(_ROOT, "examples", "train_learner.py")
 # Small enough for a test: a 512-pair reference, one epoch; 8 learner steps of 32 from 160.
-_SMALL = ["--batch_size=32", "--num_chunks=8", "--steps=8", "--eval_every=4",
+_SMALL = ["--dataset=toy", "--batch_size=32", "--num_chunks=8", "--steps=8", "--eval_every=4",
           "--reference_examples=512", "--reference_epochs=1", "--stream_examples=1024"]
 
 
