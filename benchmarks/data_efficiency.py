@@ -61,6 +61,12 @@ _ORACLE = flags.DEFINE_bool("oracle", True, "Also run the oracle_clean baseline 
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny dataset and grid, for tests.")
 
 _SMOKE_SIZES = (2000, 400, 200)
+# One colour per configuration in every plot, whichever configurations a plot holds.
+_COLOURS = {("uniform", None): "tab:blue", ("oracle_clean", None): "tab:gray",
+            ("jest", "learnability"): "tab:green", ("jest", "easy_reference"): "tab:purple",
+            ("jest", "hard_learner"): "tab:red", ("independent", "learnability"): "tab:orange",
+            ("independent", "easy_reference"): "tab:pink",
+            ("independent", "hard_learner"): "tab:brown"}
 
 
 def _settings():
@@ -194,6 +200,7 @@ def _plots(settings, results, directory):
             continue
           name = method if score is None else f"{method}/{score}"
           series.append({"label": f"{name} ({len(runs)})", "x": runs[0][axis],
+                         "color": _COLOURS.get((method, score)),
                          "y": speedup.mean_curve(runs),
                          "spread": np.std([r["accuracy"] for r in runs], axis=0)})
         panels.append({"title": f"noise {noise}, f={f}: accuracy vs {label}",

@@ -16,18 +16,22 @@ For runs that read the same split many times (benchmarks), `load_split` decodes 
 split once through the same map into NumPy arrays, and `stream` serves shuffled elements of the
 same structure from memory.
 
-Models. `DualEncoder`: a small CNN image tower and a text tower (token embedding, a width-3
-convolution that binds neighbouring words such as "red circle", masked mean pooling), both
-projecting to L2-normalised `width`-dimensional embeddings, with a learnable SigLIP log-scale
-and bias initialised at `t = 10, beta = -10`. It satisfies tfjest's dual-encoder contract
+Models. `DualEncoder`: a small CNN image tower (per-image standardisation, three stride-2
+convolutions, layer norm) and a text tower (token embedding, a width-3 convolution that binds
+neighbouring words such as "red circle", masked mean pooling, layer norm), both projecting
+without bias to L2-normalised `width`-dimensional embeddings, with a learnable SigLIP log-scale
+and bias initialised at `t = 10, beta = -10`. (The standardisation and the bias-free
+projections matter: with SigLIP's initialisation and small batches the negatives barely push
+at first, and towers whose outputs share a large common component collapse to one direction
+for hundreds of steps.) It satisfies tfjest's dual-encoder contract
 (outputs `{"image_embeddings", "text_embeddings"}`, attributes `logit_scale`, `logit_bias`) and
 trains with plain `compile(optimizer=...)` / `fit` (its SigLIP loss is its `compute_loss`).
 `Classifier`: the same image tower with a 40-way head, an ordinary compiled classifier for the
 per-example task. Both are registered Keras serializables: a saved `.keras` file loads back with
 `keras.saving.load_model(path)` once this module is imported.
 
-Evaluation (on the clean, balanced `test` split; see `zero_shot_accuracy` and `recall_at_1` for
-the exact definitions).
+Evaluation, on the clean, balanced `test` split: zero-shot classification accuracy against one
+caption per concept, and image-to-text recall@1 (`evaluate` defines both exactly).
 """
 
 import dataclasses

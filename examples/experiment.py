@@ -162,15 +162,23 @@ def train_reference(*, config="noise_0.5", data_dir: Optional[str] = None,
   data = (captions_world.stream(world.curated, seed=seed).batch(batch_size, drop_remainder=True)
           .map(captions_world.strip_meta()).prefetch(2))
   start = time.time()
-  model.fit(data, steps_per_epoch=steps, epochs=epochs, verbose=0)
+  model.fit(data, steps_per_epoch=steps, epochs=epochs, verbose=0, shuffle=False)
   model.trainable = False
   log(f"reference: {epochs} epochs of {steps} steps on curated in {time.time() - start:.0f} s")
   return model
 
 
-def save_reference(model: keras.Model, path: str) -> None:
-  """Saves a reference as a `.keras` file (without optimizer state: it is frozen)."""
-  model.save(path, include_optimizer=False)
+def save_reference(model: captions_world.DualEncoder, path: str) -> None:
+  """Saves a reference as a `.keras` file, without optimizer state (it is frozen).
+
+  The `.keras` format saves the optimizer of a compiled model whatever `include_optimizer`
+  says, so an uncompiled copy with the same weights is saved instead.
+  """
+  copy = type(model).from_config(model.get_config())
+  copy.build_from_config(copy.get_build_config())
+  copy.set_weights(model.get_weights())
+  copy.trainable = False
+  copy.save(path)
 
 
 def load_reference(path: str) -> captions_world.DualEncoder:
@@ -306,7 +314,7 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
 
   record(0)
   learner.fit(data, steps_per_epoch=eval_every, epochs=steps // eval_every, verbose=0,
-              callbacks=[_Evaluator(record)])
+              shuffle=False, callbacks=[_Evaluator(record)])
   final = counter.result()
   return {
       "method": "oracle_clean" if oracle_clean else method,

@@ -19,7 +19,8 @@ def save_panels(path: str, panels: Sequence[Dict], *, title: Optional[str] = Non
     path: the PNG file to write (its directory is created).
     panels: dicts with `title`, `xlabel`, `ylabel`, optional `log_x`, optional `hline`
       (`(y, label)`: a dashed horizontal line, e.g. the target), and `series`: a list of dicts
-      with `label`, `x`, `y` and optionally `spread` (drawn as a band `y +- spread`).
+      with `label`, `x`, `y` and optionally `spread` (drawn as a band `y +- spread`) and
+      `color` (a matplotlib colour; the next of the cycle when omitted).
     title: the figure's title.
     columns: subplots per row.
 
@@ -32,7 +33,7 @@ def save_panels(path: str, panels: Sequence[Dict], *, title: Optional[str] = Non
   for ax, panel in zip(axes.flat, panels):
     for series in panel["series"]:
       x, y = np.asarray(series["x"], float), np.asarray(series["y"], float)
-      line, = ax.plot(x, y, label=series["label"], linewidth=1.8)
+      line, = ax.plot(x, y, label=series["label"], linewidth=1.8, color=series.get("color"))
       if series.get("spread") is not None:
         spread = np.asarray(series["spread"], float)
         ax.fill_between(x, y - spread, y + spread, color=line.get_color(), alpha=0.15,
