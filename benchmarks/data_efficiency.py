@@ -6,7 +6,11 @@ For each noise level (`--noises`), trains one reference on `curated`, then learn
 for `--steps` steps with every configuration of the grid, each for `--seeds` seeds:
 uniform; `jest` x `--jest_scores` x `--filter_ratios`; `independent` x `--independent_scores` x
 `--filter_ratios`; and `oracle_clean` (uniform over the clean web examples only: the curve of a
-perfect noise filter, an analysis baseline that reads the corruption flags). Each result is
+perfect noise filter, an analysis baseline that reads the corruption flags). The reference's
+embeddings of the web split are computed once per noise level and cached next to the results
+(`--cache_reference`, the default): the scored runs read them instead of calling the
+reference, so reference scoring costs 0 FLOPs per step (JEST_SPEC section 7) and the
+selections are those of the live reference. Each result is
 written to `--output` (JSON) as soon as it exists, so an interrupted run continues where it
 stopped when started again with the same flags. At the end (and after every seed) it prints
 the table and writes one PNG per noise level next to the JSON.
@@ -57,6 +61,8 @@ _NORMALIZATION = flags.DEFINE_string("normalization", "none", "JEST's gain norma
 _CHUNKS = flags.DEFINE_integer("num_chunks", 16, "JEST chunks per batch.")
 _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", experiment.REFERENCE_EPOCHS,
                                    "Epochs of reference training on curated.")
+_CACHE = flags.DEFINE_bool("cache_reference", True,
+                           "Cache the reference's web embeddings once (else call it every step).")
 _ORACLE = flags.DEFINE_bool("oracle", True, "Also run the oracle_clean baseline (noise > 0).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny dataset and grid, for tests.")
 
@@ -77,7 +83,8 @@ def _settings():
             "filter_ratios": [0.8], "seeds": 2, "steps": 20, "eval_every": 10,
             "batch_size": 16, "learning_rate": _LR.value, "temperature": _TEMPERATURE.value,
             "first_chunk": _FIRST_CHUNK.value, "normalization": _NORMALIZATION.value,
-            "num_chunks": 4, "reference_epochs": 2, "oracle": _ORACLE.value}
+            "num_chunks": 4, "reference_epochs": 2, "oracle": _ORACLE.value,
+            "cache_reference": _CACHE.value}
   return {"smoke": False, "sizes": None, "noises": [float(n) for n in _NOISES.value],
           "jest_scores": _JEST_SCORES.value,
           "independent_scores": [s for s in _INDEPENDENT_SCORES.value if s],
@@ -86,7 +93,7 @@ def _settings():
           "learning_rate": _LR.value, "temperature": _TEMPERATURE.value,
           "first_chunk": _FIRST_CHUNK.value, "normalization": _NORMALIZATION.value,
           "num_chunks": _CHUNKS.value, "reference_epochs": _REF_EPOCHS.value,
-          "oracle": _ORACLE.value}
+          "oracle": _ORACLE.value, "cache_reference": _CACHE.value}
 
 
 def _config(settings, noise):
@@ -124,7 +131,7 @@ def _reference(settings, noise, config, results, directory):
   name = config if isinstance(config, str) else config.name
   path = os.path.join(directory, f"reference_{name}.keras")
   if os.path.exists(path) and name in results["references"]:
-    return experiment.load_reference(path)
+    return experiment.load_reference(path), name
   start = time.time()
   model = experiment.train_reference(config=config, data_dir=_DATA_DIR.value,
                                      epochs=settings["reference_epochs"], log=print)
@@ -134,7 +141,7 @@ def _reference(settings, noise, config, results, directory):
   results["references"][name] = {"path": path, "seconds": time.time() - start, **metrics}
   print(f"reference for {name}: accuracy {metrics['accuracy']:.3f}, "
         f"recall@1 {metrics['recall_at_1']:.3f}", flush=True)
-  return model
+  return model, name
 
 
 def _summaries(settings, results):
@@ -247,7 +254,12 @@ def main(argv):
   done, start = len(results["runs"]), time.time()
   for noise in settings["noises"]:
     config = _config(settings, noise)
-    reference = _reference(settings, noise, config, results, directory)
+    reference, name = _reference(settings, noise, config, results, directory)
+    cache = None
+    if settings["cache_reference"]:
+      cache = experiment.cache_reference(
+          reference, os.path.join(directory, f"reference_cache_{name}"), config=config,
+          data_dir=_DATA_DIR.value, log=lambda line: print(line, flush=True))
     for seed in range(settings["seeds"]):
       for method, score, f in _grid(settings, noise):
         key = _key(noise, method, score, f, seed)
@@ -258,7 +270,8 @@ def main(argv):
             score=score or "learnability", filter_ratio=f or 0.8,
             batch_size=settings["batch_size"], steps=settings["steps"], seed=seed,
             noise=noise, eval_every=settings["eval_every"], config=config,
-            data_dir=_DATA_DIR.value, reference=reference, num_chunks=settings["num_chunks"],
+            data_dir=_DATA_DIR.value, reference=reference, reference_cache=cache,
+            num_chunks=settings["num_chunks"],
             temperature=settings["temperature"], first_chunk=settings["first_chunk"],
             normalization=settings["normalization"],
             learning_rate=settings["learning_rate"], oracle_clean=method == "oracle_clean")

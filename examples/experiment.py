@@ -3,21 +3,26 @@
 `run(method, score, filter_ratio, ...)` trains a `captions_world.DualEncoder` with plain `fit` on
 the stream `web -> tfjest.select(...) -> fit`, with uniform selection going through the same
 code path as the scored methods (`method="uniform"`), and returns its evaluation curve: steps,
-cumulative FLOPs (JEST_SPEC section 7), zero-shot accuracy and recall@1 on `test`, and the share
-of corrupted examples among those selected. `train_reference` trains the frozen reference on
-`curated`. Programs (`demo.py`, `train_reference.py`, the data-efficiency benchmark and the
+cumulative FLOPs (JEST_SPEC section 7, counted by the selector: `Selector.step_cost()`),
+zero-shot accuracy and recall@1 on `test`, and the share of corrupted examples among those
+selected. `train_reference` trains the frozen reference on `curated`; `cache_reference` runs it
+once over `web` and saves its embeddings by example id (`tfjest.cache_reference`), so that the
+runs given that cache never call the reference (the cheapest correct configuration: the same
+selections, no reference FLOPs). Programs (`demo.py`, `train_reference.py`, the data-efficiency benchmark and the
 distributed `train_learner.py`) call these functions; they hold no logic of their own.
 
 ```python
 reference = experiment.train_reference(config="noise_0.5")
+cache = experiment.cache_reference(reference, "/tmp/ref_cache", config="noise_0.5")
 curve = experiment.run(method="jest", score="learnability", filter_ratio=0.8, batch_size=64,
-                       steps=300, seed=0, noise=0.5, eval_every=25, reference=reference)
+                       steps=300, seed=0, noise=0.5, eval_every=25, reference=reference,
+                       reference_cache=cache)
 curve["steps"], curve["accuracy"], curve["flops"], curve["corrupted_share"]
 ```
 """
 
 import functools
-import math
+import os
 import time
 from typing import Callable, Dict, NamedTuple, Optional, Union
 
@@ -29,8 +34,7 @@ from tfjest import datasets
 
 METHODS = ("uniform", "independent", "jest")
 SCORES = ("learnability", "hard_learner", "easy_reference")
-# Scores that read the learner / the reference (tfjest's own table, JEST_SPEC section 3).
-_READS_LEARNER = {"learnability": True, "hard_learner": True, "easy_reference": False}
+# Scores that read the reference (tfjest's own table, JEST_SPEC section 3).
 _READS_REFERENCE = {"learnability": True, "hard_learner": False, "easy_reference": True}
 
 # Defaults shared by the programs; sized for 2 CPU cores (see BENCHMARKS.md).
@@ -39,72 +43,6 @@ REFERENCE_EPOCHS = 100
 REFERENCE_BATCH_SIZE = 64
 REFERENCE_LEARNING_RATE = 3e-3
 WIDTH = 64
-
-
-# ---------------------------------------------------------------------------------------------
-# FLOPs. TEMPORARY: replace `forward_flops_per_example` with `tfjest.flops` once it is merged.
-
-
-def forward_flops_per_example(model: keras.Model) -> int:
-  """Forward FLOPs of one example through `model`, counted analytically per layer.
-
-  STAND-IN for `tfjest.flops` (being written on another branch); nothing else here counts
-  FLOPs, so replacing this function replaces the accounting.
-
-  Counts the multiply-adds of every layer with a `kernel` (Dense, Conv1D, Conv2D, in nested
-  models too) as 2 FLOPs each: `2 * (output positions) * kernel.size`, where the output
-  positions are the product of the layer's output shape without its batch and channel axes.
-  Embedding lookups, biases, activations, pooling and normalisation (a few percent here) are
-  not counted. The model must be built from `keras.Input`s (its towers are) so that every layer
-  knows its output shape.
-  """
-  total = 0
-  for layer in _leaf_layers(model):
-    kernel = getattr(layer, "kernel", None)
-    if kernel is None or isinstance(layer, keras.layers.Embedding):
-      continue
-    positions = math.prod(int(d) for d in layer.output.shape[1:-1])
-    total += 2 * positions * math.prod(int(d) for d in kernel.shape)
-  return total
-
-
-def _leaf_layers(model):
-  for layer in model.layers:
-    if hasattr(layer, "layers") and layer.layers:
-      yield from _leaf_layers(layer)
-    else:
-      yield layer
-
-
-def step_flops(*, method: str, score: str, batch_size: int, filter_ratio: float,
-               learner_flops: int, reference_flops: int, width: int) -> Dict[str, int]:
-  """FLOPs of one training step by component (JEST_SPEC section 7).
-
-  training `3 * F_L * b`; learner scoring `F_L * N` (scores that read the learner); reference
-  scoring `F_R * N` (scores that read the reference; counted every step, as when nothing is
-  cached); selection `~4 * N * b * d` for two models (half of it for one), only for "jest"
-  (independent selection reads the diagonal: `O(N * d)`, counted as 0). Uniform pays only
-  training.
-
-  Returns:
-    `{"train", "learner_scoring", "reference_scoring", "selection", "total"}`.
-  """
-  b = batch_size
-  n = int(round(b / (1.0 - filter_ratio)))
-  out = {"train": 3 * learner_flops * b, "learner_scoring": 0, "reference_scoring": 0,
-         "selection": 0}
-  if method != "uniform":
-    models = 0
-    if _READS_LEARNER[score]:
-      out["learner_scoring"] = learner_flops * n
-      models += 1
-    if _READS_REFERENCE[score]:
-      out["reference_scoring"] = reference_flops * n
-      models += 1
-    if method == "jest":
-      out["selection"] = 2 * models * n * b * width
-  out["total"] = sum(out.values())
-  return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,6 +126,41 @@ def load_reference(path: str) -> captions_world.DualEncoder:
   return model
 
 
+# The stream's elements are `(inputs, meta)`; the example id travels in `meta`.
+ID_KEY = "id"
+
+
+def cache_reference(reference: keras.Model, path: str, *, config="noise_0.5",
+                    data_dir: Optional[str] = None,
+                    log: Callable[[str], None] = lambda s: None) -> tfjest.ReferenceCache:
+  """The reference's embeddings of every `web` example, by id, in a cache at `path`.
+
+  Reuses the cache already at `path` when it was computed with these reference weights (else
+  computes it again, replacing it): `tfjest.cache_reference` over the `web` stream's elements,
+  exactly as `run` streams them. `tfjest.select` checks the cache against the reference and
+  every super-batch's ids and inputs against the cache, so a stale cache stops a run with an
+  error instead of being used.
+  """
+  world = load_world(config, data_dir)
+  if os.path.exists(os.path.join(path, "metadata.json")):
+    cache = tfjest.ReferenceCache.load(path)
+    try:
+      cache.check_reference(reference)
+    except ValueError as e:
+      log(f"reference cache: recomputing ({str(e).split(':')[0]})")
+    else:
+      if cache.num_examples == len(world.web):
+        log(f"reference cache: reusing {path} ({cache.num_examples} examples)")
+        return cache
+  start = time.time()
+  cache = tfjest.cache_reference(
+      reference, captions_world.stream(world.web, seed=0, repeat=False), path, id_key=ID_KEY,
+      batch_size=1024, overwrite=True)
+  log(f"reference cache: embeddings of {cache.num_examples} web examples in "
+      f"{time.time() - start:.0f} s ({path})")
+  return cache
+
+
 # ---------------------------------------------------------------------------------------------
 # The experiment.
 
@@ -207,7 +180,9 @@ class _Evaluator(keras.callbacks.Callback):
 def run(method: str = "jest", score: str = "learnability", filter_ratio: float = 0.8,
         batch_size: int = 64, steps: int = 300, seed: int = 0, noise: float = 0.5,
         eval_every: int = 25, *, config=None, data_dir: Optional[str] = None,
-        reference: Optional[Union[keras.Model, str]] = None, num_chunks: int = 16,
+        reference: Optional[Union[keras.Model, str]] = None,
+        reference_cache: Optional[Union[tfjest.ReferenceCache, str]] = None,
+        num_chunks: int = 16,
         temperature: float = 1.0, first_chunk: str = "uniform", normalization: str = "none",
         learning_rate: float = LEARNING_RATE, width: int = WIDTH, deterministic: bool = True,
         oracle_clean: bool = False, log: Callable[[str], None] = lambda s: None) -> Dict:
@@ -231,6 +206,10 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
     data_dir: TFDS data directory (TFDS' default when None).
     reference: the frozen reference (a model or a `.keras` path). When None and the score
       needs one, one is trained on `curated` first (`train_reference`, seed 0).
+    reference_cache: the reference's outputs on `web` (`cache_reference`; a `ReferenceCache`
+      or its path). When given and the score reads the reference, the selection reads the
+      cache instead of calling the reference (same selections, no reference scoring FLOPs);
+      `reference`, when given too, must be the model the cache was computed with.
     num_chunks, temperature, first_chunk, normalization: passed to `tfjest.select`.
     learning_rate: Adam learning rate of the learner.
     width: embedding width of the learner.
@@ -246,7 +225,8 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
     (0, eval_every, ..., steps), `flops` (cumulative, `steps * flops_per_step["total"]`),
     `accuracy` (zero-shot), `recall_at_1`, `corrupted_share` (share of corrupted examples among
     all selected so far; None at step 0); and `corruption_shares` (final share of each
-    corruption type among selected examples), `flops_per_step` (by component),
+    corruption type among selected examples), `flops_per_step` (`selector.step_cost()` by
+    part: training, learner_scoring, reference_scoring, proxy_training, selection, total),
     `selection_stats` (`selector.stats.result()`) and `wall_seconds`.
 
   Raises:
@@ -271,7 +251,10 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
   needs_reference = method != "uniform" and _READS_REFERENCE[score]
   if isinstance(reference, str):
     reference = load_reference(reference)
-  if needs_reference and reference is None:
+  if isinstance(reference_cache, str):
+    reference_cache = tfjest.ReferenceCache.load(reference_cache)
+  use_cache = needs_reference and reference_cache is not None
+  if needs_reference and reference is None and not use_cache:
     reference = train_reference(config=config, data_dir=data_dir, log=log)
 
   keras.utils.set_random_seed(seed)
@@ -280,20 +263,20 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
   learner(captions_world.example_inputs(1))
   selector = tfjest.select(
       learner=learner, reference=reference if needs_reference else None,
-      batch_size=batch_size, filter_ratio=filter_ratio, method=method, score=score,
-      num_chunks=num_chunks, temperature=temperature, seed=seed, first_chunk=first_chunk,
-      normalization=normalization)
+      reference_cache=reference_cache if use_cache else None,
+      id_key=ID_KEY if use_cache else None, batch_size=batch_size, filter_ratio=filter_ratio,
+      method=method, score=score, num_chunks=num_chunks, temperature=temperature, seed=seed,
+      first_chunk=first_chunk, normalization=normalization)
   counter = captions_world.CorruptionCounter()
   data = (captions_world.stream(web, seed=seed).apply(selector)
           .map(captions_world.strip_meta(counter)))
   if deterministic:
     data = data.with_options(tfjest.deterministic_options())
 
-  flops = step_flops(
-      method=method, score=score, batch_size=batch_size, filter_ratio=filter_ratio,
-      learner_flops=forward_flops_per_example(learner),
-      reference_flops=forward_flops_per_example(reference) if needs_reference else 0,
-      width=width)
+  cost = selector.step_cost()
+  flops = {"training": cost.training, "learner_scoring": cost.learner_scoring,
+           "reference_scoring": cost.reference_scoring, "proxy_training": cost.proxy_training,
+           "selection": cost.selection, "total": cost.total}
   curve = {key: [] for key in ("steps", "flops", "accuracy", "recall_at_1", "corrupted_share")}
   start = time.time()
 
@@ -323,6 +306,7 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
       "noise": None if not isinstance(config, str) else noise,
       "config": config if isinstance(config, str) else config.name,
       "num_chunks": num_chunks, "temperature": temperature, "learning_rate": learning_rate,
+      "reference_cached": use_cache,
       **curve,
       "corruption_shares": {name: final[name] for name in datasets.CORRUPTIONS},
       "flops_per_step": flops,

@@ -112,6 +112,23 @@ class ContrastiveCacheTest(CacheTestCase):
     names_of = lambda ds: np.concatenate([b["meta"]["name"].numpy() for b in ds])
     self.assertAllEqual(names_of(stream.apply(selector)), names_of(stream.apply(live)))
 
+  def test_id_beside_the_labels(self):
+    # (inputs, meta) elements: the id travels in y, which a dual encoder does not read.
+    data = self.data
+    stream = tf.data.Dataset.from_tensor_slices(
+        ({"image": data["image"], "text": data["text"]}, {"id": data["id"]}))
+    path = os.path.join(_fresh_dir(self), "cache")
+    cache = tfjest.cache_reference(self.reference, stream, path, id_key="id")
+    selector = tfjest.select(learner=self.learner, reference_cache=cache, id_key="id",
+                             batch_size=B, filter_ratio=0.8, num_chunks=4)
+    live = tfjest.select(learner=self.learner, reference=self.reference, batch_size=B,
+                         filter_ratio=0.8, num_chunks=4)
+    ids_of = lambda ds: np.concatenate([meta["id"].numpy() for _, meta in ds])
+    self.assertAllEqual(ids_of(stream.apply(selector)), ids_of(stream.apply(live)))
+    with self.assertRaisesRegex(ValueError, r"looked in the element, in its x and in its y.*"
+                                            r"Received: id_key='name'"):
+      tfjest.cache_reference(self.reference, stream, path + "2", id_key="name")
+
   def test_missing_id_stops_the_pipeline_naming_it(self):
     cache = self._cache()
     extra = toy_world.make_pairs(N, 0.0, seed=5)

@@ -1,4 +1,4 @@
-"""experiment.run (curves, FLOP accounting, errors) and speedup's JEST_SPEC section 9 measures."""
+"""experiment.run (curves, FLOP accounting, cached reference, errors) and speedup's measures."""
 
 import shutil
 import tempfile
@@ -19,38 +19,6 @@ def _curve(accuracy, cost=10, eval_every=10, corrupted=0.5):
   return {"steps": steps, "flops": [s * cost for s in steps], "accuracy": list(accuracy),
           "recall_at_1": list(accuracy), "corrupted_share": [None] + [corrupted] * (
               len(accuracy) - 1), "flops_per_step": {"total": cost}}
-
-
-class FlopsTest(tf.test.TestCase, parameterized.TestCase):
-
-  def test_forward_flops_count_every_kernel(self):
-    model = cw.DualEncoder(vocab_size=100, width=64)
-    # Image tower: three stride-2 convolutions and a projection; text tower: a width-3
-    # convolution over 32 tokens and a projection (2 FLOPs per multiply-add).
-    image = 2 * (16 * 16 * 3 * 3 * 3 * 16 + 8 * 8 * 3 * 3 * 16 * 32 + 4 * 4 * 3 * 3 * 32 * 64 +
-                 4 * 4 * 64 * 64)
-    text = 2 * (32 * 3 * 32 * 64 + 64 * 64)
-    self.assertEqual(experiment.forward_flops_per_example(model), image + text)
-    classifier = cw.Classifier()
-    self.assertEqual(experiment.forward_flops_per_example(classifier), image + 2 * 64 * 40)
-
-  @parameterized.parameters(
-      ("uniform", "learnability", 0, 0, 0),
-      ("jest", "learnability", 1, 1, 4),
-      ("jest", "hard_learner", 1, 0, 2),
-      ("jest", "easy_reference", 0, 1, 2),
-      ("independent", "learnability", 1, 1, 0),
-  )
-  def test_step_flops_follow_the_spec(self, method, score, learner, reference, selection):
-    b, f, fl, fr, d = 64, 0.8, 1000, 3000, 16
-    n = 320
-    flops = experiment.step_flops(method=method, score=score, batch_size=b, filter_ratio=f,
-                                  learner_flops=fl, reference_flops=fr, width=d)
-    self.assertEqual(flops["train"], 3 * fl * b)
-    self.assertEqual(flops["learner_scoring"], learner * fl * n)
-    self.assertEqual(flops["reference_scoring"], reference * fr * n)
-    self.assertEqual(flops["selection"], selection * n * b * d)
-    self.assertEqual(flops["total"], sum(v for k, v in flops.items() if k != "total"))
 
 
 class SpeedupTest(tf.test.TestCase):
@@ -112,12 +80,22 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
   def test_curve(self, method):
     result = self._run(method=method)
     self.assertEqual(result["steps"], [0, 3, 6])
-    per_step = result["flops_per_step"]["total"]
+    cost = result["flops_per_step"]
+    per_step = cost["total"]
     self.assertEqual(result["flops"], [0, 3 * per_step, 6 * per_step])
+    self.assertAllClose(per_step, sum(v for k, v in cost.items() if k != "total"))
+    self.assertGreater(cost["training"], 0)
+    self.assertEqual(cost["proxy_training"], 0)
     if method == "uniform":
-      self.assertEqual(per_step, result["flops_per_step"]["train"])
+      # Uniform pays training and a few ops per candidate for its keys, no forward pass.
+      self.assertEqual(cost["learner_scoring"], 0)
+      self.assertEqual(cost["reference_scoring"], 0)
+      self.assertLess(cost["selection"], 0.01 * cost["training"])
     else:
-      self.assertGreater(per_step, result["flops_per_step"]["train"])
+      # Scoring N = 32 candidates with each model: about N / (3 b) = 4/3 of training.
+      self.assertAllClose(cost["learner_scoring"], cost["training"] * 32 / (3 * 8), rtol=1e-6)
+      self.assertGreater(cost["reference_scoring"], 0)
+      self.assertGreater(cost["selection"], 0)
     self.assertLen(result["accuracy"], 3)
     self.assertLen(result["recall_at_1"], 3)
     self.assertIsNone(result["corrupted_share"][0])
@@ -125,6 +103,49 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
       self.assertBetween(share, 0.0, 1.0)
     self.assertAllClose(sum(result["corruption_shares"].values()), 1.0)
     self.assertGreaterEqual(result["selection_stats"]["selected"], 6 * 8)
+
+  def test_cached_reference_selects_as_the_live_one_for_free(self):
+    path = self.get_temp_dir() + "/reference_cache"
+    lines = []
+    cache = experiment.cache_reference(self.reference, path, config=_CONFIG,
+                                       data_dir=self.data_dir, log=lines.append)
+    self.assertEqual(cache.num_examples, 800)
+    live = self._run(method="jest")
+    cached = self._run(method="jest", reference_cache=cache)
+    self.assertFalse(live["reference_cached"])
+    self.assertTrue(cached["reference_cached"])
+    # Same selections: same corruption counts and the same learner after training.
+    self.assertEqual(cached["corruption_shares"], live["corruption_shares"])
+    self.assertAllClose(cached["accuracy"], live["accuracy"])
+    self.assertAllClose(cached["selection_stats"]["batch_score"],
+                        live["selection_stats"]["batch_score"], rtol=1e-4)
+    # ... and the reference costs nothing per step.
+    self.assertGreater(live["flops_per_step"]["reference_scoring"], 0)
+    self.assertEqual(cached["flops_per_step"]["reference_scoring"], 0)
+    self.assertAllClose(cached["flops_per_step"]["total"],
+                        live["flops_per_step"]["total"] -
+                        live["flops_per_step"]["reference_scoring"])
+    # A second call reuses the cache; a cache path also works.
+    experiment.cache_reference(self.reference, path, config=_CONFIG, data_dir=self.data_dir,
+                               log=lines.append)
+    self.assertIn("reusing", lines[-1])
+    by_path = self._run(method="jest", reference_cache=path, steps=3)
+    self.assertTrue(by_path["reference_cached"])
+
+  def test_cache_of_another_reference_is_recomputed_or_refused(self):
+    path = self.get_temp_dir() + "/stale_cache"
+    other = experiment.train_reference(config=_CONFIG, data_dir=self.data_dir, epochs=1,
+                                       batch_size=16, seed=1)
+    stale = experiment.cache_reference(other, path, config=_CONFIG, data_dir=self.data_dir)
+    # run() refuses a cache of other weights than its reference ...
+    with self.assertRaisesRegex(ValueError, "other reference weights"):
+      self._run(method="jest", reference_cache=stale)
+    # ... and cache_reference computes it again for this reference.
+    lines = []
+    fresh = experiment.cache_reference(self.reference, path, config=_CONFIG,
+                                       data_dir=self.data_dir, log=lines.append)
+    self.assertIn("recomputing", lines[0])
+    fresh.check_reference(self.reference)
 
   def test_oracle_clean_selects_no_corrupted_example(self):
     result = self._run(method="uniform", oracle_clean=True)

@@ -53,15 +53,17 @@ _DATA = "data"
 
 
 def find_id(element, id_key: str):
-  """The id feature of an element (or spec): `element[id_key]`, or `x[id_key]` of `(x, y, w)`.
+  """The id feature of an element (or spec): `element[id_key]`, else `x[id_key]`, else `y[id_key]`.
 
-  `id_key` may be a "/"-separated path into nested mappings.
+  `(x, y, w)` elements are looked into in that order, so an id may travel with the inputs or
+  beside the labels (e.g. `(inputs, {"id": ..., "label": ...})`). `id_key` may be a
+  "/"-separated path into nested mappings.
 
   Raises:
     ValueError: if there is no such feature.
   """
-  x, _, _ = adapters.unpack(element)
-  for container in (element, x):
+  x, y, _ = adapters.unpack(element)
+  for container in (element, x, y):
     node = container
     for part in id_key.split("/"):
       node = node.get(part) if isinstance(node, Mapping) else None
@@ -69,8 +71,8 @@ def find_id(element, id_key: str):
       return node
   raise ValueError(
       f"The reference cache joins outputs by example id, but the elements have no feature "
-      f"{id_key!r} (looked in the element and in its x). Add an id feature or pass the right "
-      f"id_key. Received: id_key={id_key!r}, element_spec={_spec_of(element)}")
+      f"{id_key!r} (looked in the element, in its x and in its y). Add an id feature or "
+      f"pass the right id_key. Received: id_key={id_key!r}, element_spec={_spec_of(element)}")
 
 
 def input_fingerprints(element) -> tf.Tensor:

@@ -444,7 +444,7 @@ def select(*, learner: Optional[keras.Model] = None,
       reference's outputs per example id: the reference is then never called. If `reference`
       is given too, its weights must match the cache's fingerprint.
     id_key: the example-id feature that joins `reference_cache` to the stream (in the element,
-      or in its `x`; "/" for nested paths). Required with `reference_cache`.
+      else in its `x`, else in its `y`; "/" for nested paths). Required with `reference_cache`.
     scoring_view: a function applied to the super-batch's inputs `x` (leading axis `N`) before
       the learner (or proxy) scores them, e.g. downscaled images: a cheaper forward pass. The
       reference and the emitted batches see the inputs unchanged.
