@@ -28,7 +28,6 @@ from examples import captions_world
 from examples import experiment
 from examples import plots
 from examples import speedup
-from tfjest import datasets
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Share of corrupted web examples (a registered config).")
@@ -54,12 +53,7 @@ def _fmt(value, spec):
 
 def main(argv):
   del argv
-  if _SIZES.value:
-    web, curated, test = map(int, _SIZES.value)
-    config = datasets.make_config(noise=_NOISE.value, web_size=web, curated_size=curated,
-                                  test_size=test)
-  else:
-    config = experiment.config_for(_NOISE.value)
+  config = experiment.config_for(_NOISE.value, sizes=_SIZES.value)
   start = time.time()
   world = experiment.load_world(config, _DATA_DIR.value)
   print(f"data: {config if isinstance(config, str) else config.name}: {len(world.web)} web "

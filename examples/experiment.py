@@ -24,7 +24,7 @@ curve["steps"], curve["accuracy"], curve["flops"], curve["corrupted_share"]
 import functools
 import os
 import time
-from typing import Callable, Dict, NamedTuple, Optional, Union
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Union
 
 import keras
 
@@ -70,10 +70,18 @@ def load_world(config: Union[str, datasets.SyntheticCaptionsConfig] = "noise_0.5
   return World(config=config, tokenizer=tokenizer, **splits)
 
 
-def config_for(noise: float, config=None):
-  """The registered config of a noise level, or `config` when given (custom sizes)."""
+def config_for(noise: float, config=None, sizes: Optional[Sequence] = None):
+  """The registered config of a noise level, or `config` when given.
+
+  `sizes` (`web, curated, test` example counts, e.g. the programs' `--sizes` flag) makes a
+  custom config of that noise level instead (`datasets.make_config`; small ones for tests).
+  """
   if config is not None:
     return config
+  if sizes:
+    web, curated, test = (int(size) for size in sizes)
+    return datasets.make_config(noise=noise, web_size=web, curated_size=curated,
+                                test_size=test)
   name = f"noise_{float(noise)!r}"
   if float(noise) not in datasets.NOISE_LEVELS:
     raise ValueError(f"No registered config for this noise level; expected one of "

@@ -109,12 +109,10 @@ class DualEncoder(keras.Model):
 
   def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
     del x, y, sample_weight, training
-    loss = tfjest.siglip_loss(tfjest.Embeddings(
+    # The mean over the global batch under a strategy too (see siglip_replica_loss).
+    return tfjest.siglip_replica_loss(tfjest.Embeddings(
         y_pred["image_embeddings"], y_pred["text_embeddings"], self.logit_scale,
         self.logit_bias))
-    # Each of R replicas sees 1/R of the batch and tf.distribute sums their gradients: scale as
-    # Keras's own losses do, so the update is the mean over the global batch.
-    return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
   def get_config(self):
     return {**super().get_config(), "width": self.width}

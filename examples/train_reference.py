@@ -21,7 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from examples import captions_world
 from examples import experiment
-from tfjest import datasets
 
 _OUTPUT = flags.DEFINE_string("output", "out/reference.keras", "Where to save the reference.")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level of the config (its vocabulary).")
@@ -36,12 +35,7 @@ _SIZES = flags.DEFINE_list(
 
 def main(argv):
   del argv
-  if _SIZES.value:
-    web, curated, test = map(int, _SIZES.value)
-    config = datasets.make_config(noise=_NOISE.value, web_size=web, curated_size=curated,
-                                  test_size=test)
-  else:
-    config = experiment.config_for(_NOISE.value)
+  config = experiment.config_for(_NOISE.value, sizes=_SIZES.value)
   reference = experiment.train_reference(
       config=config, data_dir=_DATA_DIR.value, epochs=_EPOCHS.value,
       batch_size=_BATCH.value, learning_rate=_LR.value, seed=_SEED.value, log=print)

@@ -49,6 +49,12 @@ class SigmoidPairLossTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(tfjest.sigmoid_pair_loss_diagonal(emb), np.diag(full), rtol=1e-5)
     self.assertAllClose(tfjest.siglip_loss(emb), full.sum() / 8, rtol=1e-5)
 
+  def test_replica_loss_without_a_strategy_is_the_batch_loss(self):
+    # Under a strategy it is divided by the replicas in sync: tests/replica_step_test.py.
+    emb = _embeddings(8, 6, 2)
+    self.assertAllClose(tfjest.siglip_replica_loss(emb), _np_pair_losses(emb).sum() / 8,
+                        rtol=1e-5)
+
   @parameterized.parameters((None, [3, 0, 11]), (5, [3, 0, 11]), (4, [2, 2, 7]), (12, [5]))
   def test_chunk_sums_equal_block_sums(self, row_tile, chunk):
     # Tiles of 5 and 4 rows split the 12 rows unevenly; a repeated index counts twice.

@@ -114,6 +114,19 @@ class GlobalGainsOnReplicasTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(got, tfjest.conditional_gains(full, chosen), rtol=1e-5, atol=1e-4)
 
 
+class ReplicaLossTest(tf.test.TestCase):
+
+  def test_siglip_replica_loss_is_the_batch_loss_over_the_replicas(self):
+    strategy = _strategy()
+    rng = np.random.default_rng(0)
+    image, text = (keras.ops.normalize(rng.normal(size=(6, 4)).astype(np.float32), axis=-1)
+                   for _ in range(2))
+    emb = tfjest.Embeddings(image, text, 10.0, -10.0)
+    per_replica = strategy.run(tf.function(lambda: tfjest.siglip_replica_loss(emb)))
+    for value in strategy.experimental_local_results(per_replica):
+      self.assertAllClose(value, tfjest.siglip_loss(emb) / 2, rtol=1e-6)
+
+
 class ReplicaSelectionTest(tf.test.TestCase, parameterized.TestCase):
 
   @classmethod

@@ -12,6 +12,7 @@ from tfjest.keras_compat import ensure_multi_worker_fit
 from tfjest.losses import Embeddings
 from tfjest.losses import per_example_loss
 from tfjest.losses import siglip_loss
+from tfjest.losses import siglip_replica_loss
 from tfjest.losses import sigmoid_pair_loss_block
 from tfjest.losses import sigmoid_pair_loss_chunk_sums
 from tfjest.losses import sigmoid_pair_loss_diagonal
@@ -61,6 +62,7 @@ __all__ = [
     "selection_checkpoint",
     "selection_flops",
     "siglip_loss",
+    "siglip_replica_loss",
     "sigmoid_pair_loss_block",
     "sigmoid_pair_loss_chunk_sums",
     "sigmoid_pair_loss_diagonal",

@@ -126,6 +126,17 @@ def siglip_loss(emb: Embeddings) -> tf.Tensor:
   return tf.reduce_sum(sigmoid_pair_loss_block(emb)) / n
 
 
+def siglip_replica_loss(emb: Embeddings) -> tf.Tensor:
+  """`siglip_loss` of this replica's batch divided by the replicas in sync.
+
+  What a dual encoder's Keras `compute_loss` should return: under a `tf.distribute` strategy
+  each of R replicas sees 1/R of the global batch and their gradients are summed, so dividing
+  by R (as Keras' compiled losses do) makes the update the mean over the global batch. Without
+  a strategy (R = 1) it is `siglip_loss`. The negatives are the replica's own batch.
+  """
+  return siglip_loss(emb) / tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def per_example_loss(loss_fn, y_true, y_pred) -> tf.Tensor:
   """Calls a Keras-style loss and reduces every axis but the first, giving `[N]`.
 
