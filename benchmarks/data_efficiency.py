@@ -10,7 +10,9 @@ perfect noise filter, an analysis baseline that reads the corruption flags). The
 embeddings of the web split are computed once per noise level and cached next to the results
 (`--cache_reference`, the default): the scored runs read them instead of calling the
 reference, so reference scoring costs 0 FLOPs per step (JEST_SPEC section 7) and the
-selections are those of the live reference. Each result is
+selections are those of the live reference. `--proxy_filters=4,8,16` lets a small online proxy
+(`tfjest.OnlineProxy`, Bad Students) score for the learner in the runs whose score reads it.
+Each result is
 written to `--output` (JSON) as soon as it exists, so an interrupted run continues where it
 stopped when started again with the same flags. At the end (and after every seed) it prints
 the table and writes one PNG per noise level next to the JSON.
@@ -61,6 +63,10 @@ _NORMALIZATION = flags.DEFINE_string("normalization", "none", "JEST's gain norma
 _CHUNKS = flags.DEFINE_integer("num_chunks", 16, "JEST chunks per batch.")
 _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", experiment.REFERENCE_EPOCHS,
                                    "Epochs of reference training on curated.")
+_PROXY = flags.DEFINE_list(
+    "proxy_filters", [], "With three convolution widths (e.g. 4,8,16), a small online proxy "
+    "(Bad Students) scores instead of the learner in the runs whose score reads the learner.")
+_PROXY_WIDTH = flags.DEFINE_integer("proxy_width", 16, "The proxy's embedding width.")
 _CACHE = flags.DEFINE_bool("cache_reference", True,
                            "Cache the reference's web embeddings once (else call it every step).")
 _ORACLE = flags.DEFINE_bool("oracle", True, "Also run the oracle_clean baseline (noise > 0).")
@@ -84,7 +90,7 @@ def _settings():
             "batch_size": 16, "learning_rate": _LR.value, "temperature": _TEMPERATURE.value,
             "first_chunk": _FIRST_CHUNK.value, "normalization": _NORMALIZATION.value,
             "num_chunks": 4, "reference_epochs": 2, "oracle": _ORACLE.value,
-            "cache_reference": _CACHE.value}
+            "cache_reference": _CACHE.value, **_proxy_settings()}
   return {"smoke": False, "sizes": None, "noises": [float(n) for n in _NOISES.value],
           "jest_scores": _JEST_SCORES.value,
           "independent_scores": [s for s in _INDEPENDENT_SCORES.value if s],
@@ -93,7 +99,13 @@ def _settings():
           "learning_rate": _LR.value, "temperature": _TEMPERATURE.value,
           "first_chunk": _FIRST_CHUNK.value, "normalization": _NORMALIZATION.value,
           "num_chunks": _CHUNKS.value, "reference_epochs": _REF_EPOCHS.value,
-          "oracle": _ORACLE.value, "cache_reference": _CACHE.value}
+          "oracle": _ORACLE.value, "cache_reference": _CACHE.value, **_proxy_settings()}
+
+
+def _proxy_settings():
+  if not _PROXY.value:
+    return {}  # results files written before proxies existed stay resumable
+  return {"proxy_filters": [int(f) for f in _PROXY.value], "proxy_width": _PROXY_WIDTH.value}
 
 
 def _config(settings, noise):
@@ -218,7 +230,9 @@ def _plots(settings, results, directory):
         os.path.join(directory, f"noise_{noise}.png"), panels, columns=len(
             settings["filter_ratios"]),
         title=f"noise {noise}: b={settings['batch_size']}, {settings['steps']} steps, "
-              f"tau={settings['temperature']}, lr={settings['learning_rate']}"))
+              f"tau={settings['temperature']}, lr={settings['learning_rate']}" + (
+                  f", proxy {settings['proxy_filters']}/{settings['proxy_width']}"
+                  if settings.get("proxy_filters") else "")))
   return paths
 
 
@@ -274,7 +288,10 @@ def main(argv):
             num_chunks=settings["num_chunks"],
             temperature=settings["temperature"], first_chunk=settings["first_chunk"],
             normalization=settings["normalization"],
-            learning_rate=settings["learning_rate"], oracle_clean=method == "oracle_clean")
+            learning_rate=settings["learning_rate"], oracle_clean=method == "oracle_clean",
+            proxy_filters=(settings.get("proxy_filters") if method in ("jest", "independent")
+                           and experiment.READS_LEARNER[score] else None),
+            proxy_width=settings.get("proxy_width", 16))
         results["runs"][key] = run
         _write(_OUTPUT.value, results)
         done += 1

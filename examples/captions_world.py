@@ -242,13 +242,16 @@ class Standardize(keras.layers.Layer):
     return (images - mean) / keras.ops.maximum(std, 1e-3)
 
 
-def _image_tower(width: int, name: str) -> keras.Sequential:
+# Filters of the image tower's three convolutions; the last is also the text convolution's.
+FILTERS = (16, 32, 64)
+
+
+def _image_tower(width: int, name: str, filters: Sequence[int] = FILTERS) -> keras.Sequential:
   return keras.Sequential([
       keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
       Standardize(),
-      keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
-      keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
-      keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+      *[keras.layers.Conv2D(f, 3, strides=2, padding="same", activation="relu")
+        for f in filters],
       keras.layers.Flatten(),
       keras.layers.LayerNormalization(center=False),
       keras.layers.Dense(width, use_bias=False),
@@ -272,10 +275,11 @@ class MaskedMean(keras.layers.Layer):
     return {**super().get_config(), "pad_id": self.pad_id}
 
 
-def _text_tower(vocab_size: int, width: int, name: str) -> keras.Model:
+def _text_tower(vocab_size: int, width: int, name: str, filters: int = FILTERS[-1]
+                ) -> keras.Model:
   tokens = keras.Input((MAX_LENGTH,), dtype="int32")
   features = keras.layers.Embedding(vocab_size, 32)(tokens)
-  features = keras.layers.Conv1D(64, 3, padding="same", activation="relu")(features)
+  features = keras.layers.Conv1D(filters, 3, padding="same", activation="relu")(features)
   pooled = keras.layers.LayerNormalization(center=False)(MaskedMean()(features, tokens))
   return keras.Model(tokens, keras.layers.Dense(width, use_bias=False)(pooled), name=name)
 
@@ -291,14 +295,21 @@ class DualEncoder(keras.Model):
   Args:
     vocab_size: size of the caption vocabulary (`tokenizer.vocab_size`).
     width: embedding width `d`.
+    filters: the image tower's three convolution widths; the last is also the text
+      convolution's. Smaller ones make a cheap proxy scorer.
   """
 
-  def __init__(self, vocab_size: int, width: int = 64, **kwargs):
+  def __init__(self, vocab_size: int, width: int = 64, filters: Sequence[int] = FILTERS,
+               **kwargs):
     super().__init__(**kwargs)
     self.vocab_size = vocab_size
     self.width = width
-    self.image_tower = _image_tower(width, "image_tower")
-    self.text_tower = _text_tower(vocab_size, width, "text_tower")
+    self.filters = tuple(int(f) for f in filters)
+    if len(self.filters) != 3 or min(self.filters) < 1:
+      raise ValueError(f"filters must be three positive convolution widths. Received: "
+                       f"filters={filters!r}")
+    self.image_tower = _image_tower(width, "image_tower", self.filters)
+    self.text_tower = _text_tower(vocab_size, width, "text_tower", self.filters[-1])
     # SigLIP's initialisation: t = exp(log 10) = 10, beta = -10.
     self.log_scale = self.add_weight(shape=(), name="log_scale",
                                      initializer=keras.initializers.Constant(np.log(10.0)))
@@ -331,7 +342,8 @@ class DualEncoder(keras.Model):
         self.logit_bias))
 
   def get_config(self):
-    return {**super().get_config(), "vocab_size": self.vocab_size, "width": self.width}
+    return {**super().get_config(), "vocab_size": self.vocab_size, "width": self.width,
+            "filters": list(self.filters)}
 
   def get_build_config(self):
     return {"built": True}

@@ -34,8 +34,9 @@ from tfjest import datasets
 
 METHODS = ("uniform", "independent", "jest")
 SCORES = ("learnability", "hard_learner", "easy_reference")
-# Scores that read the reference (tfjest's own table, JEST_SPEC section 3).
-_READS_REFERENCE = {"learnability": True, "hard_learner": False, "easy_reference": True}
+# Scores that read the learner / the reference (tfjest's own table, JEST_SPEC section 3).
+READS_LEARNER = {"learnability": True, "hard_learner": True, "easy_reference": False}
+READS_REFERENCE = {"learnability": True, "hard_learner": False, "easy_reference": True}
 
 # Defaults shared by the programs; sized for 2 CPU cores (see BENCHMARKS.md).
 LEARNING_RATE = 1e-3
@@ -192,7 +193,9 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
         reference_cache: Optional[Union[tfjest.ReferenceCache, str]] = None,
         num_chunks: int = 16,
         temperature: float = 1.0, first_chunk: str = "uniform", normalization: str = "none",
-        learning_rate: float = LEARNING_RATE, width: int = WIDTH, deterministic: bool = True,
+        learning_rate: float = LEARNING_RATE, width: int = WIDTH,
+        proxy_filters: Optional[Sequence[int]] = None, proxy_width: int = 16,
+        deterministic: bool = True,
         oracle_clean: bool = False, log: Callable[[str], None] = lambda s: None) -> Dict:
   """Trains a learner on `web` through `tfjest.select` and returns its evaluation curve.
 
@@ -221,6 +224,11 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
     num_chunks, temperature, first_chunk, normalization: passed to `tfjest.select`.
     learning_rate: Adam learning rate of the learner.
     width: embedding width of the learner.
+    proxy_filters: when given, a small `DualEncoder` with these convolution widths and
+      `proxy_width` scores for the learner (`tfjest.OnlineProxy`, Adam at `learning_rate`,
+      trained by tfjest on every emitted batch; Bad Students): learner scoring then costs the
+      proxy's forward pass on `N` plus its training step on `b`.
+    proxy_width: the proxy's embedding width.
     deterministic: apply `tfjest.deterministic_options()` (scores read exactly one step after
       the previous one; reproducible, slightly slower).
     oracle_clean: an analysis baseline, not a selection method: with `method="uniform"`, draw
@@ -250,13 +258,17 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
   if not isinstance(steps, int) or steps < eval_every or steps % eval_every:
     raise ValueError(f"steps must be a positive multiple of eval_every={eval_every}. "
                      f"Received: steps={steps!r}")
+  if proxy_filters and (method == "uniform" or not READS_LEARNER[score]):
+    raise ValueError(f"A proxy scores for the learner; {method!r} selection with the {score!r} "
+                     f"score does not read the learner. Received: proxy_filters="
+                     f"{proxy_filters!r}, method={method!r}, score={score!r}")
   if oracle_clean and method != "uniform":
     raise ValueError("oracle_clean is a uniform baseline over the clean web examples. "
                      f"Received: oracle_clean=True, method={method!r}")
   config = config_for(noise, config)
   world = load_world(config, data_dir)
   web = world.web.take(world.web.corruption == 0) if oracle_clean else world.web
-  needs_reference = method != "uniform" and _READS_REFERENCE[score]
+  needs_reference = method != "uniform" and READS_REFERENCE[score]
   if isinstance(reference, str):
     reference = load_reference(reference)
   if isinstance(reference_cache, str):
@@ -269,12 +281,18 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
   learner = captions_world.DualEncoder(world.tokenizer.vocab_size, width=width, name="learner")
   learner.compile(optimizer=keras.optimizers.Adam(learning_rate))
   learner(captions_world.example_inputs(1))
+  proxy = None
+  if proxy_filters:
+    small = captions_world.DualEncoder(world.tokenizer.vocab_size, width=proxy_width,
+                                       filters=proxy_filters, name="proxy")
+    small(captions_world.example_inputs(1))
+    proxy = tfjest.OnlineProxy(small, optimizer=keras.optimizers.Adam(learning_rate))
   selector = tfjest.select(
       learner=learner, reference=reference if needs_reference else None,
       reference_cache=reference_cache if use_cache else None,
       id_key=ID_KEY if use_cache else None, batch_size=batch_size, filter_ratio=filter_ratio,
       method=method, score=score, num_chunks=num_chunks, temperature=temperature, seed=seed,
-      first_chunk=first_chunk, normalization=normalization)
+      first_chunk=first_chunk, normalization=normalization, proxy=proxy)
   counter = captions_world.CorruptionCounter()
   data = (captions_world.stream(web, seed=seed).apply(selector)
           .map(captions_world.strip_meta(counter)))
@@ -315,6 +333,8 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
       "config": config if isinstance(config, str) else config.name,
       "num_chunks": num_chunks, "temperature": temperature, "learning_rate": learning_rate,
       "reference_cached": use_cache,
+      "proxy": None if proxy is None else {"filters": list(proxy.model.filters),
+                                           "width": proxy_width},
       **curve,
       "corruption_shares": {name: final[name] for name in datasets.CORRUPTIONS},
       "flops_per_step": flops,

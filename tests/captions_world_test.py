@@ -93,6 +93,20 @@ class CaptionsWorldTest(tf.test.TestCase):
     self.assertAllClose(model.logit_scale, 10.0)
     self.assertAllClose(model.logit_bias, -10.0)
 
+  def test_smaller_filters_make_a_smaller_model_that_saves_and_loads(self):
+    small = cw.DualEncoder(self.tokenizer.vocab_size, width=8, filters=(4, 8, 16))
+    small(cw.example_inputs(1))
+    full = self._model()
+    full(cw.example_inputs(1))
+    self.assertLess(small.count_params(), 0.5 * full.count_params())
+    path = os.path.join(self.get_temp_dir(), "small.keras")
+    small.save(path)
+    loaded = keras.saving.load_model(path)
+    self.assertEqual(loaded.filters, (4, 8, 16))
+    self.assertEqual(loaded.count_params(), small.count_params())
+    with self.assertRaisesRegex(ValueError, r"Received: filters=\(4, 8\)"):
+      cw.DualEncoder(10, filters=(4, 8))
+
   def test_select_runs_on_the_pipeline_and_fit_trains(self):
     learner, reference = self._model(0, "learner"), self._model(1, "reference")
     learner.compile(optimizer=keras.optimizers.Adam(1e-3))

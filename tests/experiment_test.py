@@ -147,6 +147,20 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn("recomputing", lines[0])
     fresh.check_reference(self.reference)
 
+  def test_proxy_scores_for_the_learner_at_a_fraction_of_the_cost(self):
+    full = self._run(method="jest")
+    proxied = self._run(method="jest", proxy_filters=(4, 8, 16), proxy_width=16)
+    self.assertEqual(proxied["proxy"], {"filters": [4, 8, 16], "width": 16})
+    cost, full_cost = proxied["flops_per_step"], full["flops_per_step"]
+    self.assertEqual(cost["training"], full_cost["training"])
+    # The proxy's forward pass costs well under half the learner's; it also trains on b.
+    self.assertLess(cost["learner_scoring"], 0.5 * full_cost["learner_scoring"])
+    self.assertAllClose(cost["proxy_training"], cost["learner_scoring"] * 3 * 8 / 32)
+    self.assertGreaterEqual(proxied["selection_stats"]["selected"], 6 * 8)
+    with self.assertRaisesRegex(ValueError, r"does not read the learner.*"
+                                            r"Received: proxy_filters=\(4, 8, 16\)"):
+      self._run(method="jest", score="easy_reference", proxy_filters=(4, 8, 16))
+
   def test_oracle_clean_selects_no_corrupted_example(self):
     result = self._run(method="uniform", oracle_clean=True)
     self.assertEqual(result["method"], "oracle_clean")
