@@ -108,6 +108,11 @@ def _proxy_settings():
   return {"proxy_filters": [int(f) for f in _PROXY.value], "proxy_width": _PROXY_WIDTH.value}
 
 
+def _uses_proxy(method, score):
+  """Whether a proxy (when configured) scores in this configuration's runs."""
+  return method in ("jest", "independent") and experiment.READS_LEARNER[score]
+
+
 def _config(settings, noise):
   if settings["sizes"]:
     web, curated, test = settings["sizes"]
@@ -180,15 +185,18 @@ def _pm(stats, spec):
   return f"{format(stats['mean'], spec)} ± {format(stats['std'], spec)}"
 
 
-def _table(rows):
+def _table(rows, settings):
   lines = ["| noise | method | score | f | step speedup | per seed (reached) | compute speedup "
            "| final accuracy | corrupted selected | cost/step |",
            "|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     step = "-" if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
     compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
+    score = r["score"] or "-"
+    if settings.get("proxy_filters") and r["score"] and _uses_proxy(r["method"], r["score"]):
+      score += " (proxy)"
     lines.append(
-        f"| {r['noise']} | {r['method']} | {r['score'] or '-'} | {r['filter_ratio'] or '-'} "
+        f"| {r['noise']} | {r['method']} | {score} | {r['filter_ratio'] or '-'} "
         f"| {step} | {_pm(r['step_speedup_seeds'], '.2f')} ({r['seeds_reaching']}/"
         f"{r['seeds']}) | {compute} | {_pm(r['final_accuracy'], '.3f')} "
         f"| {_pm(r['corrupted_share'], '.2f')} | {r['flops_per_step_ratio']:.2f} |")
@@ -218,6 +226,8 @@ def _plots(settings, results, directory):
           if not runs:
             continue
           name = method if score is None else f"{method}/{score}"
+          if settings.get("proxy_filters") and _uses_proxy(method, score):
+            name += " (proxy)"
           series.append({"label": f"{name} ({len(runs)})", "x": runs[0][axis],
                          "color": _COLOURS.get((method, score)),
                          "y": speedup.mean_curve(runs),
@@ -239,7 +249,7 @@ def _plots(settings, results, directory):
 def _report(settings, results, directory):
   results["summary"] = _summaries(settings, results)
   _write(_OUTPUT.value, results)
-  print(_table(results["summary"]), flush=True)
+  print(_table(results["summary"], settings), flush=True)
   for path in _plots(settings, results, directory):
     print(f"plot: {path}", flush=True)
 
@@ -289,8 +299,8 @@ def main(argv):
             temperature=settings["temperature"], first_chunk=settings["first_chunk"],
             normalization=settings["normalization"],
             learning_rate=settings["learning_rate"], oracle_clean=method == "oracle_clean",
-            proxy_filters=(settings.get("proxy_filters") if method in ("jest", "independent")
-                           and experiment.READS_LEARNER[score] else None),
+            proxy_filters=(settings.get("proxy_filters") if _uses_proxy(method, score)
+                           else None),
             proxy_width=settings.get("proxy_width", 16))
         results["runs"][key] = run
         _write(_OUTPUT.value, results)

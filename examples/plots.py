@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import matplotlib.ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -43,6 +44,7 @@ def save_panels(path: str, panels: Sequence[Dict], *, title: Optional[str] = Non
       ax.axhline(y, color="grey", linestyle="--", linewidth=1, label=label)
     if panel.get("log_x"):
       ax.set_xscale("log")
+      ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels would overlap
     ax.set_title(panel["title"], fontsize=10)
     ax.set_xlabel(panel["xlabel"])
     ax.set_ylabel(panel["ylabel"])
