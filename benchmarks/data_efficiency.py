@@ -285,10 +285,12 @@ def main(argv):
           reference, os.path.join(directory, f"reference_cache_{name}"), config=config,
           data_dir=_DATA_DIR.value, log=lambda line: print(line, flush=True))
     for seed in range(settings["seeds"]):
+      ran = False
       for method, score, f in _grid(settings, noise):
         key = _key(noise, method, score, f, seed)
         if key in results["runs"]:
           continue
+        ran = True
         run = experiment.run(
             method="uniform" if method == "oracle_clean" else method,
             score=score or "learnability", filter_ratio=f or 0.8,
@@ -308,7 +310,7 @@ def main(argv):
         print(f"[{done}/{todo}] {key}: final accuracy {run['accuracy'][-1]:.3f}, corrupted "
               f"{run['corrupted_share'][-1]:.2f}, {run['wall_seconds']:.0f} s "
               f"(elapsed {time.time() - start:.0f} s)", flush=True)
-      if seed < settings["seeds"] - 1:
+      if ran and seed < settings["seeds"] - 1:  # an interim report after every new seed
         _report(settings, results, directory)
   _report(settings, results, directory)
   print(f"results: {_OUTPUT.value}")
