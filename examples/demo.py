@@ -11,7 +11,9 @@ two learners on the web stream for the same number of steps: one with uniform sa
 with JEST (learnability, `--filter_ratio` 0.8), both through `tfjest.select`. It prints a table
 (the steps uniform needs to reach its best zero-shot accuracy and the steps JEST needs to reach
 the same accuracy, final accuracies, the share of corrupted examples each selected) and writes
-`--output_dir/accuracy.png`. About 3 minutes on 2 CPU cores (10 at most).
+`--output_dir/accuracy.png`. About 2 minutes on 2 CPU cores (10 at most). With
+`--proxy_filters=4,8,16` a small online proxy scores for the learner (Bad Students): the same
+steps for about half the FLOPs per step at f = 0.8 (1.36x a uniform step instead of 2.70x).
 """
 
 import os
@@ -43,6 +45,9 @@ _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", experiment.REFERENCE_EPOC
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the learners and the selection.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/demo",
                                   "Where the plot (and the reference cache) are written.")
+_PROXY = flags.DEFINE_list(
+    "proxy_filters", [], "With three convolution widths (e.g. 4,8,16), a small online proxy "
+    "(tfjest.OnlineProxy, Bad Students) scores for the learner: less compute per step.")
 _CACHE = flags.DEFINE_bool("cache_reference", True,
                            "Cache the reference's web embeddings once (else call it every step).")
 
@@ -77,13 +82,15 @@ def main(argv):
                 filter_ratio=_RATIO.value, num_chunks=_CHUNKS.value)
   runs = {}
   for name, method in (("uniform", "uniform"), ("jest", "jest")):
+    proxy = [int(f) for f in _PROXY.value] if method == "jest" and _PROXY.value else None
     runs[name] = experiment.run(method=method, score="learnability", reference=reference,
-                                reference_cache=cache, **common)
+                                reference_cache=cache, proxy_filters=proxy, **common)
     print(f"{name}: {_STEPS.value} steps in {runs[name]['wall_seconds']:.0f} s")
 
   jest = speedup.summarize([runs["jest"]], [runs["uniform"]])
   uniform = speedup.summarize([runs["uniform"]], [runs["uniform"]])
-  jest_name = f"jest (learnability, f={_RATIO.value})"
+  jest_name = (f"jest (learnability, f={_RATIO.value}"
+               f"{', proxy' if _PROXY.value else ''})")
   uniform_cost = runs["uniform"]["flops_per_step"]["total"]
   rows = [
       (f"steps to reach {jest['target']:.3f} (uniform's best)",

@@ -74,6 +74,19 @@ class ExamplesSmokeTest(tf.test.TestCase):
     with open(path, "rb") as f:
       self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
+  def test_demo_with_a_proxy(self):
+    out = os.path.join(self.get_temp_dir(), "demo_proxy")
+    result = _run("examples/demo.py", f"--data_dir={self.data_dir}", f"--sizes={_SIZES}",
+                  "--steps=10", "--eval_every=5", "--batch_size=8", "--num_chunks=4",
+                  "--reference_epochs=1", "--proxy_filters=4,8,16", f"--output_dir={out}")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertIn("jest (learnability, f=0.8, proxy)", result.stdout)
+    ratio = re.search(r"FLOPs per step \(uniform = 1\) +1\.00 +(\d+\.\d\d)", result.stdout)
+    self.assertIsNotNone(ratio, result.stdout)
+    # The proxy's scoring and training cost less than the learner's scoring of N = 40 (5x b):
+    # without it a step costs (3b + N) / 3b = 2.67x uniform's.
+    self.assertBetween(float(ratio.group(1)), 1.0, 2.0)
+
   def test_benchmark_smoke_writes_json_and_plots_and_resumes(self):
     output = os.path.join(self.get_temp_dir(), "bench", "results.json")
     flags = ["--smoke", f"--data_dir={self.data_dir}", f"--output={output}"]
