@@ -108,11 +108,6 @@ def _proxy_settings():
   return {"proxy_filters": [int(f) for f in _PROXY.value], "proxy_width": _PROXY_WIDTH.value}
 
 
-def _uses_proxy(method, score):
-  """Whether a proxy (when configured) scores in this configuration's runs."""
-  return method in ("jest", "independent") and experiment.READS_LEARNER[score]
-
-
 def _config(settings, noise):
   if settings["sizes"]:
     web, curated, test = settings["sizes"]
@@ -193,7 +188,7 @@ def _table(rows, settings):
     step = "-" if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
     compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
     score = r["score"] or "-"
-    if settings.get("proxy_filters") and r["score"] and _uses_proxy(r["method"], r["score"]):
+    if settings.get("proxy_filters") and experiment.reads_learner(r["method"], r["score"]):
       score += " (proxy)"
     lines.append(
         f"| {r['noise']} | {r['method']} | {score} | {r['filter_ratio'] or '-'} "
@@ -226,7 +221,7 @@ def _plots(settings, results, directory):
           if not runs:
             continue
           name = method if score is None else f"{method}/{score}"
-          if settings.get("proxy_filters") and _uses_proxy(method, score):
+          if settings.get("proxy_filters") and experiment.reads_learner(method, score):
             name += " (proxy)"
           series.append({"label": f"{name} ({len(runs)})", "x": runs[0][axis],
                          "color": _COLOURS.get((method, score)),
@@ -301,8 +296,8 @@ def main(argv):
             temperature=settings["temperature"], first_chunk=settings["first_chunk"],
             normalization=settings["normalization"],
             learning_rate=settings["learning_rate"], oracle_clean=method == "oracle_clean",
-            proxy_filters=(settings.get("proxy_filters") if _uses_proxy(method, score)
-                           else None),
+            proxy_filters=(settings.get("proxy_filters")
+                           if experiment.reads_learner(method, score) else None),
             proxy_width=settings.get("proxy_width", 16))
         results["runs"][key] = run
         _write(_OUTPUT.value, results)

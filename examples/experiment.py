@@ -35,8 +35,13 @@ from tfjest import datasets
 METHODS = ("uniform", "independent", "jest")
 SCORES = ("learnability", "hard_learner", "easy_reference")
 # Scores that read the learner / the reference (tfjest's own table, JEST_SPEC section 3).
-READS_LEARNER = {"learnability": True, "hard_learner": True, "easy_reference": False}
-READS_REFERENCE = {"learnability": True, "hard_learner": False, "easy_reference": True}
+_READS_LEARNER = {"learnability": True, "hard_learner": True, "easy_reference": False}
+_READS_REFERENCE = {"learnability": True, "hard_learner": False, "easy_reference": True}
+
+
+def reads_learner(method: str, score: Optional[str]) -> bool:
+  """Whether a configuration scores with the learner (so a proxy could score instead)."""
+  return method in ("independent", "jest") and _READS_LEARNER[score]
 
 # Defaults shared by the programs; sized for 2 CPU cores (see BENCHMARKS.md).
 LEARNING_RATE = 1e-3
@@ -258,7 +263,7 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
   if not isinstance(steps, int) or steps < eval_every or steps % eval_every:
     raise ValueError(f"steps must be a positive multiple of eval_every={eval_every}. "
                      f"Received: steps={steps!r}")
-  if proxy_filters and (method == "uniform" or not READS_LEARNER[score]):
+  if proxy_filters and not reads_learner(method, score):
     raise ValueError(f"A proxy scores for the learner; {method!r} selection with the {score!r} "
                      f"score does not read the learner. Received: proxy_filters="
                      f"{proxy_filters!r}, method={method!r}, score={score!r}")
@@ -268,7 +273,7 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
   config = config_for(noise, config)
   world = load_world(config, data_dir)
   web = world.web.take(world.web.corruption == 0) if oracle_clean else world.web
-  needs_reference = method != "uniform" and READS_REFERENCE[score]
+  needs_reference = method != "uniform" and _READS_REFERENCE[score]
   if isinstance(reference, str):
     reference = load_reference(reference)
   if isinstance(reference_cache, str):
@@ -300,9 +305,7 @@ def run(method: str = "jest", score: str = "learnability", filter_ratio: float =
     data = data.with_options(tfjest.deterministic_options())
 
   cost = selector.step_cost()
-  flops = {"training": cost.training, "learner_scoring": cost.learner_scoring,
-           "reference_scoring": cost.reference_scoring, "proxy_training": cost.proxy_training,
-           "selection": cost.selection, "total": cost.total}
+  flops = {**cost._asdict(), "total": cost.total}
   curve = {key: [] for key in ("steps", "flops", "accuracy", "recall_at_1", "corrupted_share")}
   start = time.time()
 
