@@ -77,9 +77,9 @@ class ProxyFollowsTrainingTest(tf.test.TestCase, parameterized.TestCase):
       # The scores of super-batch t come from the proxy after t training steps (the twin).
       losses = self._twin_losses(twin, super_batch)
       chosen = np.isin(super_batch["id"].numpy(), batch["id"].numpy())
-      self.assertAllClose(now["learner_loss_selected"] - before["learner_loss_selected"],
+      self.assertAllClose(now["proxy_loss_selected"] - before["proxy_loss_selected"],
                           losses[chosen].mean(), rtol=1e-4)
-      self.assertAllClose(now["learner_loss_rejected"] - before["learner_loss_rejected"],
+      self.assertAllClose(now["proxy_loss_rejected"] - before["proxy_loss_rejected"],
                           losses[~chosen].mean(), rtol=1e-4)
       before = now
       # ... and then the proxy trains on the batch just emitted.
@@ -127,7 +127,8 @@ class ClassifierProxyTest(tf.test.TestCase):
     self.assertFalse(any(np.allclose(a, w.numpy()) for a, w in
                          zip(before, small.trainable_weights)))
     stats = selector.stats.result()
-    self.assertGreater(stats["learner_loss_selected"], stats["learner_loss_rejected"])
+    self.assertGreater(stats["proxy_loss_selected"], stats["proxy_loss_rejected"])
+    self.assertNotIn("learner_loss_selected", stats)  # the learner is never called
 
 
 class ProxyArgumentsTest(tf.test.TestCase):
@@ -153,7 +154,7 @@ class ProxyArgumentsTest(tf.test.TestCase):
       tfjest.select(proxy=keras.Sequential([keras.Input((2,))]), reference=self.model,
                     batch_size=8, num_chunks=4)
     with self.assertRaisesRegex(ValueError, "not the learner.*Received: proxy.model='m'"):
-      tfjest.select(learner=self.model, proxy=proxy, reference=self.model, batch_size=8,
+      tfjest.select(learner=self.model, proxy=proxy, score="hard_learner", batch_size=8,
                     num_chunks=4)
     with self.assertRaisesRegex(ValueError, "score='easy_reference' does not do. "
                                 "Received: proxy="):
@@ -166,7 +167,7 @@ class ProxyArgumentsTest(tf.test.TestCase):
     proxy = tfjest.OnlineProxy(plain, optimizer=keras.optimizers.SGD())
     data = toy_world.make_pairs(N, 0.0)
     stream = tf.data.Dataset.from_tensor_slices((data["image"], data["label"] % 3))
-    with self.assertRaisesRegex(ValueError, "compile the learner with a loss or pass `loss_fn="):
+    with self.assertRaisesRegex(ValueError, "compile the proxy with a loss or pass `loss_fn="):
       stream.apply(tfjest.select(proxy=proxy, batch_size=B, score="hard_learner",
                                  method="independent"))
 

@@ -202,7 +202,8 @@ class ReplicaSelectionTest(tf.test.TestCase, parameterized.TestCase):
           rows = slice(replica * N // 2, (replica + 1) * N // 2)
           shard = {k: v[rows] for k, v in batch.items()}
           scored = selection.selector.scorer(shard)
-          picks = selection.selector.choose_indices(scored.scores, 0, num_select=B // 2)
+          picks = selection.selector.rule.choose(scored.scores, B // 2, step=0 * 2 + replica,
+                                                 num_candidates=N // 2)
           self.assertAllEqual(got[replica], np.sort(shard["id"][picks.numpy()]))
         if trial == 0:
           before = got
@@ -301,10 +302,11 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
                                  super_batch_size=N, num_chunks=K),
           replica_selection=replica_selection)
     self.assertEqual(selector.placement, "train_step")
+    self.assertIsInstance(selector, tfjest.TrainStepSelection)
     history = learner.fit(_stream().apply(selector), epochs=1, steps_per_epoch=4, verbose=0)
     self.assertTrue(np.isfinite(history.history["loss"][-1]))
     # Per-replica selection ran in the inner XLA function, traced once per replica.
-    inner = learner.train_step._tfjest_selection._choose_local
+    inner = learner.train_step._tfjest_selection.step._choose_jit
     self.assertEqual(inner.experimental_get_tracing_count(),
                      2 if replica_selection == "local" else 0)
     self.assertTrue(training.replica_weights_identical(learner, strategy))
@@ -420,9 +422,12 @@ class AttachErrorsTest(tf.test.TestCase, parameterized.TestCase):
     selector = tfjest.attach(learner, self._selector(learner=learner, reference=reference))
     with self.assertRaisesRegex(ValueError, r"already selects .* Received: model='learner"):
       tfjest.attach(learner, self._selector(learner=learner, reference=reference))
-    with self.assertRaisesRegex(ValueError, r"Received: selector attached with "
-                                r"placement='train_step'"):
+    with self.assertRaisesRegex(ValueError, r"already attached .* Received: selector returned "
+                                r"by tfjest.attach"):
       tfjest.attach(self.learner, selector)
+    with self.assertRaisesRegex(ValueError, r"already attached .* Received: selector attached "
+                                r"to 'learner"):
+      tfjest.attach(self.learner, selector.selector)
 
   def test_applied_under_a_strategy_without_attach(self):
     with self.assertRaisesRegex(ValueError, r"tfjest.attach\(model, selector\).* Received: "

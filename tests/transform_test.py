@@ -265,7 +265,9 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.model = _dual_encoder("m")
-    cls.model({"image": np.zeros((1, 16, 16, 3), np.float32), "text": np.ones((1, 3), np.int32)})
+    cls.reference = _dual_encoder("r", 1)
+    for model in (cls.model, cls.reference):
+      model({"image": np.zeros((1, 16, 16, 3), np.float32), "text": np.ones((1, 3), np.int32)})
 
   @parameterized.named_parameters(
       ("batch_size_zero", dict(batch_size=0), "Received: batch_size=0"),
@@ -292,7 +294,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
       ("input_batched", dict(input_batched=1), "Received: input_batched=1"),
   )
   def test_argument_errors(self, kwargs, message):
-    args = dict(learner=self.model, reference=self.model, batch_size=8, num_chunks=4)
+    args = dict(learner=self.model, reference=self.reference, batch_size=8, num_chunks=4)
     args.update(kwargs)
     with self.assertRaisesRegex(ValueError, message):
       tfjest.select(**args)
@@ -333,7 +335,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
   def test_missing_embedding_keys(self):
     data = _pairs(n=80)
     stream = tf.data.Dataset.from_tensor_slices({"image": data["image"], "text": data["text"]})
-    selector = tfjest.select(learner=self.model, reference=self.model, batch_size=8,
+    selector = tfjest.select(learner=self.model, reference=self.reference, batch_size=8,
                              num_chunks=4, task="contrastive", embedding_keys=("img", "txt"))
     with self.assertRaisesRegex(ValueError, "without the embedding keys.*Received: learner "
                                 "outputs with keys"):
@@ -343,7 +345,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
     data = _pairs(n=80)
     stream = tf.data.Dataset.from_tensor_slices({"image": data["image"]})
     with self.assertRaisesRegex(ValueError, "could not call the learner.*Received: learner='m'"):
-      stream.apply(tfjest.select(learner=self.model, reference=self.model, batch_size=8,
+      stream.apply(tfjest.select(learner=self.model, reference=self.reference, batch_size=8,
                                  num_chunks=4))
 
   def test_embeddings_of_different_widths(self):
@@ -387,7 +389,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
     classifier = toy_world.make_classifier()
     stream = tf.data.Dataset.from_tensor_slices(_pairs(n=80)["image"])
     with self.assertRaisesRegex(ValueError, "needs labels"):
-      stream.apply(tfjest.select(learner=classifier, reference=classifier, batch_size=8,
+      stream.apply(tfjest.select(learner=classifier, score="hard_learner", batch_size=8,
                                  num_chunks=4))
 
   def test_classifier_not_compiled_and_no_loss_fn(self):
@@ -415,8 +417,8 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
         return {"image_embeddings": e, "text_embeddings": e}
 
     stream = tf.data.Dataset.from_tensor_slices(np.ones((80, 2), np.float32))
-    with self.assertRaisesRegex(ValueError, "one score per example of the super-batch \\(40\\), "
-                                "but gave 20"):
+    with self.assertRaisesRegex(ValueError, "one output per element of the super-batch.* "
+                                r"Received: reference outputs of shape \(20, 2\) for 40"):
       list(stream.apply(tfjest.select(learner=Full(), reference=HalfBatch(), batch_size=8,
                                       num_chunks=4)))
 

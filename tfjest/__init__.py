@@ -17,14 +17,16 @@ from tfjest.losses import sigmoid_pair_loss_block
 from tfjest.losses import sigmoid_pair_loss_chunk_sums
 from tfjest.losses import sigmoid_pair_loss_diagonal
 from tfjest.proxy import OnlineProxy
-from tfjest.replica_step import ReplicaSelection
-from tfjest.replica_step import attach
+from tfjest.replica import ReplicaSelection
+from tfjest.replica import TrainStepSelection
+from tfjest.replica import attach
 from tfjest.resume import deterministic_options
 from tfjest.resume import selection_checkpoint
 from tfjest.scores import DenseScores
 from tfjest.scores import DiagonalScores
 from tfjest.scores import PairwiseScores
 from tfjest.scores import batch_score
+from tfjest.selection import Rule
 from tfjest.selection import conditional_gains
 from tfjest.selection import independent_selection
 from tfjest.selection import joint_selection
@@ -43,10 +45,12 @@ __all__ = [
     "PairwiseScores",
     "ReferenceCache",
     "ReplicaSelection",
+    "Rule",
     "SelectionStats",
     "SelectionStatsCallback",
     "Selector",
     "StepCost",
+    "TrainStepSelection",
     "__version__",
     "attach",
     "batch_score",

@@ -30,6 +30,14 @@ from tfjest import losses
 TASKS = ("auto", "contrastive", "classification")
 
 
+def model_strategy(model: keras.Model):
+  """The `tf.distribute` strategy a Keras model was created under, or None (the default)."""
+  strategy = getattr(model, "_distribute_strategy", None)
+  if strategy is None and tf.distribute.has_strategy():
+    strategy = tf.distribute.get_strategy()
+  return strategy
+
+
 def unpack(element):
   """Splits an element as `fit` does: returns `(x, y, sample_weight)`."""
   if isinstance(element, tuple) and 1 <= len(element) <= 3:
@@ -137,6 +145,19 @@ def infer_task(outputs: Any, embedding_keys: Sequence[str]) -> str:
   if isinstance(outputs, (tuple, list)) and len(outputs) == 2:
     return "contrastive"
   return "classification"
+
+
+def resolve_task(outputs: Any, *, task: str, embedding_keys: Sequence[str],
+                 loss_fn: Optional[Callable], has_labels: bool, role: str,
+                 model: Optional[keras.Model] = None) -> str:
+  """The task of a model from its outputs on one example (`task` if not "auto")."""
+  del loss_fn, model
+  resolved = infer_task(outputs, embedding_keys) if task == "auto" else task
+  if resolved == "classification" and not has_labels:
+    raise ValueError(
+        "Classification scoring needs labels: elements must be (x, y) or (x, y, "
+        f"sample_weight) tuples. Received: elements without labels for the {role}")
+  return resolved
 
 
 def _describe(outputs) -> str:

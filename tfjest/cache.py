@@ -329,27 +329,22 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
   if id_spec.shape.rank != 0 or not (id_spec.dtype.is_integer or id_spec.dtype == tf.string):
     raise ValueError(f"Example ids must be integer or string scalars. Received: id feature "
                      f"{id_key!r} of dtype {id_spec.dtype.name} and shape {id_spec.shape}")
-  x_spec, y_spec, _ = adapters.unpack(spec)
-  outputs = scoring.build_and_probe(reference, x_spec, "reference")
-  if task == "auto":
-    task = adapters.infer_task(outputs, embedding_keys)
-  if task == "classification":
-    loss_fn = adapters.resolve_loss_fn(reference, loss_fn, "reference")
-    if y_spec is None:
-      raise ValueError("Caching a classifier's losses needs labels: elements must be (x, y) "
-                       f"tuples. Received: element_spec={spec}")
+  # The reference is called through the one scoring path, as `select` would call it.
+  scorer = scoring.Scorer(scoring.Setup(score="easy_reference", reference=reference, task=task,
+                                        embedding_keys=embedding_keys, loss_fn=loss_fn))
+  scorer.prepare(spec)
+  task = scorer.task
 
   def compute(batch):
-    x, y, _ = adapters.unpack(batch)
     ids = find_id(batch, id_key)
     out = {"id": ids if id_spec.dtype == tf.string else tf.cast(ids, tf.int64),
            "input_fingerprint": input_fingerprints(batch)}
+    outputs = scorer.outputs(batch)["reference"]
     if task == "contrastive":
-      emb = adapters.contrastive_embeddings(reference, x, embedding_keys, "reference")
-      out["image_embeddings"] = tf.cast(emb.image, tf.float32)
-      out["text_embeddings"] = tf.cast(emb.text, tf.float32)
+      out["image_embeddings"] = tf.cast(outputs.image, tf.float32)
+      out["text_embeddings"] = tf.cast(outputs.text, tf.float32)
     else:
-      out["loss"] = adapters.classification_losses(reference, x, y, loss_fn, "reference")
+      out["loss"] = outputs
     return out
 
   # `map` passes a tuple element's parts as separate arguments.

@@ -5,7 +5,8 @@ the same kind, trained online on the same selected batches as the learner, track
 learner still gets wrong well enough to score for it (Bad Students, arXiv 2312.05328): scoring
 then costs `F_proxy * N`, plus the proxy's own training step `3 * F_proxy * b`.
 
-tfjest trains the proxy itself, inside the input pipeline: after each selection, one gradient
+tfjest trains the proxy itself, as part of the selection step (in the input pipeline, or in the
+train step under `tfjest.attach`): after each selection, one gradient
 step of the proxy's own optimizer on the batch just emitted (at the scoring view, if any). Its
 loss is the SigLIP loss of its embeddings for a dual encoder, and the mean per-example loss
 (`loss_fn`, else the compiled loss) for a classifier, weighted by the sample weights if the
@@ -99,14 +100,25 @@ class OnlineProxy:
     weights = tf.cast(tf.reshape(sample_weight, tf.shape(per_example)), per_example.dtype)
     return tf.math.divide_no_nan(tf.reduce_sum(per_example * weights), tf.reduce_sum(weights))
 
-  def train_step(self, x, y=None, sample_weight=None) -> tf.Tensor:
-    """One gradient step on a batch (graph-safe; call `prepare` first). Returns the loss."""
+  def train_step(self, x, y=None, sample_weight=None, *, replicas: int = 1,
+                 count: bool = True) -> tf.Tensor:
+    """One gradient step on a batch (graph-safe; call `prepare` first). Returns the loss.
+
+    Args:
+      x, y, sample_weight: the batch (a replica's part of it under a strategy).
+      replicas: replicas in sync; the loss is divided by it, because the optimizer sums the
+        replicas' gradients (as Keras' own train step does).
+      count: add 1 to `steps` here (the selection step counts once over the replicas itself).
+    """
     if self._task is None:
       raise RuntimeError("OnlineProxy.prepare(task) must run before training.")
     variables = self.model.trainable_variables
     with tf.GradientTape() as tape:
       loss = self.loss(x, y, sample_weight)
-    self.optimizer.apply(tape.gradient(loss, variables), variables)
+      scaled = loss / replicas if replicas > 1 else loss
+    self.optimizer.apply(tape.gradient(scaled, variables), variables)
+    if not count:
+      return tf.identity(loss)
     # Program order (automatic control dependencies) puts the count after the update.
     with tf.control_dependencies([self.steps.assign_add(1)]):
       return tf.identity(loss)

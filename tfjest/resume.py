@@ -67,7 +67,7 @@ def selection_checkpoint(selector: transform.Selector, iterator, **objects) -> t
     TypeError: if `selector` is not a `Selector` or `iterator` is not a `tf.data` iterator.
     ValueError: if `objects` reuses a name tfjest saves under.
   """
-  transform.check_selector(selector)
+  selector = transform.check_selector(selector)
   if not isinstance(iterator, tf.data.Iterator):
     raise TypeError("iterator must come from iter() on the selected dataset. "
                     f"Received: iterator of type {type(iterator).__name__}")

@@ -1,17 +1,126 @@
 """Scoring a super-batch: from elements and models to a score object and per-example losses.
 
-This is the one place that calls the learner and the reference. The `tf.data` transformation
-(`transform`) and a replicated train step both use a `Scorer`, so a super-batch is scored the same
-way wherever it runs. The maths it feeds (`scores`, `selection`) never sees a model.
+This is the one place that calls models: the learner (or the online proxy that scores for it),
+the reference, and a reference cache standing in for the reference. The selection step (used by
+the `tf.data` map and by the replicated train step alike) and `cache_reference` all go through a
+`Scorer`, so an example is scored the same way wherever it runs. The maths it feeds (`scores`,
+`selection`) never sees a model.
+
+`Setup` is the scoring configuration as one frozen value that checks itself.
 """
 
-from typing import Callable, Dict, NamedTuple, Optional, Sequence
+import dataclasses
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import keras
 import tensorflow as tf
 
 from tfjest import adapters
+from tfjest import proxy as proxy_lib
 from tfjest import scores as scores_lib
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Setup:
+  """What to score with, as `select` was told (see its docstring for each field).
+
+  Raises:
+    ValueError, TypeError: naming the first field outside its domain and the value received.
+  """
+
+  score: str = "learnability"
+  learner: Optional[keras.Model] = None
+  reference: Optional[keras.Model] = None
+  proxy: Optional[proxy_lib.OnlineProxy] = None
+  task: str = "auto"
+  embedding_keys: Tuple[str, str] = ("image_embeddings", "text_embeddings")
+  loss_fn: Optional[Callable] = None
+  scoring_view: Optional[Callable] = None
+  reference_cache: object = None
+  id_key: Optional[str] = None
+  # False for uniform selection: no model is called, so none is required.
+  scored: bool = True
+
+  def __post_init__(self):
+    from tfjest import cache as cache_lib  # pylint: disable=g-import-not-at-top (cache uses Scorer)
+    score = scores_lib.check_variant(self.score)
+    for name, model in (("learner", self.learner), ("reference", self.reference)):
+      if model is not None and not isinstance(model, keras.Model):
+        raise TypeError(f"{name} must be a keras.Model. "
+                        f"Received: {name} of type {type(model).__name__}")
+    if self.reference is not None and self.reference is self.learner:
+      raise ValueError(
+          "reference is the learner itself, so every learnability score would be 0 and "
+          "selection silently uniform. The reference must be a frozen model: pass a trained "
+          "copy, e.g. `reference = keras.models.clone_model(model); reference.set_weights("
+          "model.get_weights()); reference.trainable = False`, or a cache of it. "
+          f"Received: reference={self.reference.name!r} (the learner)")
+    if self.reference_cache is not None and not isinstance(self.reference_cache,
+                                                           cache_lib.ReferenceCache):
+      raise TypeError("reference_cache must be a tfjest.ReferenceCache (from "
+                      "tfjest.cache_reference or ReferenceCache.load). Received: "
+                      f"reference_cache of type {type(self.reference_cache).__name__}")
+    if self.proxy is not None and not isinstance(self.proxy, proxy_lib.OnlineProxy):
+      raise TypeError("proxy must be a tfjest.OnlineProxy. "
+                      f"Received: proxy of type {type(self.proxy).__name__}")
+    if not self.scored:
+      pass
+    elif scores_lib.NEEDS_LEARNER[score] and self.learner is None and self.proxy is None:
+      raise ValueError(f"score={score!r} scores with the learner. Pass learner=<the model "
+                       "being trained> (or proxy=). Received: learner=None")
+    elif (scores_lib.NEEDS_REFERENCE[score] and self.reference is None and
+          self.reference_cache is None):
+      raise ValueError(f"score={score!r} needs a frozen reference model. Pass reference= or "
+                       "reference_cache=, or use score='hard_learner'. Received: reference=None")
+    elif self.reference_cache is not None and not scores_lib.NEEDS_REFERENCE[score]:
+      raise ValueError(f"score={score!r} does not read the reference, so reference_cache "
+                       f"would be unused. Received: reference_cache={self.reference_cache.path!r}")
+    for name in ("scoring_view", "proxy"):
+      value = getattr(self, name)
+      if self.scored and value is not None and not scores_lib.NEEDS_LEARNER[score]:
+        raise ValueError(f"{name} applies to learner scoring, which score={score!r} does not "
+                         f"do. Received: {name}={value!r}")
+    if self.reference_cache is not None:
+      if not isinstance(self.id_key, str) or not self.id_key:
+        raise ValueError("reference_cache is joined to the stream by example id: pass "
+                         f"id_key=<the id feature>. Received: id_key={self.id_key!r}")
+      if self.reference is not None:
+        self.reference_cache.check_reference(self.reference)
+    elif self.id_key is not None:
+      raise ValueError(f"id_key only serves reference_cache, which was not given. "
+                       f"Received: id_key={self.id_key!r}")
+    if self.scoring_view is not None and not callable(self.scoring_view):
+      raise ValueError(f"scoring_view must be a function of the inputs x. "
+                       f"Received: scoring_view={self.scoring_view!r}")
+    if self.proxy is not None and self.proxy.model in (self.learner, self.reference):
+      raise ValueError("The proxy must be a separate (smaller) model, not the learner or the "
+                       "reference: tfjest trains the proxy itself. "
+                       f"Received: proxy.model={self.proxy.model.name!r}")
+    if self.task not in adapters.TASKS:
+      raise ValueError(f"Expected task in {adapters.TASKS}. Received: task={self.task!r}")
+    keys = self.embedding_keys
+    if (isinstance(keys, str) or len(tuple(keys)) != 2 or
+        not all(isinstance(k, str) for k in keys)):
+      raise ValueError("embedding_keys must be two strings (image_key, text_key). "
+                       f"Received: embedding_keys={keys!r}")
+    object.__setattr__(self, "embedding_keys", tuple(keys))
+    if self.loss_fn is not None and not callable(self.loss_fn):
+      raise ValueError(f"loss_fn must be callable. Received: loss_fn={self.loss_fn!r}")
+
+  @property
+  def learner_role(self) -> str:
+    """"proxy" when an online proxy scores for the learner, else "learner"."""
+    return "proxy" if self.proxy is not None else "learner"
+
+  def scoring_models(self) -> Dict[str, keras.Model]:
+    """`{role: model}` of the models this score calls (a cached reference is not called)."""
+    models = {}
+    if scores_lib.NEEDS_LEARNER[self.score]:
+      models[self.learner_role] = (self.proxy.model if self.proxy is not None
+                                   else self.learner)
+    if scores_lib.NEEDS_REFERENCE[self.score] and self.reference_cache is None:
+      models["reference"] = self.reference
+    return models
 
 
 class Scored(NamedTuple):
@@ -19,8 +128,8 @@ class Scored(NamedTuple):
 
   Attributes:
     scores: a score object (`PairwiseScores` or `DiagonalScores`) over the `N` candidates.
-    losses: `{"learner": [N], "reference": [N]}` per-example losses of the models that were read
-      (positive-pair losses `l_ii` for dual encoders), for statistics.
+    losses: `{role: [N]}` per-example losses of the models that were read ("learner" or
+      "proxy", and "reference"; positive-pair losses `l_ii` for dual encoders), for statistics.
   """
 
   scores: object
@@ -28,44 +137,22 @@ class Scored(NamedTuple):
 
 
 class Scorer:
-  """Calls the models a score variant needs on super-batches.
+  """Calls the models of a `Setup` on super-batches.
 
-  Args:
-    learner: the model scoring for the learner (the learner itself or its proxy), or None
-      where the variant does not read it.
-    reference: the frozen reference, or None where the variant does not read it or its
-      outputs come from `reference_cache`.
-    score: one of `scores.SCORE_VARIANTS`.
-    task: "auto", "contrastive" or "classification".
-    embedding_keys: `(image_key, text_key)` of a dual encoder's outputs.
-    loss_fn: per-example loss for classifiers (default: the compiled loss).
-    learner_view: optional function applied to the super-batch's inputs `x` before the
-      learner is called (a cheap scoring view); the reference sees `x` unchanged.
-    reference_cache: optional `cache.ReferenceCache` standing in for the reference.
-    id_key: the id feature that joins `reference_cache` to the elements.
+  Attributes:
+    setup: the `Setup`.
+    models: `{role: model}` of the models called.
+    task: "contrastive" or "classification" once prepared.
+    input_specs: `{role: spec}` of one example as each model is called (after the view).
+    width: the embedding width of a dual encoder (for cost accounting), else None.
   """
 
-  def __init__(self, *, learner: Optional[keras.Model], reference: Optional[keras.Model],
-               score: str, task: str = "auto",
-               embedding_keys: Sequence[str] = ("image_embeddings", "text_embeddings"),
-               loss_fn: Optional[Callable] = None,
-               learner_view: Optional[Callable] = None,
-               reference_cache=None, id_key: Optional[str] = None):
-    self.score = scores_lib.check_variant(score)
-    self.models = {}
-    if scores_lib.NEEDS_LEARNER[score]:
-      self.models["learner"] = learner
-    self.reference_cache = reference_cache if scores_lib.NEEDS_REFERENCE[score] else None
-    if scores_lib.NEEDS_REFERENCE[score] and self.reference_cache is None:
-      self.models["reference"] = reference
-    self.task_option = task
-    self.task = None if task == "auto" else task
-    self.embedding_keys = tuple(embedding_keys)
-    self.loss_fn = loss_fn
-    self.learner_view = learner_view
-    self.id_key = id_key
-    # What each model is called on (one example, no batch axis) and the embedding width:
-    # set by `prepare`, read by cost accounting.
+  def __init__(self, setup: Setup):
+    self.setup = setup
+    self.models = setup.scoring_models()
+    self.reference_cache = (setup.reference_cache
+                            if scores_lib.NEEDS_REFERENCE[setup.score] else None)
+    self.task = None if setup.task == "auto" else setup.task
     self.input_specs = {}
     self.width = None
     self._loss_fns = {}
@@ -73,7 +160,7 @@ class Scorer:
 
   @property
   def roles(self):
-    """The roles whose scores enter: "learner" and/or "reference" (cached or live)."""
+    """The roles whose scores enter: the learner's (or proxy's) and/or "reference"."""
     return tuple(self.models) + (("reference",) if self.reference_cache is not None else ())
 
   def prepare(self, element_spec):
@@ -81,36 +168,36 @@ class Scorer:
 
     Raises:
       ValueError: if a model cannot be called on the elements' inputs (or the learner on
-        their scoring view), the models (or the cache) disagree on the task, a classifier has
-        no labels or no loss, or the reference cache does not fit the elements.
+        their scoring view), the models (or the cache) disagree on the task or on their
+        output shapes, a classifier has no labels or no loss, or the reference cache does not
+        fit the elements.
     """
     if self._prepared_for == element_spec:
       return
+    setup = self.setup
     x_spec, y_spec, _ = adapters.unpack(element_spec)
-    resolved = None
-    kinds = []
+    kinds, shapes = [], {}
     for role, model in self.models.items():
       spec = x_spec
-      if role == "learner" and self.learner_view is not None:
-        spec = view_spec(self.learner_view, x_spec)
+      if role != "reference" and setup.scoring_view is not None:
+        spec = view_spec(setup.scoring_view, x_spec)
       outputs = build_and_probe(model, spec, role)
       self.input_specs[role] = spec
-      task = (self.task_option if self.task_option != "auto"
-              else adapters.infer_task(outputs, self.embedding_keys))
+      task = adapters.resolve_task(
+          outputs, task=setup.task, embedding_keys=setup.embedding_keys, loss_fn=setup.loss_fn,
+          has_labels=y_spec is not None, role=role, model=model)
       kinds.append((role, task))
       if task == "contrastive":
-        self.width = _embedding_width(outputs, self.embedding_keys) or self.width
-      if task == "classification":
-        if y_spec is None:
-          raise ValueError(
-              "Classification scoring needs labels: elements must be (x, y) or (x, y, "
-              f"sample_weight) tuples. Received: element_spec={element_spec}")
-        self._loss_fns[role] = adapters.resolve_loss_fn(model, self.loss_fn, role)
+        self.width = _embedding_width(outputs, setup.embedding_keys) or self.width
+      else:
+        self._loss_fns[role] = adapters.resolve_loss_fn(model, setup.loss_fn, role)
+        shapes[role] = tf.nest.map_structure(lambda t: tuple(t.shape[1:]), outputs)
     if self.reference_cache is not None:
       kinds.append(("reference cache", self.reference_cache.task))
-      self.reference_cache.check_element_spec(element_spec, self.id_key)
+      self.reference_cache.check_element_spec(element_spec, setup.id_key)
       if self.width is None and self.reference_cache.task == "contrastive":
         self.width = self.reference_cache.metadata["outputs"]["image_embeddings"][0]
+    resolved = None
     for role, task in kinds:
       if resolved is not None and task != resolved:
         raise ValueError(
@@ -118,43 +205,75 @@ class Scorer:
             f"encoders or both classifiers). Received: {kinds[0][0]} task {resolved!r}, "
             f"{role} task {task!r}")
       resolved = task
-    if self.task_option != "auto" and resolved != self.task_option:
+    if len(set(map(str, shapes.values()))) > 1:
+      raise ValueError(
+          "The learner and the reference must predict the same thing for their losses to be "
+          "compared (e.g. the same classes). Their outputs for one example differ in shape. "
+          f"Received: output shapes {shapes}")
+    if setup.task != "auto" and resolved != setup.task:
       raise ValueError(f"The reference cache holds {resolved!r} outputs. "
-                       f"Received: task={self.task_option!r}")
+                       f"Received: task={setup.task!r}")
     self.task = resolved
     self._prepared_for = element_spec
 
-  def __call__(self, super_batch) -> Scored:
-    """Scores `N` stacked elements (graph-safe; call `prepare` first)."""
+  def outputs(self, super_batch) -> Dict[str, object]:
+    """`{role: losses.Embeddings or [N] losses}` of every role, in the graph (call `prepare`)."""
     if self._prepared_for is None:
       raise RuntimeError("Scorer.prepare(element_spec) must run before scoring.")
+    setup = self.setup
     x, y, _ = adapters.unpack(super_batch)
-    inputs = {role: x for role in self.models}
-    if "learner" in inputs and self.learner_view is not None:
-      inputs["learner"] = self.learner_view(x)
+    n = _leading_size(super_batch)
+    out = {}
+    for role, model in self.models.items():
+      inputs = x
+      if role != "reference" and setup.scoring_view is not None:
+        inputs = setup.scoring_view(x)
+      if self.task == "contrastive":
+        value = adapters.contrastive_embeddings(model, inputs, setup.embedding_keys, role)
+        _check_count(value.image, n, role)
+      else:
+        value = adapters.classification_losses(model, inputs, y, self._loss_fns[role], role)
+        _check_count(value, n, role)
+      out[role] = value
+    if self.reference_cache is not None:
+      out["reference"] = self.reference_cache.outputs_for(super_batch, setup.id_key)
+    return out
+
+  def __call__(self, super_batch) -> Scored:
+    """Scores `N` stacked elements (graph-safe; call `prepare` first)."""
+    outputs = self.outputs(super_batch)
+    learner = outputs.get(self.setup.learner_role)
     if self.task == "contrastive":
-      emb = {role: adapters.contrastive_embeddings(m, inputs[role], self.embedding_keys, role)
-             for role, m in self.models.items()}
-      if self.reference_cache is not None:
-        emb["reference"] = self.reference_cache.outputs_for(super_batch, self.id_key)
-      scores = scores_lib.PairwiseScores(self.score, emb.get("learner"), emb.get("reference"))
-      per_example = scores.role_diagonals()
+      scores = scores_lib.PairwiseScores(self.setup.score, learner, outputs.get("reference"))
+      diagonals = scores.role_diagonals()
+      per_example = {role: diagonals["learner" if role != "reference" else "reference"]
+                     for role in outputs}
     else:
-      per_example = {role: adapters.classification_losses(m, inputs[role], y,
-                                                          self._loss_fns[role], role)
-                     for role, m in self.models.items()}
-      if self.reference_cache is not None:
-        per_example["reference"] = self.reference_cache.outputs_for(super_batch, self.id_key)
+      per_example = outputs
       scores = scores_lib.DiagonalScores(scores_lib.combine(
-          self.score, per_example.get("learner", 0.0), per_example.get("reference", 0.0)))
-    n = tf.nest.flatten(super_batch)[0].shape[0]
-    for role, values in per_example.items():
-      if n is not None and values.shape.rank == 1 and values.shape[0] not in (None, n):
-        raise ValueError(
-            f"The {role} must give one score per example of the super-batch ({n}), but gave "
-            f"{values.shape[0]}: does it reduce or reshape the batch axis? Received: {role} "
-            f"scores of shape {values.shape} for {n} examples")
+          self.setup.score, 0.0 if learner is None else learner,
+          outputs.get("reference", 0.0)))
     return Scored(scores, per_example)
+
+
+def _leading_size(structure):
+  first = tf.nest.flatten(structure)[0]
+  return first.shape[0] if first.shape[0] is not None else tf.shape(first)[0]
+
+
+def _check_count(values, n, role):
+  """A super-batch of `n` elements must give `n` scores: catches batches taken for examples."""
+  message = (f"The {role} must give one output per element of the super-batch, but its leading "
+             "axis differs from the number of elements. If the dataset yields batches, pass "
+             "input_batched=True; if the model reduces or reshapes the batch axis, it does not "
+             "follow the contract.")
+  got = values.shape[0]
+  if isinstance(n, int) and got is not None:
+    if got != n:
+      raise ValueError(f"{message} Received: {role} outputs of shape {values.shape} for "
+                       f"{n} elements")
+    return
+  tf.debugging.assert_equal(tf.shape(values)[0], n, message=message)
 
 
 def view_spec(view: Callable, x_spec):
@@ -195,5 +314,6 @@ def build_and_probe(model: keras.Model, x_spec, role: str):
     raise ValueError(
         f"tfjest could not call the {role} on the elements' inputs (it calls the model once on "
         f"a zero example to build it and check its outputs). Make sure the model accepts the "
-        f"dataset's x as `fit` would pass it. Received: {role}={model.name!r}, "
-        f"inputs spec={x_spec}. Error: {e}") from e
+        f"dataset's x as `fit` would pass it (if the dataset yields batches, pass "
+        f"input_batched=True). Received: {role}={model.name!r}, inputs spec={x_spec}. "
+        f"Error: {e}") from e

@@ -16,20 +16,33 @@ Noise comes from a stateless RNG keyed by `(seed, step)`: a selection is a pure 
 scores, the seed and the step, hence reproducible and resumable. (Stateless random numbers differ
 between XLA and non-XLA compilation, so reproducibility holds within one compilation mode.)
 
-Policy for bad candidates: a candidate whose key is not finite (a NaN or infinite score, from a
-diverged model or a bad example) or that is marked invalid is taken only when fewer than `c`
-usable candidates remain in a chunk; the chunk is then filled by a uniform random draw among
-them. So a wholly non-finite super-batch falls back to uniform selection (`transform` counts and
-reports such candidates). Chosen candidates are never taken again.
+Policy for bad candidates: a candidate whose own score `S_kk` or key is not finite (a NaN or
+infinite score, from a diverged model or a bad example) or that is marked invalid is taken only
+when fewer than `c` usable candidates remain in a chunk, also in a uniform first chunk (one NaN
+example in it would make every later dual-encoder gain NaN). The chunk is then filled by a
+uniform random draw, valid non-finite candidates before invalid ones. So a wholly non-finite
+super-batch falls back to uniform selection (the selection step counts and reports such
+candidates). Chosen candidates are never taken again.
+
+`Rule` is the whole rule as one frozen value: `select` builds it from its arguments, and both
+placements (the `tf.data` map and the replicated train step) call `Rule.choose`.
 """
+
+import dataclasses
+import math
+import numbers
 
 import numpy as np
 import tensorflow as tf
 
 from tfjest import scores as scores_lib
 
+METHODS = ("jest", "independent", "uniform")
 FIRST_CHUNK_RULES = ("uniform", "scores")
 GAIN_NORMALIZATIONS = ("none", "set_size")
+# Invalid candidates (padding, weight 0) are filled after valid non-finite ones: their fill key
+# is lowered by more than the spread of Gumbel noise.
+_INVALID_FILL_OFFSET = 1e4
 
 
 def stateless_seed(seed, step) -> tf.Tensor:
@@ -118,6 +131,7 @@ def joint_selection(scores, num_select: int, *, num_chunks: int = 16, seed=0, st
   noise = gumbel_noise([num_chunks, n], stateless_seed(seed, step), dtype)
   usable = tf.ones([n], tf.bool) if valid is None else tf.cast(valid, tf.bool)
   never = tf.constant(-np.inf, dtype)
+  finite_diag = tf.math.is_finite(diag)
   positions = tf.range(chunk)
 
   gains = diag
@@ -131,11 +145,12 @@ def joint_selection(scores, num_select: int, *, num_chunks: int = 16, seed=0, st
       if normalization == "set_size":
         logits = logits / tf.cast(2 * k * growth + 1, dtype)
       keys = logits if greedy else logits + noise[k]
-    # Candidates with a finite key come first, by key; when fewer than c remain, the chunk is
-    # filled with a uniform draw (by noise alone) from the invalid or non-finite ones.
-    good = ~chosen & usable & tf.math.is_finite(keys)
+    # Candidates with a finite own score and key come first, by key; when fewer than c remain,
+    # the chunk is filled with a uniform draw (by noise alone) from the rest, valid ones first.
+    good = ~chosen & usable & finite_diag & tf.math.is_finite(keys)
     _, best = tf.math.top_k(tf.where(good, keys, never), k=chunk, sorted=True)
-    _, fill = tf.math.top_k(tf.where(~chosen & ~good, noise[k], never), k=chunk, sorted=True)
+    fill_keys = noise[k] - tf.where(usable, tf.zeros([], dtype), _INVALID_FILL_OFFSET)
+    _, fill = tf.math.top_k(tf.where(~chosen & ~good, fill_keys, never), k=chunk, sorted=True)
     num_good = tf.minimum(tf.reduce_sum(tf.cast(good, tf.int32)), chunk)
     idx = tf.where(positions < num_good, best,
                    tf.gather(fill, tf.maximum(positions - num_good, 0)))
@@ -163,3 +178,95 @@ def uniform_selection(num_candidates: int, num_select: int, *, seed=0, step=0,
   """`b` of `N` uniformly without replacement, through the same procedure as the others."""
   return joint_selection(scores_lib.DiagonalScores(tf.zeros([num_candidates])), num_select,
                          num_chunks=1, seed=seed, step=step, first_chunk="uniform", valid=valid)
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """A selection rule as one frozen, self-validating value: which `b` of `N` to keep.
+
+  Attributes:
+    method: "jest" (joint blocked sampling), "independent" (per-example Gumbel-top-b) or
+      "uniform" (the baseline, through the same sampler).
+    num_chunks: `K` for "jest" (1 for the others).
+    temperature: `tau > 0` of the sampling distribution `exp(u / tau)`.
+    seed: int >= 0; with the step it keys the stateless noise.
+    first_chunk: "uniform" or "scores" (how JEST draws its first chunk).
+    normalization: "none" or "set_size".
+    greedy: deterministic top-c in score-driven chunks.
+
+  Raises:
+    ValueError: naming the first field outside its domain and the value received.
+  """
+
+  method: str = "jest"
+  num_chunks: int = 16
+  temperature: float = 1.0
+  seed: int = 0
+  first_chunk: str = "uniform"
+  normalization: str = "none"
+  greedy: bool = False
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(f"Unknown method. Expected one of {METHODS}. "
+                       f"Received: method={self.method!r}")
+    if not _is_int(self.num_chunks) or self.num_chunks <= 0:
+      raise ValueError(f"num_chunks must be a positive integer. "
+                       f"Received: num_chunks={self.num_chunks!r}")
+    if (not isinstance(self.temperature, numbers.Real) or isinstance(self.temperature, bool)
+        or not self.temperature > 0 or not math.isfinite(self.temperature)):
+      raise ValueError(f"temperature must be a finite number > 0 (use greedy=True for "
+                       f"deterministic top-k). Received: temperature={self.temperature!r}")
+    if not _is_int(self.seed) or self.seed < 0:
+      raise ValueError(f"seed must be an integer >= 0. Received: seed={self.seed!r}")
+    if self.first_chunk not in FIRST_CHUNK_RULES:
+      raise ValueError(f"Expected first_chunk in {FIRST_CHUNK_RULES}. "
+                       f"Received: first_chunk={self.first_chunk!r}")
+    if self.normalization not in GAIN_NORMALIZATIONS:
+      raise ValueError(f"Expected normalization in {GAIN_NORMALIZATIONS}. "
+                       f"Received: normalization={self.normalization!r}")
+    if not isinstance(self.greedy, bool):
+      raise ValueError(f"greedy must be a bool. Received: greedy={self.greedy!r}")
+    if self.method != "jest" and self.num_chunks != 1:
+      object.__setattr__(self, "num_chunks", 1)  # only JEST works in chunks
+    object.__setattr__(self, "temperature", float(self.temperature))
+
+  @property
+  def reads_scores(self) -> bool:
+    """False for uniform selection, which needs no model."""
+    return self.method != "uniform"
+
+  def check_batch_size(self, batch_size: int):
+    """Raises ValueError unless `num_chunks` divides `batch_size`."""
+    if self.method == "jest" and batch_size % self.num_chunks:
+      raise ValueError(f"num_chunks must divide batch_size={batch_size} (each chunk holds "
+                       f"batch_size / num_chunks examples). "
+                       f"Received: num_chunks={self.num_chunks}")
+
+  def choose(self, scores, num_select: int, *, step, num_candidates: int, valid=None,
+             set_size_per_chunk=None) -> tf.Tensor:
+    """`[num_select]` int32 indices into the `num_candidates`, in the order chosen.
+
+    Args:
+      scores: a score object over the candidates (None for uniform selection).
+      num_select: `b` (or a replica's share of it).
+      step: int scalar; with `seed` it keys the noise.
+      num_candidates: `N` (static).
+      valid: optional `[N]` bool; False marks candidates taken only when nothing else is left.
+      set_size_per_chunk: see `joint_selection` (global selection across replicas).
+    """
+    if self.method == "uniform" or scores is None:
+      return uniform_selection(num_candidates, num_select, seed=self.seed, step=step,
+                               valid=valid)
+    if self.method == "jest":
+      return joint_selection(
+          scores, num_select, num_chunks=self.num_chunks, seed=self.seed, step=step,
+          temperature=self.temperature, first_chunk=self.first_chunk,
+          normalization=self.normalization, greedy=self.greedy, valid=valid,
+          set_size_per_chunk=set_size_per_chunk)
+    return independent_selection(scores.diagonal(), num_select, seed=self.seed, step=step,
+                                 temperature=self.temperature, greedy=self.greedy, valid=valid)

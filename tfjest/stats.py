@@ -1,35 +1,85 @@
-"""Running selection statistics, kept in variables the input pipeline updates.
+"""Selection statistics: one batch's as a pure function, and their running totals.
 
-Counts are exact: every example read is either selected, filtered out, or left over in a final
-partial super-batch that was dropped, so `read == selected + filtered + left_over` always holds.
-`non_finite` counts candidates whose score was NaN or infinite (selection takes them last).
-Loss means are per emitted batch, summed so that a reader can take differences over a window
-(an epoch) and divide by the number of batches in it.
+`batch_statistics` turns one selection (which candidates were read, chosen, usable, and the
+per-example losses of the models that were read) into sums and counts. It is pure, so both
+placements call it: the `tf.data` map records its result directly; the replicated train step
+first all-reduces the sums and counts over the replicas (`reduce_sum`), so `R` shards give the
+same numbers as one super-batch of `N`.
+
+`SelectionStats` keeps the running totals in variables. Counts are exact: every example read is
+either selected, filtered out, or left over in a final partial super-batch that was dropped, so
+`read == selected + filtered + left_over` always holds. `non_finite` counts real candidates whose
+score was NaN or infinite (selection takes them last). Loss means are per emitted batch, over
+usable candidates only (real, finite score, non-zero sample weight), summed so that a reader can
+take differences over a window (an epoch) and divide by the number of batches that had a value.
+A statistic no batch had (the learner's loss under "easy_reference") is not reported at all.
 
 Because `fit` prefetches, the pipeline runs 0-2 batches ahead of the training step: statistics
 read during training describe the batches produced so far, which may not yet be consumed.
 
 FLOPs (JEST_SPEC section 7) need no variables: each part is a fixed cost per selected example
 (training the learner, and a proxy) or per super-batch (scoring, selection), so totals follow
-from the counts. A `Selector` attaches its unit costs; `result()` and the callback then report
-`flops_<part>` totals and `flops_per_step` (see `tfjest.cost` for how FLOPs are counted).
+from the counts. The transformation computes those unit costs once, when it is applied, and
+hands them to `set_unit_costs`; `result()` and the callback then report `flops_<part>` totals and
+`flops_per_step` (see `tfjest.cost` for how FLOPs are counted).
 """
 
 from typing import Callable, Dict, Optional
 
-from absl import logging
-
 import tensorflow as tf
 
 COUNTS = ("read", "selected", "filtered", "left_over", "batches", "non_finite")
-# Per-batch means summed over batches (NaN-free: batches without a value add 0 and are not
-# counted in the matching `*_batches` denominator).
-SUMS = ("learner_loss_selected", "learner_loss_rejected", "reference_loss_selected",
-        "reference_loss_rejected", "batch_score")
+# The models whose per-example losses can be read: the learner, an online proxy scoring for it,
+# and the reference (live or cached).
+ROLES = ("learner", "proxy", "reference")
+PARTS = ("selected", "rejected")
+# Per-batch means summed over the batches that had a value; each has its own batch count.
+SUMS = tuple(f"{role}_loss_{part}" for role in ROLES for part in PARTS) + ("batch_score",)
 # FLOP parts, and what each is paid per: a selected example or a (scored) super-batch.
 PER_SELECTED = ("training", "proxy_training")
 PER_SCORED_BATCH = ("learner_scoring", "reference_scoring")
 PER_BATCH = ("selection",)
+
+
+def batch_statistics(*, read, selected, chosen, usable, finite, real,
+                     losses: Dict[str, tf.Tensor], batch_score=None,
+                     reduce_sum: Callable[[tf.Tensor], tf.Tensor] = tf.identity
+                     ) -> Dict[str, tf.Tensor]:
+  """Sums and counts of one selection (graph-safe, XLA-safe, pure).
+
+  Args:
+    read: examples of the super-batch (or shard) that are real (not padding).
+    selected: examples emitted.
+    chosen: `[n]` bool, the emitted candidates.
+    usable: `[n]` bool, candidates whose losses enter the means (real, finite, weight > 0).
+    finite: `[n]` bool, candidates with a finite score.
+    real: `[n]` bool, candidates that are examples of the stream (not padding).
+    losses: `{role: [n]}` per-example losses of the models read (roles from `ROLES`).
+    batch_score: `s(B)` of the emitted batch (already global under replicas), or None.
+    reduce_sum: sums a tensor over replicas (identity in the pipeline; an all-reduce in a
+      replicated step). Applied to the stacked sums and counts in one call.
+
+  Returns:
+    `{"read", "selected", "non_finite"}` int64 counts and, per role read and part,
+    `"<role>_loss_<part>_sum"` / `"_count"` float32, plus `"batch_score"` when given.
+  """
+  names, values = ["read", "selected", "non_finite"], [
+      tf.cast(read, tf.float32), tf.cast(selected, tf.float32),
+      tf.reduce_sum(tf.cast(~finite & real, tf.float32))]
+  for role in ROLES:
+    if role not in losses:
+      continue
+    loss = tf.cast(losses[role], tf.float32)
+    for part, mask in (("selected", chosen & usable), ("rejected", ~chosen & usable)):
+      names += [f"{role}_loss_{part}_sum", f"{role}_loss_{part}_count"]
+      values += [tf.reduce_sum(tf.where(mask, loss, 0.0)), tf.reduce_sum(tf.cast(mask, tf.float32))]
+  totals = tf.unstack(reduce_sum(tf.stack(values)))
+  out = dict(zip(names, totals))
+  for k in ("read", "selected", "non_finite"):
+    out[k] = tf.cast(tf.round(out[k]), tf.int64)
+  if batch_score is not None:
+    out["batch_score"] = tf.cast(batch_score, tf.float32)
+  return out
 
 
 class SelectionStats(tf.Module):
@@ -46,50 +96,46 @@ class SelectionStats(tf.Module):
                       for k in COUNTS}
       self._sums = {k: tf.Variable(0.0, dtype=tf.float64, trainable=False, name=k)
                     for k in SUMS}
-      self._scored = tf.Variable(0, dtype=tf.int64, trainable=False, name="scored_batches")
-    self._cost_source = None
+      self._valued = {k: tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{k}_batches")
+                      for k in SUMS}
+    self._unit_costs = None
 
-  def set_cost_source(self, source: Optional[Callable[[], Optional[Dict[str, float]]]]):
-    """Attaches a function returning FLOPs per unit (`PER_SELECTED` parts per selected example,
-    the others per super-batch; a part may be None when unknown), or None before use."""
-    self._cost_source = source
+  def set_unit_costs(self, costs: Optional[Dict[str, Optional[float]]]):
+    """Sets FLOPs per unit (`PER_SELECTED` parts per selected example, the others per
+    super-batch; a part may be None when unknown), or None when they are not known."""
+    self._unit_costs = None if costs is None else dict(costs)
 
-  def unit_costs(self) -> Optional[Dict[str, float]]:
-    """The attached unit costs, or None (no source, not applied yet, or counting failed)."""
-    if self._cost_source is None:
-      return None
-    try:
-      return self._cost_source()
-    except Exception as e:  # pylint: disable=broad-except
-      # FLOPs are a report; a model the counter cannot trace must not stop training.
-      logging.warning("tfjest: FLOP accounting is off for these statistics: %s", e)
-      self._cost_source = None
-      return None
+  def unit_costs(self) -> Optional[Dict[str, Optional[float]]]:
+    """The unit costs set when the transformation was applied, or None."""
+    return self._unit_costs
 
   def reset(self):
-    for v in list(self._counts.values()) + list(self._sums.values()) + [self._scored]:
+    for v in (list(self._counts.values()) + list(self._sums.values()) +
+              list(self._valued.values())):
       v.assign(tf.zeros_like(v))
 
-  def record_batch(self, read, selected, values: Dict[str, tf.Tensor], non_finite=0):
-    """Adds one super-batch (graph-safe).
-
-    Args:
-      read: examples in the super-batch.
-      selected: examples emitted.
-      values: the `SUMS` entries for this batch, or empty when nothing was scored.
-      non_finite: candidates whose score was NaN or infinite.
-    """
-    read = tf.cast(read, tf.int64)
-    selected = tf.cast(selected, tf.int64)
+  def record_batch(self, values: Dict[str, tf.Tensor]):
+    """Adds one selection's `batch_statistics` (graph-safe). Returns the update op."""
+    read = tf.cast(values["read"], tf.int64)
+    selected = tf.cast(values["selected"], tf.int64)
     ops = [self._counts["read"].assign_add(read),
-           self._counts["non_finite"].assign_add(tf.cast(non_finite, tf.int64)),
+           self._counts["non_finite"].assign_add(tf.cast(values["non_finite"], tf.int64)),
            self._counts["selected"].assign_add(selected),
            self._counts["filtered"].assign_add(read - selected),
            self._counts["batches"].assign_add(1)]
-    if values:
-      ops.append(self._scored.assign_add(1))
-      for k in SUMS:
-        ops.append(self._sums[k].assign_add(tf.cast(values[k], tf.float64)))
+    for key in SUMS:
+      if key == "batch_score":
+        if key not in values:
+          continue
+        mean, has = tf.cast(values[key], tf.float64), tf.constant(True)
+      elif f"{key}_sum" in values:
+        count = values[f"{key}_count"]
+        mean = tf.cast(tf.math.divide_no_nan(values[f"{key}_sum"], count), tf.float64)
+        has = count > 0
+      else:
+        continue
+      ops.append(self._sums[key].assign_add(tf.where(has, mean, tf.zeros([], tf.float64))))
+      ops.append(self._valued[key].assign_add(tf.cast(has, tf.int64)))
     return tf.group(ops)
 
   def record_left_over(self, count):
@@ -99,14 +145,14 @@ class SelectionStats(tf.Module):
                     self._counts["left_over"].assign_add(count))
 
   def snapshot(self) -> Dict[str, float]:
-    """Current totals: the `COUNTS`, the `SUMS` and `scored_batches`, as Python numbers."""
+    """Current totals: the `COUNTS`, the `SUMS` and `<sum>_batches`, as Python numbers."""
     out = {k: int(v.numpy()) for k, v in self._counts.items()}
     out.update({k: float(v.numpy()) for k, v in self._sums.items()})
-    out["scored_batches"] = int(self._scored.numpy())
+    out.update({f"{k}_batches": int(v.numpy()) for k, v in self._valued.items()})
     return out
 
   def result(self) -> Dict[str, float]:
-    """Counts so far and the mean of each per-batch statistic over all scored batches."""
+    """Counts so far and the mean of each per-batch statistic over the batches that had it."""
     return summarize(self.snapshot(), None, self.unit_costs())
 
 
@@ -114,16 +160,18 @@ def summarize(now: Dict[str, float], before, costs: Optional[Dict[str, float]] =
              ) -> Dict[str, float]:
   """Counts at `now` and per-batch means over the window `before -> now` (`None`: since 0).
 
-  With `costs` (see `SelectionStats.set_cost_source`), also the window's FLOPs:
-  `flops_<part>` for each known part, `flops_total`, and `flops_per_step` (per emitted batch).
+  A statistic no batch of the window had is left out. With `costs` (see
+  `SelectionStats.set_unit_costs`), also the window's FLOPs: `flops_<part>` for each known part,
+  `flops_total`, and `flops_per_step` (per emitted batch).
   """
   before = before or {}
   out = {k: now[k] for k in COUNTS}
-  scored = now["scored_batches"] - before.get("scored_batches", 0)
-  if scored > 0:
-    for k in SUMS:
-      out[k] = (now[k] - before.get(k, 0.0)) / scored
+  for k in SUMS:
+    valued = now[f"{k}_batches"] - before.get(f"{k}_batches", 0)
+    if valued > 0:
+      out[k] = (now[k] - before.get(k, 0.0)) / valued
   if costs:
+    scored = now["batch_score_batches"] - before.get("batch_score_batches", 0)
     units = {"selected": now["selected"] - before.get("selected", 0), "scored": scored,
              "batches": now["batches"] - before.get("batches", 0)}
     per = dict([(p, "selected") for p in PER_SELECTED] + [(p, "scored") for p in PER_SCORED_BATCH]

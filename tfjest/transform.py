@@ -1,70 +1,65 @@
-"""`tfjest.select`: a `tf.data` transformation that keeps the most learnable examples."""
+"""`tfjest.select`: a `tf.data` transformation that keeps the most learnable examples.
 
-import contextlib
+This module is the `tf.data` side only: it checks `select`'s arguments into frozen values (the
+rule, `selection.Rule`; the scoring set-up, `scoring.Setup`; the sizes, `batching.Sizes`), forms
+super-batches of `N` (counting a dropped final partial one), and maps the one selection step
+(`step.SelectionStep`) over them. Selection inside a replicated train step is `tfjest.attach`
+(`replica.py`), which reuses the super-batching here and the same step; this module knows
+nothing of `tf.distribute`.
+"""
+
 import sys
 from typing import Callable, Optional, Sequence
 
+from absl import logging
 import keras
 import tensorflow as tf
 
 from tfjest import adapters
-from tfjest import arguments
+from tfjest import batching
 from tfjest import cache as cache_lib
 from tfjest import cost as cost_lib
 from tfjest import proxy as proxy_lib
 from tfjest import scoring
 from tfjest import selection
 from tfjest import stats as stats_lib
-
-
+from tfjest import step as step_lib
 
 class Selector:
   """The transformation returned by `select`: call it (or `dataset.apply` it) on a dataset.
 
   Attributes:
+    rule: the `selection.Rule`.
+    setup: the `scoring.Setup` (models, score, views, cache, proxy).
+    sizes: the `Sizes` (`batch_size`, `super_batch_size`, `remainder`, `input_batched`).
     stats: the `SelectionStats` of every dataset this selector has been applied to.
     scorer: the `scoring.Scorer` that calls the models (None for uniform selection).
-    placement: where selection runs: "pipeline" (in the `tf.data` map, the default) or
-      "train_step" (set by `tfjest.attach`: the pipeline emits super-batches of `N` and the
-      model's replicated train step scores and selects).
-    batch_size: `b`, examples per emitted batch.
-    super_batch_size: `N`, candidates per selection.
+    step: the `step.SelectionStep` mapped over the super-batches.
   """
 
-  def __init__(self, *, learner, reference, batch_size, super_batch_size, method, score,
-               num_chunks, temperature, seed, first_chunk, normalization, greedy, task,
-               embedding_keys, loss_fn, input_batched, remainder, reference_cache=None,
-               id_key=None, scoring_view=None, proxy=None):
-    self.learner = learner
-    self.reference = reference
-    self.reference_cache = reference_cache
-    self.id_key = id_key
-    self.scoring_view = scoring_view
-    self.proxy = proxy
-    self.embedding_keys = tuple(embedding_keys)
-    self.batch_size = batch_size
-    self.super_batch_size = super_batch_size
-    self.method = method
-    self.score = score
-    self.num_chunks = num_chunks
-    self.temperature = temperature
-    self.seed = seed
-    self.first_chunk = first_chunk
-    self.normalization = normalization
-    self.greedy = greedy
-    self.input_batched = input_batched
-    self.remainder = remainder
+  placement = "pipeline"
+
+  def __init__(self, rule: selection.Rule, setup: scoring.Setup, sizes: batching.Sizes):
+    rule.check_batch_size(sizes.batch_size)
+    self.rule, self.setup, self.sizes = rule, setup, sizes
     self.stats = stats_lib.SelectionStats()
-    self.placement = "pipeline"
-    self.strategy = None  # the learner's tf.distribute strategy once attached
-    self.stats.set_cost_source(self._unit_costs)
+    # Uniform selection reads no model: the baseline costs no scoring.
+    self.scorer = scoring.Scorer(setup) if rule.reads_scores else None
+    self.step = step_lib.SelectionStep(rule, self.scorer, self.stats,
+                                       batch_size=sizes.batch_size,
+                                       super_batch_size=sizes.super_batch_size)
     self._element_spec = None
     self._step_cost = None
-    # Uniform selection reads no model: the baseline costs no scoring.
-    self.scorer = None if method == "uniform" else scoring.Scorer(
-        learner=proxy.model if proxy is not None else learner, reference=reference,
-        score=score, task=task, embedding_keys=embedding_keys, loss_fn=loss_fn,
-        learner_view=scoring_view, reference_cache=reference_cache, id_key=id_key)
+    with tf.init_scope(), tf.device("/cpu:0"):
+      self._warned_left_over = tf.Variable(False, trainable=False, name="warned_left_over")
+
+  batch_size = property(lambda self: self.sizes.batch_size)
+  super_batch_size = property(lambda self: self.sizes.super_batch_size)
+  method = property(lambda self: self.rule.method)
+  num_chunks = property(lambda self: self.rule.num_chunks)
+  learner = property(lambda self: self.setup.learner)
+  reference = property(lambda self: self.setup.reference)
+  proxy = property(lambda self: self.setup.proxy)
 
   @property
   def task(self) -> Optional[str]:
@@ -72,32 +67,19 @@ class Selector:
     return None if self.scorer is None else self.scorer.task
 
   def __call__(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
-    if not isinstance(dataset, tf.data.Dataset):
-      raise TypeError(f"select(...) applies to a tf.data.Dataset. "
-                      f"Received: dataset of type {type(dataset).__name__}")
-    if self.input_batched:
-      dataset = dataset.unbatch()
-    spec = dataset.element_spec
-    _check_stackable(spec)
-    cardinality = int(tf.data.experimental.cardinality(dataset))
-    if cardinality == 0:
-      raise ValueError("select(...) was applied to an empty dataset. Received: dataset with "
-                       "cardinality 0")
-    n = self.super_batch_size
-    if self.remainder == "drop" and 0 <= cardinality < n:
-      raise ValueError(
-          f"The dataset holds fewer examples than one super-batch ({n}), so nothing would be "
-          "selected. Use a smaller batch_size or super_batch_size, or remainder='keep'. "
-          f"Received: dataset of {cardinality} examples")
-    if self.placement == "train_step":
-      return self._super_batches(dataset, cardinality)
-    self._check_no_strategy()
-    self._prepare(spec)
-
-    super_batches = dataset.batch(n, drop_remainder=False).enumerate()
-    if self.remainder == "drop":
-      super_batches = super_batches.filter(self._keep_full_or_count)
-    selected = super_batches.map(self._select_super_batch)
+    dataset, cardinality = self.check_dataset(dataset)
+    models = self.scorer.models.values() if self.scorer is not None else ()
+    for model in list(models) + [self.setup.learner]:
+      strategy = adapters.model_strategy(model) if model is not None else None
+      if strategy is not None:
+        raise ValueError(
+            "Under a tf.distribute strategy the learner's variables live on the replicas, so "
+            "tfjest scores and selects inside the replicated train step, not in the input "
+            "pipeline. Call `tfjest.attach(model, selector)` and apply what it returns "
+            "(the same code then also runs without a strategy). "
+            f"Received: strategy={type(strategy).__name__}")
+    self.prepare(dataset.element_spec)
+    selected = self.super_batches(dataset, cardinality).map(self._select_super_batch)
     # The map reads the models' variables and updates `stats`, state that lives outside the
     # iterator. An iterator checkpoint is correct only together with that state, which
     # `tfjest.selection_checkpoint` saves alongside; with it, the external state is accounted
@@ -106,36 +88,96 @@ class Selector:
     options.experimental_external_state_policy = (
         tf.data.experimental.ExternalStatePolicy.IGNORE)
     selected = selected.with_options(options)
-    # The filter hides the length; restore it so that `fit` knows the epoch's size.
-    if cardinality == tf.data.INFINITE_CARDINALITY:
-      selected = selected.repeat()
-    elif cardinality >= 0:
-      batches = cardinality // n if self.remainder == "drop" else -(-cardinality // n)
-      selected = selected.apply(tf.data.experimental.assert_cardinality(batches))
-    return selected
+    return _with_cardinality(selected, cardinality, self.super_batch_size,
+                             self.sizes.remainder)
+
+  def check_dataset(self, dataset):
+    """Unbatches if asked and checks the elements; returns `(dataset, cardinality)`."""
+    if not isinstance(dataset, tf.data.Dataset):
+      raise TypeError(f"select(...) applies to a tf.data.Dataset. "
+                      f"Received: dataset of type {type(dataset).__name__}")
+    if self.sizes.input_batched:
+      dataset = dataset.unbatch()
+    else:
+      batched = batching.batched_by(dataset)
+      if batched is not None:
+        raise ValueError(
+            f"The dataset yields batches (it ends in a {batched} op), but select(...) takes "
+            "one example per element and would select whole batches as if they were "
+            "examples. Pass input_batched=True (they are unbatched first) or apply select "
+            f"before batching. Received: element_spec={dataset.element_spec}")
+    batching.check_stackable(dataset.element_spec)
+    cardinality = int(tf.data.experimental.cardinality(dataset))
+    if cardinality == 0:
+      raise ValueError("select(...) was applied to an empty dataset. Received: dataset with "
+                       "cardinality 0")
+    n = self.super_batch_size
+    if self.sizes.remainder == "drop" and 0 <= cardinality < n:
+      raise ValueError(
+          f"The dataset holds fewer examples than one super-batch ({n}), so nothing would be "
+          "selected. Use a smaller batch_size or super_batch_size, or remainder='keep'. "
+          f"Received: dataset of {cardinality} examples")
+    return dataset, cardinality
+
+  def prepare(self, element_spec):
+    """Builds and checks the models for elements of `element_spec`; fixes the step's cost."""
+    if self.scorer is not None:
+      self.scorer.prepare(element_spec)
+      if self.setup.proxy is not None:
+        self.setup.proxy.prepare(self.scorer.task, self.setup.embedding_keys)
+    if element_spec != self._element_spec:
+      self._element_spec = element_spec
+      try:
+        self._step_cost = self._compute_step_cost()
+      except Exception as e:  # pylint: disable=broad-except
+        # FLOPs are a report; a model the counter cannot trace must not stop training.
+        logging.warning("tfjest: FLOP accounting is off for these statistics: %s", e)
+        self._step_cost = None
+      self.stats.set_unit_costs(_unit_costs(self._step_cost, self.batch_size))
+
+  def super_batches(self, dataset, cardinality, *, full_only: bool = False):
+    """`(index, super-batch)` pairs of `N` stacked elements; a dropped tail is counted.
+
+    With `full_only` (selection in a train step, which needs static shapes) a final partial
+    super-batch is always dropped and counted, and the index is left out.
+    """
+    n = self.super_batch_size
+    batches = dataset.batch(n, drop_remainder=False).enumerate()
+    if self.sizes.remainder == "drop" or full_only:
+      batches = batches.filter(self._keep_full_or_count)
+    if full_only:
+      batches = batches.map(lambda index, batch: tf.nest.map_structure(
+          lambda t: tf.ensure_shape(t, [n] + t.shape[1:]), batch))
+      return _with_cardinality(batches, cardinality, n, "drop")
+    return batches
 
   def select_batch(self, super_batch, step=0):
     """Selects from one super-batch outside a pipeline (eagerly or in a `tf.function`).
 
     This is the computation `select` maps over the stream, for custom training loops and for
-    checking a pipeline's output: `super_batch` has the input's element structure with a
-    leading axis of `super_batch_size` (or fewer with `remainder="keep"`), and `step` is the
-    super-batch index that keys the noise. Statistics are recorded as in the pipeline.
+    checking a pipeline's output: `super_batch` (tensors or NumPy arrays) has the input's
+    element structure with a leading axis of `super_batch_size` (or fewer with
+    `remainder="keep"`), and `step` is the super-batch index that keys the noise. Statistics
+    are recorded as in the pipeline.
 
     Returns:
       The selected batch, with the input's structure.
-    """
-    self._prepare(tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype),
-                                        super_batch))
-    return self._select_super_batch(tf.constant(step, tf.int64), super_batch)
 
-  def _prepare(self, spec):
-    if self.scorer is not None:
-      self.scorer.prepare(spec)
-      if self.proxy is not None:
-        self.proxy.prepare(self.scorer.task, self.embedding_keys)
-    if spec != self._element_spec:
-      self._element_spec, self._step_cost = spec, None
+    Raises:
+      ValueError: if the leading axis is not `super_batch_size` (or, with `remainder="keep"`,
+        is larger).
+    """
+    super_batch = tf.nest.map_structure(tf.convert_to_tensor, super_batch)
+    size = tf.nest.flatten(super_batch)[0].shape[0]
+    n = self.super_batch_size
+    if size is not None and (size > n or (size < n and self.sizes.remainder == "drop")):
+      raise ValueError(
+          f"select_batch takes one super-batch of super_batch_size={n} examples on the "
+          "leading axis (fewer only with remainder='keep'). "
+          f"Received: super_batch with {size} examples")
+    self.prepare(tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype),
+                                       super_batch))
+    return self._select_super_batch(tf.constant(step, tf.int64), super_batch)
 
   def step_cost(self) -> cost_lib.StepCost:
     """FLOPs of one training step on this selector's batches (JEST_SPEC section 7).
@@ -143,240 +185,118 @@ class Selector:
     Counts, per full super-batch: training the learner on `b` (when `learner` was given),
     learner scoring on `N` at the scoring view (or the proxy's scoring and training), reference
     scoring (0 with a cache) and the selection maths. See `tfjest.cost` for how FLOPs are
-    counted. Available once the selector has been applied (it needs the element spec).
+    counted. Computed once, when the selector is applied.
 
     Raises:
-      ValueError: if the selector has not been applied to a dataset yet.
+      ValueError: if the selector has not been applied to a dataset yet, or its models could
+        not be counted.
     """
     if self._element_spec is None:
       raise ValueError("step_cost() needs the elements' structure: apply the selector to a "
                        "dataset (or call select_batch) first. Received: a selector never applied")
     if self._step_cost is None:
-      self._step_cost = self._compute_step_cost()
+      raise ValueError("The FLOPs of these models could not be counted (see the warning logged "
+                       "when the selector was applied). Received: models that forward_flops "
+                       "cannot trace")
     return self._step_cost
 
   def _compute_step_cost(self) -> cost_lib.StepCost:
     x_spec = adapters.unpack(self._element_spec)[0]
     n, b = self.super_batch_size, self.batch_size
-    learner_flops = (None if self.learner is None
-                     else cost_lib.forward_flops(self.learner, x_spec))
+    learner = self.setup.learner
+    learner_flops = None if learner is None else cost_lib.forward_flops(learner, x_spec)
     if self.scorer is None:
       return cost_lib.step_cost(batch_size=b, super_batch_size=n, learner_flops=learner_flops,
                                 learner_scoring_flops=0,
                                 selection=cost_lib.selection_flops(n, b, method="uniform"))
-    specs = self.scorer.input_specs
-    scoring_flops = (cost_lib.forward_flops(self.scorer.models["learner"], specs["learner"])
-                     if "learner" in self.scorer.models else 0)
-    reference_flops = (cost_lib.forward_flops(self.reference, x_spec)
-                       if "reference" in self.scorer.models else 0)
-    selection = cost_lib.selection_flops(
-        n, b, width=self.scorer.width, num_chunks=self.num_chunks,
-        num_models=len(self.scorer.roles), task=self.scorer.task, method=self.method)
+    models, specs = self.scorer.models, self.scorer.input_specs
+    role = self.setup.learner_role
+    scoring_flops = (cost_lib.forward_flops(models[role], specs[role]) if role in models else 0)
+    reference_flops = (cost_lib.forward_flops(models["reference"], x_spec)
+                       if "reference" in models else 0)
+    selection_cost = cost_lib.selection_flops(
+        n, b, width=self.scorer.width, num_chunks=self.rule.num_chunks,
+        num_models=len(self.scorer.roles), task=self.scorer.task, method=self.rule.method)
     return cost_lib.step_cost(
         batch_size=b, super_batch_size=n, learner_flops=learner_flops,
         learner_scoring_flops=scoring_flops, reference_flops=reference_flops,
         reference_cached=self.scorer.reference_cache is not None,
-        proxy_flops=scoring_flops if self.proxy is not None else None, selection=selection)
-
-  def _unit_costs(self):
-    """Per selected example and per super-batch FLOPs, for the statistics (None before use)."""
-    if self._element_spec is None:
-      return None
-    cost = self.step_cost()
-    b = self.batch_size
-    return {"training": None if cost.training is None else cost.training / b,
-            "proxy_training": cost.proxy_training / b,
-            "learner_scoring": cost.learner_scoring,
-            "reference_scoring": cost.reference_scoring,
-            "selection": cost.selection}
-
-  def choose_indices(self, scores, step, valid=None, num_select=None, num_candidates=None,
-                     set_size_per_chunk=None):
-    """Runs this selector's rule on a score object: `[num_select or b]` indices, chosen order.
-
-    `scores` is None for uniform selection (then `N` is `num_candidates` or
-    `super_batch_size`); `num_select` lets a replica choose its share of the batch, and
-    `set_size_per_chunk` is passed to `joint_selection` (global selection across replicas).
-    """
-    b = num_select or self.batch_size
-    if self.method == "uniform":
-      n = num_candidates or self.super_batch_size
-      if scores is not None:
-        n = scores.diagonal().shape[0]
-      return selection.uniform_selection(n, b, seed=self.seed, step=step, valid=valid)
-    if self.method == "jest":
-      return selection.joint_selection(
-          scores, b, num_chunks=self.num_chunks, seed=self.seed, step=step,
-          temperature=self.temperature, first_chunk=self.first_chunk,
-          normalization=self.normalization, greedy=self.greedy, valid=valid,
-          set_size_per_chunk=set_size_per_chunk)
-    return selection.independent_selection(
-        scores.diagonal(), b, seed=self.seed, step=step, temperature=self.temperature,
-        greedy=self.greedy, valid=valid)
-
-  def _check_no_strategy(self):
-    strategy = tf.distribute.get_strategy() if tf.distribute.has_strategy() else None
-    models = self.scorer.models.values() if self.scorer is not None else ()
-    for model in models:
-      strategy = strategy or getattr(model, "_distribute_strategy", None)
-    if strategy is not None:
-      raise ValueError(
-          "Under a tf.distribute strategy the learner's variables live on the replicas, so "
-          "tfjest scores and selects inside the replicated train step, not in the input "
-          "pipeline. Call `tfjest.attach(model, selector)` before applying the selector "
-          "(the same code then also runs without a strategy). "
-          f"Received: strategy={type(strategy).__name__}")
-
-  def _super_batches(self, dataset, cardinality):
-    """The stream of an attached selector: super-batches of `N`; the train step selects."""
-    if self.remainder != "drop":
-      raise ValueError(
-          "Selection in the train step needs static shapes, so a final partial super-batch "
-          "is always dropped. Use remainder='drop'. Received: remainder='keep'")
-    scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
-    with scope:  # models built here get their variables on the replicas
-      self._prepare(dataset.element_spec)
-    n = self.super_batch_size
-    # A final partial super-batch is dropped (the train step needs static shapes) but counted
-    # as left over, as in the pipeline.
-    super_batches = dataset.batch(n, drop_remainder=False).enumerate().filter(
-        self._keep_full_or_count).map(
-            lambda step, batch: tf.nest.map_structure(
-                lambda t: tf.ensure_shape(t, [n] + t.shape[1:]), batch))
-    if cardinality == tf.data.INFINITE_CARDINALITY:
-      return super_batches.repeat()
-    if cardinality >= 0:
-      super_batches = super_batches.apply(tf.data.experimental.assert_cardinality(
-          cardinality // n))
-    return super_batches
+        proxy_flops=scoring_flops if self.setup.proxy is not None else None,
+        selection=selection_cost)
 
   def _keep_full_or_count(self, step, super_batch):
     del step
     size = _leading_size(super_batch)
     full = tf.equal(size, self.super_batch_size)
 
-    def warn():
-      with tf.control_dependencies([tf.print(
+    def warn_once():
+      # Once per selector, not once per epoch: the tail of every epoch is the same.
+      message = tf.print(
           "tfjest.select: dropped a final partial super-batch of", size, "examples (counted "
-          "in stats as left_over; pass remainder='keep' to select from it).",
-          output_stream=sys.stderr)]):
-        return tf.constant(False)
+          "in stats as left_over; pass remainder='keep' to select from it). Shown once.",
+          output_stream=sys.stderr)
+      with tf.control_dependencies([message]):
+        return self._warned_left_over.assign(True)
 
     record = self.stats.record_left_over(tf.where(full, 0, size))
-    with tf.control_dependencies([record]):
-      return tf.cond(full, lambda: tf.constant(True), warn)
+    warn = tf.cond(full | self._warned_left_over, lambda: tf.constant(True), warn_once)
+    with tf.control_dependencies([record, warn]):
+      return tf.identity(full)
 
   def _select_super_batch(self, step, super_batch):
-    n = self.super_batch_size
-    size = _leading_size(super_batch)
-    if self.remainder == "drop":
+    n, b = self.super_batch_size, self.batch_size
+    if self.sizes.remainder == "drop":
       padded = tf.nest.map_structure(lambda t: tf.ensure_shape(t, [n] + t.shape[1:]),
                                      super_batch)
-      valid = None
-      keep = self.batch_size
-    else:
-      # A final partial super-batch is padded to N with copies of its last example, which
-      # are marked invalid so selection takes them only after every real candidate; the
-      # batch keeps round(size * b / N) examples, the same share as the others.
-      fill = tf.minimum(tf.range(n), size - 1)
-      padded = tf.nest.map_structure(
-          lambda t: tf.ensure_shape(tf.gather(t, fill), [n] + t.shape[1:]), super_batch)
-      valid = tf.range(n) < size
-      keep = tf.cast(tf.math.round(tf.cast(size * self.batch_size, tf.float64) / n), tf.int32)
-      keep = tf.clip_by_value(keep, 1, self.batch_size)
-
-    non_finite = tf.constant(0, tf.int32)
-    if self.scorer is None:
-      picks, values = self.choose_indices(None, step, valid), {}
-    else:
-      scored = self.scorer(padded)
-      finite = tf.math.is_finite(scored.scores.diagonal())
-      real = tf.ones([n], tf.bool) if valid is None else valid  # padding is no candidate
-      non_finite = tf.reduce_sum(tf.cast(~finite & real, tf.int32))
-      picks = self.choose_indices(scored.scores, step, valid)
-      values = _batch_values(scored.scores, picks, scored.losses, n, finite & real)
-    chosen = tf.sort(picks[:keep])  # keep the stream's order inside the batch
-    batch = tf.nest.map_structure(lambda t: tf.gather(t, chosen), padded)
-    updates = [self.stats.record_batch(size, tf.size(chosen), values, non_finite),
-               _warn_if(tf.equal(non_finite, size),
-                        "tfjest.select: every candidate of a super-batch had a NaN or infinite "
-                        "score (a diverged model?); it was selected uniformly. Super-batch "
-                        "index:", step)]
-    if self.proxy is not None:
-      # The proxy learns from the batch it helped choose, at the view it scores with; the
-      # next super-batch is scored with the updated weights.
-      x, y, sample_weight = adapters.unpack(batch)
-      view = x if self.scoring_view is None else self.scoring_view(x)
-      updates.append(self.proxy.train_step(view, y, sample_weight))
-    with tf.control_dependencies(updates):
-      return tf.nest.map_structure(tf.identity, batch)
+      return self.step(padded, step)
+    # A final partial super-batch is padded to N with copies of its last example, which are
+    # marked invalid so selection takes them only after every real candidate; the batch keeps
+    # round(size * b / N) examples, the same share as the others.
+    size = _leading_size(super_batch)
+    fill = tf.minimum(tf.range(n), size - 1)
+    padded = tf.nest.map_structure(
+        lambda t: tf.ensure_shape(tf.gather(t, fill), [n] + t.shape[1:]), super_batch)
+    keep = tf.cast(tf.math.round(tf.cast(size * b, tf.float64) / n), tf.int32)
+    keep = tf.clip_by_value(keep, 1, b)
+    return self.step(padded, step, valid=tf.range(n) < size, keep=keep)
 
 
 def check_selector(value, name: str = "selector") -> "Selector":
-  """Returns `value` if it is a `Selector`; otherwise raises a TypeError naming `name`."""
-  if not isinstance(value, Selector):
-    raise TypeError(f"{name} must be the object returned by tfjest.select(...). "
-                    f"Received: {name} of type {type(value).__name__}")
-  return value
+  """The `Selector` behind `value` (a selector, or what `tfjest.attach` returned).
 
-
-def _batch_values(scores, picks, diag_losses, n, include):
-  """Means of learner/reference losses over chosen vs rejected candidates, and s(B).
-
-  Only candidates in `include` (real, with finite scores) enter the means, and non-finite
-  pair scores are left out of s(B), so one bad example cannot poison the running sums.
+  Raises:
+    TypeError: naming `name`, if `value` is neither.
   """
-  chosen = tf.scatter_nd(picks[:, None], tf.ones_like(picks, tf.bool), [n])
-  out = {}
-  for role in ("learner", "reference"):
-    values = diag_losses.get(role)
-    for part, mask in (("selected", chosen & include), ("rejected", ~chosen & include)):
-      key = f"{role}_loss_{part}"
-      if values is None:
-        out[key] = tf.constant(0.0)
-      else:
-        out[key] = tf.math.divide_no_nan(
-            tf.reduce_sum(tf.where(mask, tf.cast(values, tf.float32), 0.0)),
-            tf.reduce_sum(tf.cast(mask, tf.float32)))
-  block = scores.block(picks, picks)
-  out["batch_score"] = tf.reduce_sum(tf.where(tf.math.is_finite(block), block, 0.0))
-  return out
+  selector = getattr(value, "selector", value)
+  if not isinstance(selector, Selector):
+    raise TypeError(f"{name} must be the object returned by tfjest.select(...) (or by "
+                    f"tfjest.attach). Received: {name} of type {type(value).__name__}")
+  return selector
 
 
-def _warn_if(condition, message, value):
-  """Prints `message value` to stderr when `condition` holds (graph-safe)."""
-  def warn():
-    with tf.control_dependencies([tf.print(message, value, output_stream=sys.stderr)]):
-      return tf.constant(True)
-  return tf.cond(condition, warn, lambda: tf.constant(False))
+def _unit_costs(cost: Optional[cost_lib.StepCost], batch_size: int):
+  """Per selected example and per super-batch FLOPs, for the statistics (None if unknown)."""
+  if cost is None:
+    return None
+  return {"training": None if cost.training is None else cost.training / batch_size,
+          "proxy_training": cost.proxy_training / batch_size,
+          "learner_scoring": cost.learner_scoring,
+          "reference_scoring": cost.reference_scoring,
+          "selection": cost.selection}
+
+
+def _with_cardinality(dataset, cardinality: int, n: int, remainder: str):
+  """The filter of a dropped tail hides the length; restore it so `fit` knows an epoch."""
+  if cardinality == tf.data.INFINITE_CARDINALITY:
+    return dataset.repeat()
+  if cardinality >= 0:
+    batches = cardinality // n if remainder == "drop" else -(-cardinality // n)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
+  return dataset
 
 
 def _leading_size(structure):
   return tf.shape(tf.nest.flatten(structure)[0], out_type=tf.int32)[0]
-
-
-def _check_stackable(spec):
-  for path, s in _flatten_with_paths(spec):
-    if not isinstance(s, tf.TensorSpec):
-      raise ValueError(
-          f"select(...) stacks examples into super-batches and needs dense tensors; feature "
-          f"{path!r} is a {type(s).__name__}. Pad or convert it to a dense tensor first. "
-          f"Received: element_spec={spec}")
-    if not s.shape.is_fully_defined():
-      raise ValueError(
-          f"select(...) stacks examples into super-batches, so every feature needs a fixed "
-          f"shape, but feature {path!r} has shape {s.shape}. Pad or resize it to a fixed shape "
-          f"first (or, if the dataset is already batched, pass input_batched=True). "
-          f"Received: element_spec={spec}")
-
-
-def _flatten_with_paths(spec):
-  flat = tf.nest.flatten(spec)
-  try:
-    paths = [p for p, _ in tf.nest.flatten_with_joined_string_paths(spec)]
-  except (AttributeError, TypeError):
-    paths = [str(i) for i in range(len(flat))]
-  return zip(paths, flat)
 
 
 def select(*, learner: Optional[keras.Model] = None,
@@ -417,7 +337,8 @@ def select(*, learner: Optional[keras.Model] = None,
 
   Args:
     learner: the Keras model being trained (not needed for "easy_reference" or "uniform").
-    reference: a frozen Keras model (not needed for "hard_learner" or "uniform").
+    reference: a frozen Keras model (not needed for "hard_learner" or "uniform"); never the
+      learner itself.
     batch_size: `b`, examples per emitted batch.
     filter_ratio: `f` in [0, 1), the share discarded: `N = b / (1 - f)`. Defaults to 0.8 when
       `super_batch_size` is not given either.
@@ -435,11 +356,12 @@ def select(*, learner: Optional[keras.Model] = None,
     greedy: deterministic top-c in score-driven chunks.
     task: "contrastive", "classification", or "auto" (from the model's outputs).
     embedding_keys: `(image_key, text_key)` of a dual encoder's output mapping.
-    loss_fn: per-example loss for classifiers; defaults to the compiled loss.
+    loss_fn: per-example loss for classifiers; defaults to the compiled loss (as `fit` applies
+      it: labels aligned to the outputs' rank, the loss of each example alone).
     input_batched: set True if the dataset yields batches; they are unbatched first.
     remainder: what to do with a final super-batch shorter than `N`: "drop" (default; its
-      examples are counted in `stats` as `left_over` and a warning is logged) or "keep" (select
-      from it at the same ratio, emitting one smaller batch).
+      examples are counted in `stats` as `left_over` and a warning is printed once) or "keep"
+      (select from it at the same ratio, emitting one smaller batch).
     reference_cache: a `ReferenceCache` (from `cache_reference`) holding the frozen
       reference's outputs per example id: the reference is then never called. If `reference`
       is given too, its weights must match the cache's fingerprint.
@@ -456,30 +378,31 @@ def select(*, learner: Optional[keras.Model] = None,
     A `Selector`: a `Dataset` transformation function, which can be passed to
     `tf.data.Dataset.apply`. Its `stats` attribute holds the selection statistics.
 
-  Under a `tf.distribute` strategy, pass the selector to `tfjest.attach(model, selector)`
-  before applying it: scoring and selection then run in the model's replicated train step, and
-  the transformation emits super-batches of `N`.
+  Under a `tf.distribute` strategy, pass the selector to `tfjest.attach(model, selector)` and
+  apply what it returns: scoring and selection then run in the model's replicated train step,
+  and the transformation emits super-batches of `N`.
+
+  Examples with `sample_weight` 0 are not selected while others remain (and stay out of the
+  statistics' means); other weights do not change the scores and weigh the training loss as
+  `fit` does.
 
   Raises:
     ValueError: if an argument is outside its domain (each message names the argument and the
-      value received); if `reference_cache` was computed for other reference weights; when
-      applied, if the elements cannot be stacked or scored, do not fit the cache, or under a
-      strategy without `tfjest.attach`.
+      value received); if `reference` is the learner; if `reference_cache` was computed for
+      other reference weights; when applied, if the elements cannot be stacked or scored, are
+      batches (without `input_batched=True`), do not fit the cache, or under a strategy
+      without `tfjest.attach`.
     TypeError: if a model argument is not a `keras.Model`, `reference_cache` not a
       `ReferenceCache` or `proxy` not an `OnlineProxy`.
   """
-  super_batch_size = arguments.check_select(
-      learner=learner, reference=reference, batch_size=batch_size, filter_ratio=filter_ratio,
-      super_batch_size=super_batch_size, method=method, score=score, num_chunks=num_chunks,
-      temperature=temperature, seed=seed, first_chunk=first_chunk,
-      normalization=normalization, greedy=greedy, task=task, embedding_keys=embedding_keys,
-      loss_fn=loss_fn, input_batched=input_batched, remainder=remainder,
-      reference_cache=reference_cache, id_key=id_key, scoring_view=scoring_view, proxy=proxy)
-  return Selector(learner=learner, reference=reference, batch_size=batch_size,
-                  super_batch_size=super_batch_size, method=method, score=score,
-                  num_chunks=num_chunks if method == "jest" else 1, temperature=float(temperature),
-                  seed=seed, first_chunk=first_chunk, normalization=normalization, greedy=greedy,
-                  task=task, embedding_keys=embedding_keys, loss_fn=loss_fn,
-                  input_batched=input_batched, remainder=remainder,
-                  reference_cache=reference_cache, id_key=id_key, scoring_view=scoring_view,
-                  proxy=proxy)
+  sizes = batching.Sizes.of(batch_size=batch_size, filter_ratio=filter_ratio,
+                   super_batch_size=super_batch_size, remainder=remainder,
+                   input_batched=input_batched)
+  rule = selection.Rule(method=method, num_chunks=num_chunks, temperature=temperature,
+                        seed=seed, first_chunk=first_chunk, normalization=normalization,
+                        greedy=greedy)
+  setup = scoring.Setup(
+      score=score, learner=learner, reference=reference, proxy=proxy, task=task,
+      embedding_keys=embedding_keys, loss_fn=loss_fn, scoring_view=scoring_view,
+      reference_cache=reference_cache, id_key=id_key, scored=rule.reads_scores)
+  return Selector(rule, setup, sizes)

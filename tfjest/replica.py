@@ -16,27 +16,27 @@ Without a strategy (on CPU), `attach` leaves the model alone and selection stays
 `tf.data` map, so the same user code runs everywhere.
 """
 
-from typing import Dict, Optional
+import contextlib
+from typing import Optional
+import weakref
 
 import keras
 import tensorflow as tf
 
-from tfjest import global_scores
+from tfjest import adapters
 from tfjest import keras_compat
-from tfjest import losses
-from tfjest import scores as scores_lib
+from tfjest import step as step_lib
 from tfjest import transform
 
 REPLICA_SELECTIONS = ("local", "global")
 PLACEMENTS = ("auto", "train_step")
+# Selectors attached to a model's train step (one model per selector), without marking them.
+_ATTACHED = weakref.WeakKeyDictionary()
 
 
 def model_strategy(model: keras.Model) -> Optional[tf.distribute.Strategy]:
   """The strategy a Keras model was created under, or None for the default strategy."""
-  strategy = getattr(model, "_distribute_strategy", None)
-  if strategy is None and tf.distribute.has_strategy():
-    strategy = tf.distribute.get_strategy()
-  return strategy
+  return adapters.model_strategy(model)
 
 
 def _is_tpu(strategy) -> bool:
@@ -80,15 +80,49 @@ def _check_models(selector: transform.Selector, model: keras.Model, strategy):
           f"{type(strategy).__name__}.scope()")
 
 
+class ReplicaCollective(step_lib.Collective):
+  """The selection step's collectives in a replica context: all-reduce, all-gather, record once."""
+
+  def __init__(self, ctx: tf.distribute.ReplicaContext, global_selection: bool):
+    self.ctx = ctx
+    self.num_replicas = ctx.num_replicas_in_sync
+    self.replica_id = ctx.replica_id_in_sync_group
+    self.global_selection = global_selection
+
+  def reduce_sum(self, value):
+    if self.num_replicas == 1:
+      return value
+    return self.ctx.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+  def all_gather(self, value):
+    if self.num_replicas == 1:
+      return value
+    return self.ctx.all_gather(value, axis=0)
+
+  def record(self, stats, values, proxy=None):
+    # The values are already reduced over the replicas; the host-side variables are updated
+    # once, with the first replica's copy.
+    def record(strategy, values):
+      first = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], values)
+      return step_lib.Collective.record(self, stats, first, proxy)
+    return self.ctx.merge_call(record, args=(values,))
+
+  def count_proxy_step(self, proxy):
+    return self.ctx.merge_call(lambda strategy: proxy.steps.assign_add(1))
+
+
 class ReplicaSelection:
   """Selects `b / R` examples from one replica's shard of a super-batch.
 
   Call it in replica context (inside `strategy.run`, a Keras train step, or anywhere with the
-  default strategy, where `R = 1`). The learner and reference are called in the caller's graph;
-  the selection maths runs in an inner `tf.function(jit_compile=True)` when `jit_compile` and
-  the selection is per replica. (Global selection all-gathers after every chunk, and
-  `MirroredStrategy`'s all-gather is a `merge_call`, which cannot run inside a nested function:
-  there the chunk loop stays in the step's graph; under `TPUStrategy` the whole step is XLA.)
+  default strategy, where `R = 1`). It runs the selector's one `step.SelectionStep` (the one the
+  `tf.data` map runs) with the replica's collectives: the learner and reference are called in
+  the caller's graph; the selection maths runs in an inner `tf.function(jit_compile=True)` when
+  `jit_compile` and the selection is per replica. (Global selection all-gathers after every
+  chunk, and `MirroredStrategy`'s all-gather is a `merge_call`, which cannot run inside a nested
+  function: there the chunk loop stays in the step's graph; under `TPUStrategy` the whole step
+  is XLA.) An online proxy is trained on the replica's selected examples, its gradients summed
+  over the replicas by its optimizer.
 
   Args:
     selector: the `Selector` returned by `tfjest.select`.
@@ -104,7 +138,7 @@ class ReplicaSelection:
 
   def __init__(self, selector: transform.Selector, *, replica_selection: str = "local",
                jit_compile: bool = True, record_stats: bool = True):
-    transform.check_selector(selector)
+    selector = transform.check_selector(selector)
     if replica_selection not in REPLICA_SELECTIONS:
       raise ValueError(f"Expected replica_selection in {REPLICA_SELECTIONS}. "
                        f"Received: replica_selection={replica_selection!r}")
@@ -114,17 +148,18 @@ class ReplicaSelection:
     self.replica_selection = replica_selection
     self.jit_compile = jit_compile
     self.record_stats = record_stats
-    self._choose_local = tf.function(self._choose, jit_compile=True, reduce_retracing=False)
+    self.step = step_lib.SelectionStep(
+        selector.rule, selector.scorer, selector.stats, batch_size=selector.batch_size,
+        super_batch_size=selector.super_batch_size, jit_compile=jit_compile)
 
   def prepare(self, element_spec):
     """Builds and checks the scoring models for elements of `element_spec` (single examples).
 
-    Applying the selector to a dataset does this; call it directly when calling this object in
-    a custom loop. Call it under the strategy's scope, as models built here get their variables
-    on the replicas.
+    Applying the attached transformation does this; call it directly when calling this object
+    in a custom loop. Call it under the strategy's scope, as models built here get their
+    variables on the replicas.
     """
-    if self.selector.scorer is not None:
-      self.selector.scorer.prepare(element_spec)
+    self.selector.prepare(element_spec)
 
   def __call__(self, shard, step):
     """Returns the selected `b / R` examples of `shard` (`N / R` examples), in shard order.
@@ -133,54 +168,59 @@ class ReplicaSelection:
       shard: this replica's part of the super-batch, in the stream's element structure.
       step: int scalar; with the selector's seed and this replica's id it keys the noise.
     """
-    sel = self.selector
     ctx = tf.distribute.get_replica_context()
     if ctx is None:
       raise RuntimeError("ReplicaSelection must be called in a replica context (inside "
                          "strategy.run or a Keras train step).")
     replicas = ctx.num_replicas_in_sync
-    replica = tf.cast(ctx.replica_id_in_sync_group, tf.int64)
-    _check_divisible(sel, replicas)
-    n, b = sel.super_batch_size // replicas, sel.batch_size // replicas
+    _check_divisible(self.selector, replicas)
+    n = self.selector.super_batch_size // replicas
     shard = tf.nest.map_structure(lambda t: _ensure_leading(t, n), shard)
-    # Different noise on every step and replica, reproducible from (seed, step, replica).
-    key = tf.cast(step, tf.int64) * replicas + replica
+    collective = ReplicaCollective(ctx, self.replica_selection == "global")
+    return self.step(shard, step, collective=collective, record=self.record_stats)
 
-    scored = sel.scorer(shard) if sel.scorer is not None else None
-    parts = _parts(scored.scores) if scored is not None else {}
-    if (self.replica_selection == "global" and sel.method == "jest" and
-        isinstance(getattr(scored, "scores", None), scores_lib.PairwiseScores)):
-      scores = global_scores.GlobalScores(
-          scored.scores, lambda t: ctx.all_gather(t, axis=0), ctx.replica_id_in_sync_group)
-      picks = sel.choose_indices(scores, key, num_select=b,
-                                 set_size_per_chunk=sel.batch_size // sel.num_chunks)
-    elif self.jit_compile:
-      picks = self._choose_local(parts, key, n, b)
-    else:
-      picks = self._choose(parts, key, n, b)
-    chosen = tf.sort(picks)  # keep the stream's order inside the batch
-    selected = tf.nest.map_structure(lambda t: tf.gather(t, chosen), shard)
-    if self.record_stats:
-      with tf.control_dependencies([self._record(ctx, scored, picks, n)]):
-        selected = tf.nest.map_structure(tf.identity, selected)
-    return selected
 
-  def _choose(self, parts: Dict[str, tf.Tensor], key, n: int, b: int):
-    return self.selector.choose_indices(_from_parts(self.selector.score, parts), key,
-                                        num_select=b, num_candidates=n)
+class TrainStepSelection:
+  """What `attach` returns: the `tf.data` transformation feeding a selecting train step.
 
-  def _record(self, ctx, scored, picks, n: int):
-    """Adds this step's global counts and means to the selector's statistics, once."""
-    sel = self.selector
-    values = {}
-    if scored is not None:
-      values = _global_values(ctx, scored, picks, n)
+  Applied to a stream of single examples it emits super-batches of `N` (a global batch, as
+  `tf.distribute` expects; a final partial one is dropped and counted as `left_over`); the
+  model's train step selects from them. It shares the selector's `stats`.
 
-    def record(strategy, values):
-      first = tf.nest.map_structure(lambda v: strategy.experimental_local_results(v)[0], values)
-      return sel.stats.record_batch(sel.super_batch_size, sel.batch_size, first)
+  Attributes:
+    selector: the `Selector` it was built from.
+    selection: the `ReplicaSelection` the train step runs.
+    stats: the selector's statistics.
+    placement: "train_step".
+    strategy: the model's strategy (None on one device).
+  """
 
-    return ctx.merge_call(record, args=(values,))
+  placement = "train_step"
+
+  def __init__(self, selector, selection: ReplicaSelection, strategy):
+    self.selector = selector
+    self.selection = selection
+    self.strategy = strategy
+    self.stats = selector.stats
+
+  batch_size = property(lambda self: self.selector.batch_size)
+  super_batch_size = property(lambda self: self.selector.super_batch_size)
+  task = property(lambda self: self.selector.task)
+
+  def step_cost(self):
+    """See `Selector.step_cost`."""
+    return self.selector.step_cost()
+
+  def __call__(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+    if self.selector.sizes.remainder != "drop":
+      raise ValueError(
+          "Selection in the train step needs static shapes, so a final partial super-batch "
+          "is always dropped. Use remainder='drop'. Received: remainder='keep'")
+    dataset, cardinality = self.selector.check_dataset(dataset)
+    scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+    with scope:  # models built here get their variables on the replicas
+      self.selector.prepare(dataset.element_spec)
+    return self.selector.super_batches(dataset, cardinality, full_only=True)
 
 
 def _ensure_leading(t, n):
@@ -192,62 +232,8 @@ def _ensure_leading(t, n):
   return tf.ensure_shape(t, [n] + t.shape[1:])
 
 
-def _parts(scores) -> Dict[str, tf.Tensor]:
-  """The tensors of a score object, so that it can cross a `tf.function` boundary."""
-  if isinstance(scores, scores_lib.DiagonalScores):
-    return {"values": scores.values}
-  parts = {}
-  for role, emb in (("learner", scores.learner), ("reference", scores.reference)):
-    if emb is not None:
-      parts.update({f"{role}_image": emb.image, f"{role}_text": emb.text,
-                    f"{role}_scale": emb.logit_scale, f"{role}_bias": emb.logit_bias})
-  return parts
-
-
-def _from_parts(score: str, parts: Dict[str, tf.Tensor]):
-  if not parts:
-    return None
-  if "values" in parts:
-    return scores_lib.DiagonalScores(parts["values"])
-  emb = {role: losses.Embeddings(parts[f"{role}_image"], parts[f"{role}_text"],
-                                 parts[f"{role}_scale"], parts[f"{role}_bias"])
-         for role in ("learner", "reference") if f"{role}_image" in parts}
-  return scores_lib.PairwiseScores(score, emb.get("learner"), emb.get("reference"))
-
-
-def _global_values(ctx, scored, picks, n: int) -> Dict[str, tf.Tensor]:
-  """Selected-vs-rejected loss means over every replica and `s(B)` of the global batch."""
-  chosen = tf.scatter_nd(picks[:, None], tf.ones_like(picks, tf.bool), [n])
-  sums = []
-  for role in ("learner", "reference"):
-    values = scored.losses.get(role)
-    values = tf.zeros([n]) if values is None else tf.cast(values, tf.float32)
-    for mask in (chosen, ~chosen):
-      sums += [tf.reduce_sum(tf.where(mask, values, 0.0)), tf.reduce_sum(tf.cast(mask, tf.float32))]
-  sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack(sums))
-  out = {}
-  i = 0
-  for role in ("learner", "reference"):
-    for part in ("selected", "rejected"):
-      out[f"{role}_loss_{part}"] = tf.math.divide_no_nan(sums[i], sums[i + 1])
-      i += 2
-  scores = scored.scores
-  if isinstance(scores, scores_lib.DiagonalScores):
-    out["batch_score"] = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
-                                        tf.reduce_sum(tf.gather(scores.values, picks)))
-  else:
-    parts = _parts(scores)
-    keys = sorted(k for k in parts if k.endswith(("_image", "_text")))
-    local = tf.concat([tf.gather(parts[k], picks) for k in keys], axis=-1)
-    gathered = tf.split(ctx.all_gather(local, axis=0), [parts[k].shape[-1] for k in keys],
-                        axis=-1)
-    batch_parts = dict(parts, **dict(zip(keys, gathered)))
-    out["batch_score"] = scores_lib.batch_score(_from_parts(scores.score, batch_parts), None)
-  return {k: tf.cast(v, tf.float32) for k, v in out.items()}
-
-
 def attach(model: keras.Model, selector: transform.Selector, *, replica_selection: str = "local",
-           placement: str = "auto", jit_compile: bool = True) -> transform.Selector:
+           placement: str = "auto", jit_compile: bool = True):
   """Runs a selector's scoring and selection inside `model`'s (replicated) train step.
 
   The one extra line that makes `dataset.apply(tfjest.select(...))` + `model.fit` work under
@@ -261,7 +247,7 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
     reference.trainable = False
     selector = tfjest.attach(model, tfjest.select(learner=model, reference=reference,
                                                   batch_size=256, filter_ratio=0.8))
-  model.fit(train_ds.apply(selector), steps_per_epoch=1000)
+  model.fit(train_ds.apply(selector), steps_per_epoch=1000)   # apply what attach returns
   ```
 
   With a strategy (or `placement="train_step"`), the selector's pipeline emits super-batches
@@ -285,7 +271,10 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
       `tf.function(jit_compile=True)`; the models run in the step's own graph).
 
   Returns:
-    `selector`, now to be applied to the training dataset.
+    With the selection in the train step: a `TrainStepSelection`, the transformation to apply
+    to the training dataset (it emits super-batches of `N` and shares `selector.stats`; pass
+    either to `SelectionStatsCallback` or `selection_checkpoint`). Otherwise `selector`
+    itself, unchanged. The selector is never modified.
 
   Raises:
     TypeError: if `model` is not a `keras.Model` or `selector` not a `tfjest.Selector`.
@@ -298,15 +287,18 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
                     f"{type(model).__name__}")
   if placement not in PLACEMENTS:
     raise ValueError(f"Expected placement in {PLACEMENTS}. Received: placement={placement!r}")
+  if isinstance(selector, TrainStepSelection):
+    raise ValueError("This selector is already attached to a model. Create one selector per "
+                     "model. Received: selector returned by tfjest.attach")
   # Checks the selector and the options before anything changes.
-  step_selection = ReplicaSelection(selector, replica_selection=replica_selection,
-                                    jit_compile=jit_compile)
-  if getattr(model.train_step, "_tfjest_selector", None) is not None:
+  selection = ReplicaSelection(selector, replica_selection=replica_selection,
+                               jit_compile=jit_compile)
+  if getattr(model.train_step, "_tfjest_selection", None) is not None:
     raise ValueError("This model already selects in its train step (tfjest.attach was called "
                      f"before). Received: model={model.name!r}")
-  if selector.placement != "pipeline":
+  if selector in _ATTACHED:
     raise ValueError("This selector is already attached to a model. Create one selector per "
-                     f"model. Received: selector attached with placement={selector.placement!r}")
+                     f"model. Received: selector attached to {_ATTACHED[selector]!r}")
   strategy = model_strategy(model)
   if placement == "auto" and strategy is None:
     return selector
@@ -326,14 +318,11 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
                        f"Received: model={model.name!r} with optimizer=None")
     # Keras's whole-step XLA (compile(jit_compile=True)) cannot reach the host-side
     # statistics variables on an accelerator; statistics are then not recorded.
-    step_selection.record_stats = record_stats and not getattr(model, "jit_compile", False)
-    return own_train_step(step_selection(data, optimizer.iterations))
+    selection.record_stats = record_stats and not getattr(model, "jit_compile", False)
+    return own_train_step(selection(data, optimizer.iterations))
 
-  train_step._tfjest_selector = selector  # pylint: disable=protected-access
-  train_step._tfjest_selection = step_selection  # pylint: disable=protected-access
+  train_step._tfjest_selection = selection  # pylint: disable=protected-access
   model.train_step = train_step
   model.train_function = None  # rebuilt around the new step on the next fit
-  selector.placement = "train_step"
-  selector.strategy = strategy
-  return selector
-
+  _ATTACHED[selector] = model.name
+  return TrainStepSelection(selector, selection, strategy)
