@@ -1,5 +1,11 @@
 """FLOP accounting: forward FLOPs against hand counts, selection and step costs, stats."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 from absl.testing import parameterized
 import keras
 import numpy as np
@@ -62,6 +68,36 @@ class ForwardFlopsTest(tf.test.TestCase):
     convs = 2 * 8 * 8 * 16 * 27 + 2 * 4 * 4 * 32 * (9 * 16)
     dense = 2 * 512 * 32 + 2 * 96 * 64 + 2 * 64 * 32
     self.assertBetween(tfjest.forward_flops(model, spec) - convs - dense, 0, 2000)
+
+  def test_no_deprecation_warning(self):
+    # TensorFlow warns about a deprecated function once per process, so a fresh process is the
+    # only place where a first call shows what every user sees.
+    script = textwrap.dedent("""
+        import json, logging, warnings
+        import keras
+        import tensorflow as tf
+        import tfjest
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        records = []
+        handler = logging.Handler()
+        handler.emit = records.append
+        tf.get_logger().addHandler(handler)
+        with warnings.catch_warnings(record=True) as caught:
+          warnings.simplefilter("always")
+          flops = tfjest.forward_flops(model, tf.TensorSpec([4]))
+        tf.get_logger().removeHandler(handler)
+        print(json.dumps({"flops": flops, "logs": [r.getMessage() for r in records],
+                          "warnings": [str(w.message) for w in caught]}))
+        """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env=env, timeout=300, check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    self.assertEqual(report["flops"], 2 * 4 * 3 + 3)
+    self.assertEqual(report["logs"], [])
+    self.assertEqual(report["warnings"], [])
+    self.assertNotIn("deprecated", result.stderr)
 
   def test_errors(self):
     with self.assertRaisesRegex(TypeError, "Received: model of type function"):

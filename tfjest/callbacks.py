@@ -1,5 +1,6 @@
 """A Keras callback that puts tfjest's selection statistics into `fit`'s logs."""
 
+import inspect
 from typing import Optional
 
 import keras
@@ -12,13 +13,24 @@ from tfjest import transform
 class SelectionStatsCallback(keras.callbacks.Callback):
   """Logs a `Selector`'s statistics at the end of every epoch.
 
-  Adds to the epoch logs (so to `History`, and to a `keras.callbacks.TensorBoard` placed after
-  this callback) the counts so far (`<prefix>read`, `selected`, `filtered`, `left_over`,
-  `batches`) and, over the epoch's batches, the mean learner and reference loss of selected and
-  rejected examples and the mean batch score `s(B)`, and the epoch's FLOPs by part
-  (`flops_training`, `flops_learner_scoring`, `flops_reference_scoring`, `flops_proxy_training`,
-  `flops_selection`, `flops_total`, `flops_per_step`; see `tfjest.cost`). With `log_dir`, it
-  also writes them as TensorBoard scalars itself.
+  Adds to the epoch logs (so to `History`, `keras.callbacks.TensorBoard`, `CSVLogger` and any
+  callback that monitors them, wherever they stand in `fit`'s list) the counts so far
+  (`<prefix>read`, `selected`, `filtered`, `left_over`, `batches`) and, over the epoch's
+  batches, the mean learner and reference loss of selected and rejected examples and the mean
+  batch score `s(B)`, and the epoch's FLOPs by part (`flops_training`, `flops_learner_scoring`,
+  `flops_reference_scoring`, `flops_proxy_training`, `flops_selection`, `flops_total`,
+  `flops_per_step`; see `tfjest.cost`). Only the keys `tfjest.SelectionStats` reports for the
+  window are added. With `log_dir`, it also writes them as TensorBoard scalars itself.
+
+  Keras calls the callbacks of `fit` in list order, all with one `logs` dict, and
+  `keras.callbacks.TensorBoard` writes that dict as it is when its own `on_epoch_end` runs, so
+  the entries must be in `logs` before any other callback reads them. `on_train_begin`
+  therefore moves this callback to the front of the `keras.callbacks.CallbackList` calling it,
+  found as the `self` of a calling frame; it assigns a new list to `CallbackList.callbacks`, and
+  the list passed to `fit` is not changed. This callback depends on no other, so running first
+  changes no other callback's result. The alternatives need another callback's private state
+  (TensorBoard's writer) or change the model (a metric traced into `train_function`). When no
+  `CallbackList` calls it (a custom loop calling the hooks), the caller's order stands.
 
   Args:
     selector: the object returned by `tfjest.select(...)` and applied to the training data.
@@ -43,6 +55,7 @@ class SelectionStatsCallback(keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     self._epoch_start = None
+    _move_to_front(self)
     if self.log_dir and self._writer is None:
       self._writer = tf.summary.create_file_writer(self.log_dir)
 
@@ -60,3 +73,25 @@ class SelectionStatsCallback(keras.callbacks.Callback):
         for k, v in values.items():
           tf.summary.scalar(k, v, step=epoch)
       self._writer.flush()
+
+
+def _move_to_front(callback: keras.callbacks.Callback, max_depth: int = 4) -> bool:
+  """Puts `callback` first in the `CallbackList` calling it; returns whether one was found.
+
+  The list is replaced, not edited in place, so a loop over the old list (the caller's own
+  `on_train_begin`) runs every callback exactly once.
+  """
+  frame = inspect.currentframe()
+  try:
+    for _ in range(max_depth):
+      frame = frame.f_back
+      if frame is None:
+        return False
+      owner = frame.f_locals.get("self")
+      if (isinstance(owner, keras.callbacks.CallbackList) and
+          any(c is callback for c in owner.callbacks)):
+        owner.callbacks = [callback] + [c for c in owner.callbacks if c is not callback]
+        return True
+    return False
+  finally:
+    del frame

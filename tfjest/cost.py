@@ -11,7 +11,7 @@ How FLOPs are counted:
 
 - `forward_flops` traces one forward call of a model (`training=False`) for a single example
   into a graph and adds up, op by op, the FLOPs TensorFlow registers for each op at its static
-  shapes (the profiler's `float_operation` view): a matmul or convolution counts 2 per
+  shapes (what the v1 profiler's `float_operation` view sums): a matmul or convolution counts 2 per
   multiply-add (`Dense(m -> n)`: `2 m n`; `Conv2D`: `2 * kh * kw * c_in * c_out * h_out *
   w_out`), a bias add or an element-wise arithmetic op 1 per output element, a mean (pooling,
   normalisation) 1 per input element. Ops TensorFlow registers no count for (activations such
@@ -35,6 +35,11 @@ from typing import NamedTuple, Optional
 
 import keras
 import tensorflow as tf
+# The per-op FLOP counts the v1 profiler sums: `flops_registry` registers them with
+# `ops.RegisterStatistics`, `ops.get_stats_for_node_def` reads them.
+from tensorflow.python.framework import ops as framework_ops
+from tensorflow.python.profiler.internal import flops_registry  # pylint: disable=unused-import
+from tensorflow.python.util import deprecation
 
 # Element-wise ops per pair and direction in a chunk update: scale, bias, softplus, sum.
 _PAIR_OPS = 4
@@ -42,7 +47,7 @@ _PAIR_OPS = 4
 _KEY_OPS = 6
 # Per-example ops of a diagonal beyond the dot product: scale, bias, softplus.
 _DIAGONAL_OPS = 3
-# Nested graph calls whose FLOPs the profiler does not see.
+# Nested graph calls whose FLOPs the per-op registry does not see.
 _OPAQUE_OPS = ("PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If",
                "StatelessIf")
 
@@ -223,6 +228,29 @@ def forward_flops(model: keras.Model, input_spec) -> int:
     tf.get_logger().warning(
         "forward_flops(%s): the traced graph holds %s ops; FLOPs inside them are not counted.",
         model.name, ", ".join(opaque))
-  options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-  options["output"] = "none"
-  return int(tf.compat.v1.profiler.profile(graph, options=options).total_float_ops)
+  return _registered_flops(graph, model.name)
+
+
+def _registered_flops(graph: tf.Graph, name: str) -> int:
+  """Sums the FLOPs TensorFlow registers per op of `graph`.
+
+  This is what `tf.compat.v1.profiler.profile(graph, options=float_operation())` adds up, read
+  from the same per-op registry without the v1 profiler. The registry's shape helper is a
+  deprecated v1 function that logs a deprecation warning on first use in every process; the
+  warning is about TensorFlow's own code, so it is silenced here, and only here.
+  """
+  total = 0
+  incomplete = 0
+  with deprecation.silence():
+    for op in graph.get_operations():
+      try:
+        stats = framework_ops.get_stats_for_node_def(graph, op.node_def, "flops")
+      except ValueError:  # an op whose count needs a shape the graph does not know
+        incomplete += 1
+        continue
+      total += int(stats.value or 0)
+  if incomplete:
+    tf.get_logger().warning(
+        "forward_flops(%s): %d ops have incomplete shapes; their FLOPs are not counted.",
+        name, incomplete)
+  return total
