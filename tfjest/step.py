@@ -46,7 +46,7 @@ class Collective:
     """Adds one step to `stats` (and counts a proxy training step), once over the replicas."""
     ops = [stats.record_batch(values)]
     if proxy is not None:
-      ops.append(self.count_proxy_step(proxy))
+      ops.append(proxy.steps.assign_add(1))
     return tf.group(ops)
 
   def count_proxy_step(self, proxy):
