@@ -97,9 +97,9 @@ def _measure(name, strategy, seconds_per_step):
     else:
       selector = tfjest.select(learner=learner, reference=reference, batch_size=b,
                                filter_ratio=_RATIO.value, num_chunks=_CHUNKS.value)
-      tfjest.attach(learner, selector,
-                    placement="train_step" if name == "train_step" else "auto",
-                    replica_selection="global" if name.endswith("global") else "local")
+      selector = tfjest.attach(
+          learner, selector, placement="train_step" if name == "train_step" else "auto",
+          replica_selection="global" if name.endswith("global") else "local")
       data = stream.apply(selector)
   timer = _Timer(_WARMUP.value)
   learner.fit(data, epochs=1, steps_per_epoch=_WARMUP.value + _STEPS.value, verbose=0,

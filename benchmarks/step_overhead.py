@@ -168,7 +168,7 @@ def main(argv):
     parts = {}
     parts["learner scoring forward (N)"] = timed_calls(
         tf.function(lambda sb: learner(x_of(sb), training=False)), [(sb,)] * 6, 2)
-    if selector.reference_cache is not None:
+    if selector.setup.reference_cache is not None:
       parts["cache join (lookup, fingerprint check)"] = timed_calls(
           tf.function(lambda sb: cache.outputs_for(sb, "id")), [(sb,)] * 6, 2)
     else:
@@ -180,7 +180,8 @@ def main(argv):
     @tf.function
     def maths(learner_emb, reference_emb, step):
       scores = tfjest.PairwiseScores("learnability", learner_emb, reference_emb)
-      picks = selector.choose_indices(scores, step)
+      picks = selector.rule.choose(scores, selector.batch_size, step=step,
+                                   num_candidates=selector.super_batch_size)
       return picks, tfjest.batch_score(scores, picks)
 
     parts["selection maths (+ s(B) for stats)"] = timed_calls(
