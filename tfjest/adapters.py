@@ -100,27 +100,75 @@ def contrastive_embeddings(model: keras.Model, x, embedding_keys: Sequence[str],
   return losses.Embeddings(image, text, *logit_parameters(model))
 
 
-def resolve_loss_fn(model: keras.Model, loss_fn: Optional[Callable], role: str) -> Callable:
-  """The per-example loss of a classifier: `loss_fn`, else the model's compiled loss."""
+def resolve_loss_fn(model: keras.Model, loss_fn: Optional[Any],
+                    role: str) -> losses.PerExampleLoss:
+  """The per-example loss of a classifier: `loss_fn`, else the loss `model` was compiled with.
+
+  A single loss given in a list or mapping (`compile(loss=["mse"])`,
+  `compile(loss={"output_name": "mse"})`) is that loss.
+
+  Args:
+    model: the classifier.
+    loss_fn: a loss for one output, in any form `compile` takes, or None for the compiled one.
+    role: "learner", "reference" or "proxy", for error messages.
+
+  Returns:
+    A callable `(y_true, y_pred) -> [N]` float32: each example's loss alone, as `fit`
+    computes it on a batch of one (see `tfjest.per_example_loss`).
+
+  Raises:
+    ValueError: if there is no loss, several losses (or one compiled loss for several
+      outputs), or a loss name Keras does not know.
+    TypeError: if the loss is not a loss.
+  """
   if loss_fn is not None:
-    return loss_fn
+    loss = _single_loss(loss_fn)
+    if loss is None:
+      raise ValueError(
+          f"`loss_fn` must be one loss, for the {role}'s one output. Pass a single loss "
+          f"(a name, a `keras.losses.Loss` or a function). Received: loss_fn={loss_fn!r}")
+    return losses.PerExampleLoss(loss)
   compiled = getattr(model, "loss", None)
   if compiled is None:
     raise ValueError(
         f"Classification scoring needs a per-example loss: compile the {role} with a loss or "
         f"pass `loss_fn=`. Received: {role}={model.name!r} (not compiled with a loss), "
         "loss_fn=None")
-  if isinstance(compiled, str):
-    return keras.losses.get(compiled)
-  if isinstance(compiled, keras.losses.Loss) or callable(compiled):
-    return compiled
-  raise ValueError(
-      f"The {role} was compiled with several losses; tfjest cannot tell which one scores an "
-      f"example. Pass `loss_fn=`. Received: loss={compiled!r}")
+  loss = _single_loss(compiled)
+  if loss is None:
+    raise ValueError(
+        f"The {role} was compiled with several losses; tfjest cannot tell which one scores an "
+        f"example. Pass `loss_fn=` (a function of the labels and all outputs). "
+        f"Received: loss={compiled!r}")
+  outputs = _output_count(model)
+  if outputs is not None and outputs > 1:
+    raise ValueError(
+        f"The {role} has {outputs} outputs, and a single compiled loss is applied to each of "
+        f"them and summed; tfjest scores one loss of one output. Pass `loss_fn=` (a function "
+        f"of the labels and all outputs). Received: loss={compiled!r}")
+  return losses.PerExampleLoss(loss)
+
+
+def _single_loss(loss):
+  """The loss in `loss`, `[loss]` or `{name: loss}`; None when it holds several."""
+  while isinstance(loss, (list, tuple, dict)):
+    if len(loss) != 1:
+      return None
+    loss = next(iter(loss.values())) if isinstance(loss, dict) else loss[0]
+  return loss
+
+
+def _output_count(model) -> Optional[int]:
+  """How many outputs a functional model has; None where Keras does not say (subclassed)."""
+  try:
+    outputs = model.outputs
+  except (AttributeError, ValueError):
+    return None
+  return None if outputs is None else len(tf.nest.flatten(outputs))
 
 
 def classification_losses(model: keras.Model, x, y, loss_fn: Callable, role: str) -> tf.Tensor:
-  """Per-example losses `[N]` of a classifier on `(x, y)`."""
+  """Per-example losses `[N]` float32 of a classifier on `(x, y)` (`loss_fn` as resolved)."""
   if y is None:
     raise ValueError(
         f"Classification scoring needs labels: elements must be (x, y) or (x, y, "
