@@ -330,6 +330,18 @@ class KerasLossesTest(tf.test.TestCase, parameterized.TestCase):
     y, y_pred = _data("binary", (), (1,), seed=7)
     self.assertMatchesCompiled(_compiled(make(), (1,)), make, y, y_pred)
 
+  @parameterized.parameters(("binary_crossentropy",), ({"out": "binary_crossentropy"},))
+  def test_a_single_output_in_a_mapping_is_that_output(self, loss):
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, {"out": keras.layers.Identity(name="out")(inputs)})
+    model.compile(loss=loss)
+    y, x = _data("binary", (), (1,), seed=12)
+    expected = [float(model.compute_loss(x=None, y=y[i:i + 1], y_pred=model(x[i:i + 1])))
+                for i in range(N)]
+    loss_fn = adapters.resolve_loss_fn(model, None, "learner")
+    self.assertAllClose(adapters.classification_losses(model, x, y, loss_fn, "learner"),
+                        expected, rtol=1e-5)
+
   @parameterized.parameters(("crossentropy", "binary", (), (1,)),
                             ("ce", "sparse", (), (C,)),
                             ("CE", "sparse", (1,), (C,)),

@@ -192,6 +192,10 @@ class PerExampleLoss:
     return f"PerExampleLoss({self.loss!r})"
 
   def __call__(self, y_true, y_pred) -> tf.Tensor:
+    if tf.nest.is_nested(y_pred) and not tf.nest.is_nested(y_true):
+      leaves = tf.nest.flatten(y_pred)
+      if len(leaves) == 1:  # `compile` scores the one output of a list or mapping as itself
+        y_pred = leaves[0]
     loss = self.loss
     if isinstance(loss, str):
       loss = _crossentropy(y_true, y_pred)
