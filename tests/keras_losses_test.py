@@ -23,7 +23,8 @@ N, C, T, L = 4, 3, 6, 2  # examples, classes, time steps, CTC label length
 EXCLUDED = {
     # Circle is a metric-learning loss over pairs: an example's loss is computed against the
     # other examples of its batch (its positives and negatives), so no loss belongs to one
-    # example. On a batch of one it has no pairs and is 0.
+    # example. On a batch of one it has no pairs and is 0. tfjest refuses it
+    # (test_circle_is_refused).
     "circle",
 }
 
@@ -414,6 +415,12 @@ class KerasLossesTest(tf.test.TestCase, parameterized.TestCase):
   def test_a_wrong_loss_fn_is_named(self, loss_fn, error, message):
     with self.assertRaisesRegex(error, message):
       adapters.resolve_loss_fn(_compiled("mse", (1,)), loss_fn, "learner")
+
+  @parameterized.parameters(("circle",), ("Circle",), (keras.losses.Circle(),),
+                            (keras.losses.circle,))
+  def test_circle_is_refused(self, loss):
+    with self.assertRaisesRegex(ValueError, "Circle loss compares each example.*loss_fn="):
+      adapters.resolve_loss_fn(_compiled(loss, (C,)), None, "learner")
 
   def test_no_loss_is_named(self):
     with self.assertRaisesRegex(ValueError, "compile the learner with a loss or pass `loss_fn="):

@@ -168,8 +168,8 @@ def per_example_loss(loss_fn, y_true, y_pred) -> tf.Tensor:
     `[N]` float32 tensor.
 
   Raises:
-    ValueError: if `loss_fn` is a name Keras does not know, or the loss does not keep the
-      batch axis first.
+    ValueError: if `loss_fn` is a name Keras does not know, the Circle loss (which compares
+      examples with each other), or a loss that does not keep the batch axis first.
     TypeError: if `loss_fn` is not a loss.
   """
   return PerExampleLoss(loss_fn)(y_true, y_pred)
@@ -232,18 +232,23 @@ def _as_loss(loss_fn):
     if loss_fn.lower() in _CROSSENTROPY_ALIASES:
       return loss_fn.lower()
     try:
-      return keras.losses.get(loss_fn)
+      loss_fn = keras.losses.get(loss_fn)
     except ValueError:
       raise ValueError(
           f"Unknown loss name {loss_fn!r}: `keras.losses.get` does not know it. Pass a name it "
           "knows (e.g. \"sparse_categorical_crossentropy\"), a `keras.losses.Loss` or a "
           f"function (y_true, y_pred) -> losses. Received: loss_fn={loss_fn!r}") from None
   if isinstance(loss_fn, type) and issubclass(loss_fn, keras.losses.Loss):
-    return loss_fn()
+    loss_fn = loss_fn()
   if not callable(loss_fn):
     raise TypeError(
         "Expected a loss: a name, a `keras.losses.Loss` or a function (y_true, y_pred) -> "
         f"losses. Received: loss_fn={loss_fn!r} of type {type(loss_fn).__name__}")
+  if getattr(loss_fn, "fn", loss_fn) is keras.losses.circle:
+    raise ValueError(
+        "The Circle loss compares each example with the others of its batch, so no loss "
+        "belongs to one example and tfjest cannot score examples with it. Pass a per-example "
+        f"`loss_fn=` (e.g. a classification loss). Received: loss_fn={loss_fn!r}")
   return loss_fn
 
 
