@@ -93,9 +93,30 @@ class PerExampleLossTest(tf.test.TestCase):
     got = tfjest.per_example_loss(lambda t, p: tf.square(p - t), y, pred)
     self.assertAllClose(got, [14 / 3, 12.0])
 
-  def test_scalar_loss_is_rejected(self):
-    with self.assertRaisesRegex(ValueError, "returned a scalar.*Received: loss_fn="):
-      tfjest.per_example_loss(lambda t, p: tf.reduce_mean(p), np.zeros(2), np.zeros(2))
+  def test_labels_meet_predictions_at_their_rank(self):
+    # As compile does: labels [N] against outputs [N, 1] are not broadcast to [N, N].
+    y = np.array([1.0, 2.0, 4.0], np.float32)
+    pred = np.array([[1.0], [1.0], [1.0]], np.float32)
+    self.assertAllClose(tfjest.per_example_loss("poisson", y, pred), 1 - y * np.log(1 + 1e-7))
+    self.assertAllClose(tfjest.per_example_loss(lambda t, p: tf.square(p - t), y, pred),
+                        [0, 1, 9])
+
+  def test_a_loss_of_the_whole_batch_is_taken_one_example_at_a_time(self):
+    y = np.zeros((2, 2), np.float32)
+    pred = np.array([[1.0, 2.0], [3.0, 5.0]], np.float32)
+    got = tfjest.per_example_loss(lambda t, p: tf.reduce_mean(p - t), y, pred)
+    self.assertAllClose(got, [1.5, 4.0])
+
+  def test_a_loss_without_the_batch_axis_first_is_rejected(self):
+    with self.assertRaisesRegex(ValueError, "keep the batch axis first.*Received: loss_fn="):
+      tfjest.per_example_loss(lambda t, p: tf.reduce_mean(p, axis=0), np.zeros(3),
+                              np.zeros((3, 2)))
+
+  def test_a_wrong_loss_is_named(self):
+    with self.assertRaisesRegex(ValueError, "Unknown loss name 'msqe'.*Received: loss_fn='msqe'"):
+      tfjest.per_example_loss("msqe", np.zeros(2), np.zeros(2))
+    with self.assertRaisesRegex(TypeError, "Expected a loss.*Received: loss_fn=3"):
+      tfjest.per_example_loss(3, np.zeros(2), np.zeros(2))
 
 
 if __name__ == "__main__":
