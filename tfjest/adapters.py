@@ -192,15 +192,6 @@ def classification_losses(model: keras.Model, x, y, loss_fn: Callable, role: str
   return tf.cast(values, tf.float32)
 
 
-def infer_task(outputs: Any, embedding_keys: Sequence[str]) -> str:
-  """Guesses the task from a model's outputs alone (see `resolve_task`, which does not guess)."""
-  if isinstance(outputs, dict) and all(k in outputs for k in embedding_keys):
-    return "contrastive"
-  if isinstance(outputs, (tuple, list)) and len(outputs) == 2:
-    return "contrastive"
-  return "classification"
-
-
 def resolve_task(outputs: Any, *, task: str, embedding_keys: Sequence[str],
                  loss_fn: Optional[Any], has_labels: bool, role: str,
                  model: Optional[keras.Model] = None) -> str:
