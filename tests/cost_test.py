@@ -238,10 +238,12 @@ class SelectorCostTest(tf.test.TestCase):
     self.assertAllClose(result["flops_total"], 10 * cost.total)
     self.assertAllClose(result["flops_training"], 10 * cost.training)
 
-  def test_stats_without_cost_source(self):
+  def test_stats_without_unit_costs(self):
     stats = tfjest.SelectionStats()
     self.assertNotIn("flops_total", stats.result())
-    stats.set_cost_source(lambda: 1 / 0)  # a failing counter turns FLOPs off, not training
+    stats.set_unit_costs({"selection": 5.0})
+    self.assertEqual(stats.result()["flops_total"], 0.0)  # no batch yet
+    stats.set_unit_costs(None)  # what a selector sets when its models cannot be counted
     self.assertIsNone(stats.unit_costs())
     self.assertNotIn("flops_total", stats.result())
 

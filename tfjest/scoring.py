@@ -42,7 +42,6 @@ class Setup:
   scored: bool = True
 
   def __post_init__(self):
-    from tfjest import cache as cache_lib  # pylint: disable=g-import-not-at-top (cache uses Scorer)
     score = scores_lib.check_variant(self.score)
     for name, model in (("learner", self.learner), ("reference", self.reference)):
       if model is not None and not isinstance(model, keras.Model):
@@ -55,8 +54,11 @@ class Setup:
           "copy, e.g. `reference = keras.models.clone_model(model); reference.set_weights("
           "model.get_weights()); reference.trainable = False`, or a cache of it. "
           f"Received: reference={self.reference.name!r} (the learner)")
-    if self.reference_cache is not None and not isinstance(self.reference_cache,
-                                                           cache_lib.ReferenceCache):
+    # `cache` calls the reference through a `Scorer`, so this module cannot import it: a
+    # ReferenceCache is recognised by what the scorer calls on it.
+    if self.reference_cache is not None and not all(
+        callable(getattr(self.reference_cache, m, None))
+        for m in ("outputs_for", "check_element_spec", "check_reference")):
       raise TypeError("reference_cache must be a tfjest.ReferenceCache (from "
                       "tfjest.cache_reference or ReferenceCache.load). Received: "
                       f"reference_cache of type {type(self.reference_cache).__name__}")
