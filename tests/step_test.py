@@ -183,6 +183,30 @@ class TrainStepTest(tf.test.TestCase):
         self.assertTrue(np.isfinite(stats[key]), key)
 
 
+class WholeStepXlaTest(tf.test.TestCase, parameterized.TestCase):
+  """Keras' `compile(jit_compile=True)`: selection in the compiled train step, still counted."""
+
+  @parameterized.product(task=["contrastive", "classification"],
+                         variant=["plain", "proxy", "cache"])
+  def test_statistics_count_the_same_examples_as_without_xla(self, task, variant):
+    counts = {}
+    for jit in (False, True):
+      learner, kwargs = _make(task, variant)
+      learner.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit,
+                      loss=None if task == "contrastive" else "sparse_categorical_crossentropy")
+      selector = tfjest.attach(learner, tfjest.select(**kwargs), placement="train_step")
+      history = learner.fit(_stream(task, nan_every=7).apply(selector), epochs=1, verbose=0)
+      self.assertTrue(np.isfinite(history.history["loss"][-1]))
+      stats = selector.stats.result()
+      counts[jit] = {k: stats[k] for k in ("read", "selected", "filtered", "non_finite")}
+      self.assertIn("batch_score", stats)
+      if variant == "proxy":
+        self.assertEqual(int(kwargs["proxy"].steps.numpy()), 5)
+    self.assertEqual(counts[True], counts[False])
+    self.assertEqual(counts[True], {"read": 160, "selected": 40, "filtered": 120,
+                                    "non_finite": 23})
+
+
 class NonFiniteFirstChunkTest(tf.test.TestCase):
 
   def test_uniform_first_chunk_draws_among_finite_candidates(self):

@@ -211,10 +211,26 @@ class ReferenceCache:
           f"inputs: {self.metadata['inputs']}. Received: inputs {structure}")
 
   def outputs_for(self, super_batch, id_key: str):
-    """The cached outputs of `N` stacked elements (graph-safe).
+    """The cached outputs of `N` stacked elements (graph-safe): `outputs_from(values_for(...))`.
 
     Returns:
       `losses.Embeddings` for a dual encoder, `[N]` float32 losses for a classifier.
+    """
+    return self.outputs_from(self.values_for(super_batch, id_key))
+
+  def outputs_from(self, values):
+    """`losses.Embeddings` (dual encoder) or `[N]` losses (classifier) from `values_for`'s."""
+    if self.task == "contrastive":
+      return losses.Embeddings(values["image_embeddings"], values["text_embeddings"],
+                               self._scale, self._bias)
+    return values["loss"]
+
+  def values_for(self, super_batch, id_key: str):
+    """The cached per-example values of `N` stacked elements, a dict of `[N, ...]` tensors.
+
+    The join runs where `tf.data` runs: with selection in a train step (`tfjest.attach`) the
+    pipeline joins these values to each super-batch, so the step (possibly XLA-compiled, on an
+    accelerator) never looks up a hash table.
 
     Raises:
       tf.errors.InvalidArgumentError: when run, if an id is not in the cache or (with
@@ -243,11 +259,9 @@ class ReferenceCache:
               [_first(ids, changed), self.path, _first(ids, changed)])]))
     with tf.control_dependencies(checks):
       rows = tf.identity(rows)
-    if self.task == "contrastive":
-      return losses.Embeddings(tf.gather(self._values["image_embeddings"], rows),
-                               tf.gather(self._values["text_embeddings"], rows),
-                               self._scale, self._bias)
-    return tf.gather(self._values["loss"], rows)
+    keys = (("image_embeddings", "text_embeddings") if self.task == "contrastive"
+            else ("loss",))
+    return {k: tf.gather(self._values[k], rows) for k in keys}
 
 
 def _first(ids, mask):

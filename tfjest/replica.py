@@ -20,6 +20,7 @@ import contextlib
 from typing import Optional
 import weakref
 
+from absl import logging
 import keras
 import tensorflow as tf
 
@@ -30,6 +31,8 @@ from tfjest import transform
 
 REPLICA_SELECTIONS = ("local", "global")
 PLACEMENTS = ("auto", "train_step")
+# Keys of the elements an attached transformation emits when it joins cached reference values.
+_SUPER_BATCH, _JOINED = "tfjest_super_batch", "tfjest_reference_values"
 # Selectors attached to a model's train step (one model per selector), without marking them.
 _ATTACHED = weakref.WeakKeyDictionary()
 
@@ -175,9 +178,15 @@ class ReplicaSelection:
     replicas = ctx.num_replicas_in_sync
     _check_divisible(self.selector, replicas)
     n = self.selector.super_batch_size // replicas
+    joined = None
+    if isinstance(shard, dict) and _SUPER_BATCH in shard:  # the pipeline joined cached values
+      shard, joined = shard[_SUPER_BATCH], shard[_JOINED]
     shard = tf.nest.map_structure(lambda t: _ensure_leading(t, n), shard)
+    if joined is not None:
+      joined = tf.nest.map_structure(lambda t: _ensure_leading(t, n), joined)
     collective = ReplicaCollective(ctx, self.replica_selection == "global")
-    return self.step(shard, step, collective=collective, record=self.record_stats)
+    return self.step(shard, step, collective=collective, record=self.record_stats,
+                     joined=joined)
 
 
 class TrainStepSelection:
@@ -220,7 +229,40 @@ class TrainStepSelection:
     scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
     with scope:  # models built here get their variables on the replicas
       self.selector.prepare(dataset.element_spec)
-    return self.selector.super_batches(dataset, cardinality, full_only=True)
+    super_batches = self.selector.super_batches(dataset, cardinality, full_only=True)
+    scorer = self.selector.scorer
+    if scorer is None or scorer.reference_cache is None:
+      return super_batches
+    # Cached reference values are joined here, on the host, where the cache lives: the train
+    # step then needs no table lookup (which XLA cannot compile) and each replica gets its
+    # shard of them with its shard of the examples.
+    cache, id_key = scorer.reference_cache, self.selector.setup.id_key
+
+    def join(*parts):  # `map` passes a tuple element's parts as separate arguments
+      batch = parts if len(parts) > 1 else parts[0]
+      return {_SUPER_BATCH: batch, _JOINED: cache.values_for(batch, id_key)}
+
+    return super_batches.map(join)
+
+
+def _can_record(model: keras.Model) -> bool:
+  """Whether a train step of `model` can update the host-side statistics variables.
+
+  A whole-step XLA compile (`compile(jit_compile=True)`, Keras' default "auto" on one GPU)
+  updates them in the compiled program when the model's variables are on the host CPU (tested:
+  the same counts as without XLA). On an accelerator the compiled program cannot reach host
+  variables; the statistics are then not recorded, and a warning says so once.
+  """
+  if not getattr(model, "jit_compile", False):
+    return True
+  devices = {getattr(_tf_variable(v), "device", "") or "" for v in model.weights}
+  if all("CPU" in d.upper() or not d for d in devices):
+    return True
+  logging.warning(
+      "tfjest.attach: model %r trains in a whole-step XLA program on %s; selection runs there "
+      "but its statistics are not recorded (selector.stats stays at zero). Compile with "
+      "jit_compile=False to record them.", model.name, sorted(devices))
+  return False
 
 
 def _ensure_leading(t, n):
@@ -316,9 +358,7 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
     if optimizer is None:
       raise ValueError("tfjest.attach: compile the model before training it. "
                        f"Received: model={model.name!r} with optimizer=None")
-    # Keras's whole-step XLA (compile(jit_compile=True)) cannot reach the host-side
-    # statistics variables on an accelerator; statistics are then not recorded.
-    selection.record_stats = record_stats and not getattr(model, "jit_compile", False)
+    selection.record_stats = record_stats and _can_record(model)
     return own_train_step(selection(data, optimizer.iterations))
 
   train_step._tfjest_selection = selection  # pylint: disable=protected-access

@@ -218,8 +218,12 @@ class Scorer:
     self.task = resolved
     self._prepared_for = element_spec
 
-  def outputs(self, super_batch) -> Dict[str, object]:
-    """`{role: losses.Embeddings or [N] losses}` of every role, in the graph (call `prepare`)."""
+  def outputs(self, super_batch, joined=None) -> Dict[str, object]:
+    """`{role: losses.Embeddings or [N] losses}` of every role, in the graph (call `prepare`).
+
+    `joined` is the reference cache's `values_for(super_batch)` when the pipeline joined them
+    already (selection in a train step); else the cache is looked up here.
+    """
     if self._prepared_for is None:
       raise RuntimeError("Scorer.prepare(element_spec) must run before scoring.")
     setup = self.setup
@@ -238,12 +242,14 @@ class Scorer:
         _check_count(value, n, role)
       out[role] = value
     if self.reference_cache is not None:
-      out["reference"] = self.reference_cache.outputs_for(super_batch, setup.id_key)
+      if joined is None:
+        joined = self.reference_cache.values_for(super_batch, setup.id_key)
+      out["reference"] = self.reference_cache.outputs_from(joined)
     return out
 
-  def __call__(self, super_batch) -> Scored:
-    """Scores `N` stacked elements (graph-safe; call `prepare` first)."""
-    outputs = self.outputs(super_batch)
+  def __call__(self, super_batch, joined=None) -> Scored:
+    """Scores `N` stacked elements (graph-safe; call `prepare` first; `joined`: see `outputs`)."""
+    outputs = self.outputs(super_batch, joined)
     learner = outputs.get(self.setup.learner_role)
     if self.task == "contrastive":
       scores = scores_lib.PairwiseScores(self.setup.score, learner, outputs.get("reference"))

@@ -18,6 +18,7 @@ import sys
 from typing import Dict, Optional
 
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
 from tfjest import adapters
 from tfjest import losses
@@ -84,7 +85,7 @@ class SelectionStep:
                                    reduce_retracing=False)
 
   def __call__(self, super_batch, step, *, collective: Collective = LOCAL, valid=None,
-               keep=None, record: bool = True):
+               keep=None, record: bool = True, joined=None):
     """The selected examples of `super_batch`, in its order (graph-safe).
 
     Args:
@@ -95,6 +96,7 @@ class SelectionStep:
       keep: how many of the `b / R` picks to emit (a final partial super-batch keeps fewer);
         default all.
       record: add the step to the statistics (off where the host cannot be reached).
+      joined: cached reference values joined by the pipeline (see `scoring.Scorer.outputs`).
     """
     replicas = collective.num_replicas
     n, b = self.super_batch_size // replicas, self.batch_size // replicas
@@ -103,7 +105,7 @@ class SelectionStep:
     _, _, sample_weight = adapters.unpack(super_batch)
     usable = real & _nonzero_weight(sample_weight, n)
 
-    scored = self.scorer(super_batch) if self.scorer is not None else None
+    scored = self.scorer(super_batch, joined) if self.scorer is not None else None
     if scored is None:
       finite = tf.ones([n], tf.bool)
     else:
@@ -217,7 +219,14 @@ def _batch_score(scores, kept, finite, collective: Collective) -> tf.Tensor:
 
 
 def _warn_if(condition, message, value):
-  """Prints `message value` to stderr when `condition` holds (graph-safe)."""
+  """Prints `message value` to stderr when `condition` holds (graph-safe).
+
+  Inside a whole-step XLA compilation (Keras' `jit_compile`) nothing is printed: XLA has no
+  print op. The condition still reaches the statistics (`non_finite == read`).
+  """
+  if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
+    return tf.constant(False)
+
   def warn():
     with tf.control_dependencies([tf.print(message, value, output_stream=sys.stderr)]):
       return tf.constant(True)
