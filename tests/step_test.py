@@ -16,102 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
+from tfjest import testing
 
-D, CLASSES = 6, 5
-
-
-class TinyDualEncoder(keras.Model):
-  """A linear dual encoder following tfjest's contract."""
-
-  def __init__(self, seed=0, width=4, **kwargs):
-    super().__init__(**kwargs)
-    init = keras.initializers.GlorotUniform
-    self.image_tower = keras.layers.Dense(width, kernel_initializer=init(seed))
-    self.text_tower = keras.layers.Dense(width, kernel_initializer=init(seed + 100))
-    self.log_scale = self.add_weight(shape=(), initializer=keras.initializers.Constant(2.3),
-                                     name="log_scale")
-    self.logit_bias = -5.0
-
-  @property
-  def logit_scale(self):
-    return tf.exp(self.log_scale)
-
-  def call(self, x, training=False):
-    return {"image_embeddings": tf.math.l2_normalize(self.image_tower(x["image"]), -1),
-            "text_embeddings": tf.math.l2_normalize(self.text_tower(x["text"]), -1)}
-
-  def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-    return tfjest.siglip_replica_loss(tfjest.Embeddings(
-        y_pred["image_embeddings"], y_pred["text_embeddings"], self.logit_scale,
-        self.logit_bias))
-
-
-class TinyClassifier(keras.Model):
-  """A linear classifier reading `x["x"]` (the element's `x` also carries an id)."""
-
-  def __init__(self, seed=0, classes=CLASSES, **kwargs):
-    super().__init__(**kwargs)
-    self.dense = keras.layers.Dense(classes, kernel_initializer=keras.initializers.GlorotUniform(
-        seed))
-
-  def call(self, x, training=False):
-    return self.dense(x["x"])
-
-
-def _dual(seed, name):
-  model = TinyDualEncoder(seed, name=name)
-  model.compile(optimizer=keras.optimizers.SGD(0.1))
-  model({"image": np.zeros((1, D), np.float32), "text": np.zeros((1, D), np.float32)})
-  return model
-
-
-def _classifier(seed, name, classes=CLASSES):
-  model = TinyClassifier(seed, classes, name=name)
-  model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-  model({"x": np.zeros((1, D), np.float32)})
-  return model
-
-
-def _stream(task, n=160, nan_every=0, seed=0, weights=None):
-  """Examples with ids; every `nan_every`-th example has a NaN feature."""
-  rng = np.random.default_rng(seed)
-  ids = np.arange(n, dtype=np.int64)
-  bad = (ids % nan_every == 3) if nan_every else np.zeros(n, bool)
-  if task == "contrastive":
-    image = rng.normal(size=(n, D)).astype(np.float32)
-    text = (image + 0.3 * rng.normal(size=(n, D))).astype(np.float32)
-    image[bad, 0] = np.nan
-    return tf.data.Dataset.from_tensor_slices({"image": image, "text": text, "id": ids})
-  x = rng.normal(size=(n, D)).astype(np.float32)
-  x[bad, 0] = np.nan
-  y = rng.integers(0, CLASSES, size=n).astype(np.int64)
-  parts = ({"x": x, "id": ids}, y) if weights is None else ({"x": x, "id": ids}, y, weights)
-  return tf.data.Dataset.from_tensor_slices(parts)
-
-
-def _ids(batch):
-  element = batch[0] if isinstance(batch, tuple) else batch
-  return element["id"].numpy()
-
-
-def _make(task, variant, seed=0):
-  """Fresh models and `select` arguments for one configuration (identical for equal seeds)."""
-  keras.utils.set_random_seed(seed)
-  make = _dual if task == "contrastive" else _classifier
-  learner, reference = make(seed, "learner"), make(seed + 1, "reference")
-  kwargs = dict(learner=learner, reference=reference, batch_size=8, super_batch_size=32,
-                num_chunks=2, seed=3)
-  if task == "classification":
-    kwargs["method"] = "independent"
-  if variant == "proxy":
-    kwargs["proxy"] = tfjest.OnlineProxy(make(seed + 2, "proxy"),
-                                         optimizer=keras.optimizers.SGD(0.5))
-  if variant == "cache":
-    path = os.path.join(tempfile.mkdtemp(), "cache")
-    kwargs["reference_cache"] = tfjest.cache_reference(reference, _stream(task, nan_every=7),
-                                                       path, id_key="id")
-    kwargs["id_key"] = "id"
-  return learner, kwargs
+_dual, _classifier, _stream = testing.dual_encoder, testing.classifier, testing.stream
+_ids, _make, D = testing.ids, testing.selection_setup, testing.D
 
 
 class ParityTest(tf.test.TestCase, parameterized.TestCase):
@@ -163,7 +71,7 @@ class TrainStepTest(tf.test.TestCase):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, D)).astype(np.float32)
     x[rng.permutation(n)[:200], 1] = np.nan
-    y = rng.integers(0, CLASSES, size=n).astype(np.int64)
+    y = rng.integers(0, testing.CLASSES, size=n).astype(np.int64)
     stream = tf.data.Dataset.from_tensor_slices(({"x": x, "id": np.arange(n)}, y))
     results = []
     for placement in ("pipeline", "train_step"):
@@ -181,30 +89,6 @@ class TrainStepTest(tf.test.TestCase):
       for key in ("learner_loss_selected", "learner_loss_rejected", "reference_loss_rejected",
                   "batch_score"):
         self.assertTrue(np.isfinite(stats[key]), key)
-
-
-class WholeStepXlaTest(tf.test.TestCase, parameterized.TestCase):
-  """Keras' `compile(jit_compile=True)`: selection in the compiled train step, still counted."""
-
-  @parameterized.product(task=["contrastive", "classification"],
-                         variant=["plain", "proxy", "cache"])
-  def test_statistics_count_the_same_examples_as_without_xla(self, task, variant):
-    counts = {}
-    for jit in (False, True):
-      learner, kwargs = _make(task, variant)
-      learner.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit,
-                      loss=None if task == "contrastive" else "sparse_categorical_crossentropy")
-      selector = tfjest.attach(learner, tfjest.select(**kwargs), placement="train_step")
-      history = learner.fit(_stream(task, nan_every=7).apply(selector), epochs=1, verbose=0)
-      self.assertTrue(np.isfinite(history.history["loss"][-1]))
-      stats = selector.stats.result()
-      counts[jit] = {k: stats[k] for k in ("read", "selected", "filtered", "non_finite")}
-      self.assertIn("batch_score", stats)
-      if variant == "proxy":
-        self.assertEqual(int(kwargs["proxy"].steps.numpy()), 5)
-    self.assertEqual(counts[True], counts[False])
-    self.assertEqual(counts[True], {"read": 160, "selected": 40, "filtered": 120,
-                                    "non_finite": 23})
 
 
 class NonFiniteFirstChunkTest(tf.test.TestCase):

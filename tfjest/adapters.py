@@ -274,9 +274,9 @@ def resolve_task(outputs: Any, *, task: str, embedding_keys: Sequence[str],
 
 def _resolve_pair(outputs, *, loss_fn, has_labels: bool, role: str, model, received: str) -> str:
   """`resolve_task` of a 2-tuple of `[batch, width]` tensors of one width (see there)."""
-  both = (f"Pass `task=\"contrastive\"` for a dual encoder (with `logit_scale` and "
-          f"`logit_bias` attributes), or `task=\"classification\"` with a `loss_fn=` of the "
-          f"labels and both outputs for a classifier.")
+  both = ("Pass `task=\"contrastive\"` for a dual encoder (with `logit_scale` and "
+          "`logit_bias` attributes), or `task=\"classification\"` with a `loss_fn=` of the "
+          "labels and both outputs for a classifier.")
   if model is None:
     if loss_fn is None:
       return "contrastive"

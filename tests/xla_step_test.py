@@ -1,0 +1,42 @@
+"""Selection in a train step that Keras compiles whole with XLA (`compile(jit_compile=True)`).
+
+The statistics must count what they count without XLA, for both model contracts, with an online
+proxy and with a cached reference (whose values the attached pipeline joins, so the compiled step
+looks nothing up). Each case compiles a train step with XLA (several seconds on CPU).
+"""
+
+from absl.testing import parameterized
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfjest
+from tfjest import testing
+
+
+class WholeStepXlaTest(tf.test.TestCase, parameterized.TestCase):
+  """Keras' `compile(jit_compile=True)`: selection in the compiled train step, still counted."""
+
+  @parameterized.product(task=["contrastive", "classification"],
+                         variant=["plain", "proxy", "cache"])
+  def test_statistics_count_the_same_examples_as_without_xla(self, task, variant):
+    # Without XLA the same stream counts these (step_test.ParityTest, and the plain
+    # classifier below, run both ways).
+    want = {"read": 160, "selected": 40, "filtered": 120, "non_finite": 23}
+    for jit in ((False, True) if (task, variant) == ("classification", "plain") else (True,)):
+      learner, kwargs = testing.selection_setup(task, variant)
+      learner.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit,
+                      loss=None if task == "contrastive" else "sparse_categorical_crossentropy")
+      selector = tfjest.attach(learner, tfjest.select(**kwargs), placement="train_step")
+      history = learner.fit(testing.stream(task, nan_every=7).apply(selector), epochs=1,
+                            verbose=0)
+      self.assertTrue(np.isfinite(history.history["loss"][-1]))
+      stats = selector.stats.result()
+      self.assertEqual({k: stats[k] for k in want}, want, f"jit_compile={jit}")
+      self.assertIn("batch_score", stats)
+      if variant == "proxy":
+        self.assertEqual(int(kwargs["proxy"].steps.numpy()), 5)
+
+
+if __name__ == "__main__":
+  tf.test.main()
