@@ -151,10 +151,9 @@ class SelectionStep:
       scores = global_scores.GlobalScores(scores, collective.all_gather, collective.replica_id)
       return self.rule.choose(scores, b, step=key, num_candidates=n, valid=usable,
                               set_size_per_chunk=self.batch_size // self.rule.num_chunks)
-    parts = score_parts(scores)
-    if self.jit_compile:
-      return self._choose_jit(parts, key, usable, n, b)
-    return self._choose_from_parts(parts, key, usable, n, b)
+    if self.jit_compile:  # the score object crosses the XLA function as its tensors
+      return self._choose_jit(score_parts(scores), key, usable, n, b)
+    return self.rule.choose(scores, b, step=key, num_candidates=n, valid=usable)
 
   def _choose_from_parts(self, parts, key, usable, n: int, b: int):
     return self.rule.choose(scores_from_parts(self.rule_score, parts), b, step=key,
