@@ -1,6 +1,6 @@
 r"""Data efficiency of JEST and its ablations against uniform sampling (JEST_SPEC section 9).
 
-    nohup python benchmarks/data_efficiency.py > out/data_efficiency/log.txt 2>&1 &
+    nohup python -m benchmarks.data_efficiency > out/data_efficiency/log.txt 2>&1 &
 
 For each noise level (`--noises`), trains one reference on `curated`, then learners on `web`
 for `--steps` steps with every configuration of the grid, each for `--seeds` seeds:
@@ -26,29 +26,27 @@ import datetime
 import json
 import os
 import platform
-import sys
 import time
 
 from absl import app
 from absl import flags
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np
 import tensorflow as tf
 
-from examples import captions_world
-from examples import experiment
+import tfjest
+from examples import data
+from examples import harness
 from examples import plots
-from examples import speedup
+from examples import reference as reference_lib
+from examples import tasks
 from tfjest import datasets
+from tfjest import efficiency
 
 _OUTPUT = flags.DEFINE_string("output", "out/data_efficiency/results.json",
                               "Results file (JSON); plots go next to it. Resumed if present.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
 _NOISES = flags.DEFINE_list("noises", ["0.5", "0.0"], "Web noise levels (registered configs).")
-_JEST_SCORES = flags.DEFINE_list("jest_scores", list(experiment.SCORES), "Scores for jest.")
+_JEST_SCORES = flags.DEFINE_list("jest_scores", list(harness.SCORES), "Scores for jest.")
 _INDEPENDENT_SCORES = flags.DEFINE_list("independent_scores", ["learnability"],
                                         "Scores for independent selection ('' for none).")
 _RATIOS = flags.DEFINE_list("filter_ratios", ["0.5", "0.8", "0.9"], "Filter ratios f.")
@@ -56,12 +54,12 @@ _SEEDS = flags.DEFINE_integer("seeds", 5, "Seeds per configuration (0, 1, ...)."
 _STEPS = flags.DEFINE_integer("steps", 1000, "Training steps per run (the budget).")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 50, "Steps between evaluations.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per training step (b).")
-_LR = flags.DEFINE_float("learning_rate", experiment.LEARNING_RATE, "Learner's Adam rate.")
+_LR = flags.DEFINE_float("learning_rate", harness.LEARNING_RATE, "Learner's Adam rate.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Selection temperature tau.")
 _FIRST_CHUNK = flags.DEFINE_string("first_chunk", "uniform", "JEST's first chunk rule.")
 _NORMALIZATION = flags.DEFINE_string("normalization", "none", "JEST's gain normalisation.")
 _CHUNKS = flags.DEFINE_integer("num_chunks", 16, "JEST chunks per batch.")
-_REF_EPOCHS = flags.DEFINE_integer("reference_epochs", experiment.REFERENCE_EPOCHS,
+_REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
                                    "Epochs of reference training on curated.")
 _PROXY = flags.DEFINE_list(
     "proxy_filters", [], "With three convolution widths (e.g. 4,8,16), a small online proxy "
@@ -113,7 +111,11 @@ def _config(settings, noise):
     web, curated, test = settings["sizes"]
     return datasets.make_config(noise=noise, web_size=web, curated_size=curated,
                                 test_size=test)
-  return experiment.config_for(noise)
+  return data.config_for(noise)
+
+
+def _reads_learner(method, score):
+  return method in harness.METHODS and "learner" in tfjest.models_read(method, score)
 
 
 def _grid(settings, noise):
@@ -138,18 +140,16 @@ def _write(path, results):
   os.replace(partial, path)
 
 
-def _reference(settings, noise, config, results, directory):
+def _reference(settings, task, results, directory):
   """The noise level's reference: trained once, saved next to the results, then reused."""
-  name = config if isinstance(config, str) else config.name
+  name = task.config_name
   path = os.path.join(directory, f"reference_{name}.keras")
   if os.path.exists(path) and name in results["references"]:
-    return experiment.load_reference(path), name
+    return reference_lib.load(path), name
   start = time.time()
-  model = experiment.train_reference(config=config, data_dir=_DATA_DIR.value,
-                                     epochs=settings["reference_epochs"], log=print)
-  experiment.save_reference(model, path)
-  world = experiment.load_world(config, _DATA_DIR.value)
-  metrics = captions_world.evaluate(model, world.test, world.tokenizer)
+  model = reference_lib.train(task, epochs=settings["reference_epochs"], log=print)
+  reference_lib.save(model, path)
+  metrics = task.evaluate(model)
   results["references"][name] = {"path": path, "seconds": time.time() - start, **metrics}
   print(f"reference for {name}: accuracy {metrics['accuracy']:.3f}, "
         f"recall@1 {metrics['recall_at_1']:.3f}", flush=True)
@@ -170,7 +170,7 @@ def _summaries(settings, results):
       group = runs.get(_key(noise, method, score, f, 0).rsplit("|seed=", 1)[0])
       if group:
         rows.append({"noise": noise, "method": method, "score": score, "filter_ratio": f,
-                     **speedup.summarize(group, uniform)})
+                     **efficiency.summarize(group, uniform)})
   return rows
 
 
@@ -188,7 +188,7 @@ def _table(rows, settings):
     step = "-" if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
     compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
     score = r["score"] or "-"
-    if settings.get("proxy_filters") and experiment.reads_learner(r["method"], r["score"]):
+    if settings.get("proxy_filters") and _reads_learner(r["method"], r["score"]):
       score += " (proxy)"
     lines.append(
         f"| {r['noise']} | {r['method']} | {score} | {r['filter_ratio'] or '-'} "
@@ -209,7 +209,7 @@ def _plots(settings, results, directory):
     uniform = group("uniform", None, None)
     if not uniform:
       continue
-    target = speedup.target(uniform)
+    target = efficiency.target(uniform)
     panels = []
     for axis, label in (("steps", "training steps"), ("flops", "cumulative FLOPs")):
       for f in settings["filter_ratios"]:
@@ -221,11 +221,11 @@ def _plots(settings, results, directory):
           if not runs:
             continue
           name = method if score is None else f"{method}/{score}"
-          if settings.get("proxy_filters") and experiment.reads_learner(method, score):
+          if settings.get("proxy_filters") and _reads_learner(method, score):
             name += " (proxy)"
           series.append({"label": f"{name} ({len(runs)})", "x": runs[0][axis],
                          "color": _COLOURS.get((method, score)),
-                         "y": speedup.mean_curve(runs),
+                         "y": efficiency.mean_curve(runs),
                          "spread": np.std([r["accuracy"] for r in runs], axis=0)})
         panels.append({"title": f"noise {noise}, f={f}: accuracy vs {label}",
                        "xlabel": label, "ylabel": "zero-shot accuracy (mean ± std)",
@@ -272,13 +272,13 @@ def main(argv):
              for _ in range(settings["seeds"]))
   done, start = len(results["runs"]), time.time()
   for noise in settings["noises"]:
-    config = _config(settings, noise)
-    reference, name = _reference(settings, noise, config, results, directory)
+    task = tasks.CaptionsTask(_config(settings, noise), _DATA_DIR.value)
+    reference, name = _reference(settings, task, results, directory)
     cache = None
     if settings["cache_reference"]:
-      cache = experiment.cache_reference(
-          reference, os.path.join(directory, f"reference_cache_{name}"), config=config,
-          data_dir=_DATA_DIR.value, log=lambda line: print(line, flush=True))
+      cache = reference_lib.cached(reference, task,
+                                   os.path.join(directory, f"reference_cache_{name}"),
+                                   log=lambda line: print(line, flush=True))
     for seed in range(settings["seeds"]):
       ran = False
       for method, score, f in _grid(settings, noise):
@@ -286,19 +286,18 @@ def main(argv):
         if key in results["runs"]:
           continue
         ran = True
-        run = experiment.run(
+        run = harness.run(harness.RunConfig(
             method="uniform" if method == "oracle_clean" else method,
             score=score or "learnability", filter_ratio=f or 0.8,
             batch_size=settings["batch_size"], steps=settings["steps"], seed=seed,
-            noise=noise, eval_every=settings["eval_every"], config=config,
-            data_dir=_DATA_DIR.value, reference=reference, reference_cache=cache,
-            num_chunks=settings["num_chunks"],
+            eval_every=settings["eval_every"], num_chunks=settings["num_chunks"],
             temperature=settings["temperature"], first_chunk=settings["first_chunk"],
             normalization=settings["normalization"],
             learning_rate=settings["learning_rate"], oracle_clean=method == "oracle_clean",
             proxy_filters=(settings.get("proxy_filters")
-                           if experiment.reads_learner(method, score) else None),
-            proxy_width=settings.get("proxy_width", 16))
+                           if _reads_learner(method, score) else None),
+            proxy_width=settings.get("proxy_width", 16)),
+            task, reference=reference, reference_cache=cache)
         results["runs"][key] = run
         _write(_OUTPUT.value, results)
         done += 1

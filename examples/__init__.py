@@ -1,0 +1,24 @@
+"""tfjest's examples: one room per idea, and thin programs over them.
+
+Rooms (importable from the repository root, e.g. `from examples import harness`):
+
+* `data`: the offline captions dataset (`tfjest.datasets`) as model inputs: tokenizer, the
+  element map, in-memory splits and streams, the corruption counter.
+* `models`: the captions dual encoder (on `tfjest.SigLIPDualEncoder`) and classifier.
+* `evaluation`: zero-shot accuracy and recall@1 on the clean test split.
+* `tasks`: the captions task and the toy-pairs task behind one interface.
+* `reference`: the one recipe for the frozen reference (train, save, load, cache).
+* `strategies`: the `tf.distribute` strategy of a program's `--strategy`.
+* `harness`: one run (a learner trained on selected data, with or without a strategy).
+* `plots`: curves as PNG files.
+
+Programs (run from the repository root; each docstring gives its command):
+
+    python -m examples.quickstart       # toy pairs: what JEST avoids, in a minute
+    python -m examples.demo             # make demo: JEST against uniform on the captions data
+    python -m examples.train_reference  # a reference saved as .keras
+    python -m examples.train_learner    # any strategy: default, mirrored, multi_worker, tpu
+
+`tfjest.efficiency` (in the library) turns the harness's curves into JEST_SPEC section 9's
+speedups.
+"""

@@ -1,6 +1,6 @@
 r"""The demo: JEST against uniform sampling on the offline benchmark's noisy web split.
 
-    python examples/demo.py
+    python -m examples.demo
 
 On the default config (`noise_0.5`: half of the 100k web image-caption pairs corrupted), it
 builds the dataset and its vocabulary if needed (into `--data_dir`, TFDS' default
@@ -17,19 +17,17 @@ steps for about half the FLOPs per step at f = 0.8 (1.36x a uniform step instead
 """
 
 import os
-import sys
 import time
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from examples import captions_world
-from examples import experiment
+from examples import data
+from examples import harness
 from examples import plots
-from examples import speedup
+from examples import reference as reference_lib
+from examples import tasks
+from tfjest import efficiency
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Share of corrupted web examples (a registered config).")
@@ -40,7 +38,7 @@ _EVAL_EVERY = flags.DEFINE_integer("eval_every", 50, "Steps between evaluations 
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per training step (b).")
 _RATIO = flags.DEFINE_float("filter_ratio", 0.8, "JEST's filter ratio f (N = b / (1 - f)).")
 _CHUNKS = flags.DEFINE_integer("num_chunks", 16, "JEST's chunks per batch (must divide b).")
-_REF_EPOCHS = flags.DEFINE_integer("reference_epochs", experiment.REFERENCE_EPOCHS,
+_REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
                                    "Epochs of reference training on curated.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the learners and the selection.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/demo",
@@ -58,37 +56,31 @@ def _fmt(value, spec):
 
 def main(argv):
   del argv
-  config = experiment.config_for(_NOISE.value, sizes=_SIZES.value)
   start = time.time()
-  world = experiment.load_world(config, _DATA_DIR.value)
-  print(f"data: {config if isinstance(config, str) else config.name}: {len(world.web)} web "
-        f"({(world.web.corruption != 0).mean():.0%} corrupted), {len(world.curated)} curated, "
-        f"{len(world.test)} test examples; vocabulary of {world.tokenizer.vocab_size} tokens "
-        f"({time.time() - start:.0f} s)")
+  task = tasks.CaptionsTask(data.config_for(_NOISE.value, sizes=_SIZES.value), _DATA_DIR.value)
+  print(f"data: {task.describe()} ({time.time() - start:.0f} s)")
 
-  reference = experiment.train_reference(config=config, data_dir=_DATA_DIR.value,
-                                         epochs=_REF_EPOCHS.value, log=print)
-  metrics = captions_world.evaluate(reference, world.test, world.tokenizer)
+  reference = reference_lib.train(task, epochs=_REF_EPOCHS.value, log=print)
+  metrics = task.evaluate(reference)
   print(f"reference: zero-shot accuracy {metrics['accuracy']:.3f}, "
         f"recall@1 {metrics['recall_at_1']:.3f}")
   cache = None
   if _CACHE.value:
-    cache = experiment.cache_reference(
-        reference, os.path.join(_OUTPUT_DIR.value, "reference_cache"), config=config,
-        data_dir=_DATA_DIR.value, log=print)
+    cache = reference_lib.cached(reference, task,
+                                 os.path.join(_OUTPUT_DIR.value, "reference_cache"), log=print)
 
-  common = dict(batch_size=_BATCH.value, steps=_STEPS.value, seed=_SEED.value,
-                eval_every=_EVAL_EVERY.value, config=config, data_dir=_DATA_DIR.value,
-                filter_ratio=_RATIO.value, num_chunks=_CHUNKS.value)
   runs = {}
   for name, method in (("uniform", "uniform"), ("jest", "jest")):
     proxy = [int(f) for f in _PROXY.value] if method == "jest" and _PROXY.value else None
-    runs[name] = experiment.run(method=method, score="learnability", reference=reference,
-                                reference_cache=cache, proxy_filters=proxy, **common)
+    config = harness.RunConfig(
+        method=method, score="learnability", batch_size=_BATCH.value, steps=_STEPS.value,
+        seed=_SEED.value, eval_every=_EVAL_EVERY.value, filter_ratio=_RATIO.value,
+        num_chunks=_CHUNKS.value, proxy_filters=proxy)
+    runs[name] = harness.run(config, task, reference=reference, reference_cache=cache)
     print(f"{name}: {_STEPS.value} steps in {runs[name]['wall_seconds']:.0f} s")
 
-  jest = speedup.summarize([runs["jest"]], [runs["uniform"]])
-  uniform = speedup.summarize([runs["uniform"]], [runs["uniform"]])
+  jest = efficiency.summarize([runs["jest"]], [runs["uniform"]])
+  uniform = efficiency.summarize([runs["uniform"]], [runs["uniform"]])
   jest_name = (f"jest (learnability, f={_RATIO.value}"
                f"{', proxy' if _PROXY.value else ''})")
   uniform_cost = runs["uniform"]["flops_per_step"]["total"]
@@ -122,7 +114,7 @@ def main(argv):
                     "y": runs["uniform"]["accuracy"]},
                    {"label": jest_name, "x": runs["jest"][axis],
                     "y": runs["jest"]["accuracy"]}]})
-  name = config if isinstance(config, str) else config.name
+  name = task.config_name
   path = plots.save_panels(
       os.path.join(_OUTPUT_DIR.value, "accuracy.png"), panels, columns=2,
       title=f"{name}: reference accuracy {metrics['accuracy']:.3f}, b={_BATCH.value}, "

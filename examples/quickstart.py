@@ -11,24 +11,23 @@ stream for a few steps, reporting the FLOPs of a step.
 
 Runs in about a minute on 2 CPU cores. The last line reads
 `corrupted share selected: uniform=<x.xx> independent=<x.xx> jest=<x.xx>`.
+
+    python -m examples.quickstart
 """
 
 import os
-import sys
 import tempfile
 
 from absl import app
 from absl import flags
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import keras
 import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import toy_world
+from examples import reference as reference_lib
+from examples import tasks
+from tfjest import testing
 
 _CLEAN = flags.DEFINE_integer("clean_examples", 6000, "Clean pairs the reference trains on.")
 _STREAM = flags.DEFINE_integer("stream_examples", 4800, "Examples in the noisy stream.")
@@ -41,26 +40,17 @@ _FIT_STEPS = flags.DEFINE_integer("fit_steps", 20, "Learner steps of model.fit o
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for data, models and selection.")
 
 
-def train_reference(seed: int) -> toy_world.DualEncoder:
-  keras.utils.set_random_seed(seed)
-  clean = toy_world.make_pairs(_CLEAN.value, 0.0, seed=seed + 1)
-  reference = toy_world.DualEncoder(name="reference")
-  reference.compile(optimizer=keras.optimizers.Adam(3e-3))
-  data = tf.data.Dataset.from_tensor_slices({"image": clean["image"], "text": clean["text"]})
-  reference.fit(data.shuffle(len(clean["text"]), seed=seed).batch(128, drop_remainder=True),
-                epochs=_REF_EPOCHS.value, verbose=0)
-  reference.trainable = False
-  return reference
-
-
 def main(argv):
   del argv
   seed = _SEED.value
-  reference = train_reference(seed)
-  accuracy = toy_world.pair_accuracy(reference)
+  task = tasks.ToyTask(_CORRUPT.value, seed, training_examples=_STREAM.value,
+                       reference_examples=_CLEAN.value)
+  reference = reference_lib.train(task, epochs=_REF_EPOCHS.value, batch_size=128, seed=seed,
+                                  width=32)
+  accuracy = testing.pair_accuracy(reference)
   print(f"reference: ranks the true caption above a swapped one for {accuracy:.1%} of images")
 
-  noisy = toy_world.make_pairs(_STREAM.value, _CORRUPT.value, seed=seed + 2)
+  noisy = task.pairs
   corrupted = noisy["corrupted"]
   # The stream carries ids; the corruption flags stay outside it, for analysis only.
   stream = tf.data.Dataset.from_tensor_slices(
@@ -71,7 +61,7 @@ def main(argv):
                                  id_key="id")
 
   keras.utils.set_random_seed(seed + 3)
-  learner = toy_world.DualEncoder(name="learner")
+  learner = testing.PairDualEncoder(name="learner")
   learner.compile(optimizer=keras.optimizers.Adam(1e-3))
 
   shares = {}

@@ -7,50 +7,51 @@ trains the learner with `model.fit` on `dataset.apply(tfjest.select(...))`, eval
 `--eval_every` steps, checks that every replica holds identical weights, and writes the curve.
 
     # One CPU, no strategy (selection in the tf.data pipeline):
-    python examples/train_learner.py --method=jest --steps=100 --output=/tmp/jest.json
+    python -m examples.train_learner --method=jest --steps=100 --output=/tmp/jest.json
 
     # MirroredStrategy over 2 logical CPU devices (selection in the replicated step):
-    python examples/train_learner.py --strategy=mirrored --num_cpu_devices=2 --method=jest \
+    python -m examples.train_learner --strategy=mirrored --num_cpu_devices=2 --method=jest \
         --steps=20 --eval_every=10
 
     # MultiWorkerMirroredStrategy: one process per worker, each with its TF_CONFIG, e.g.
     TF_CONFIG='{"cluster": {"worker": ["127.0.0.1:12345", "127.0.0.1:12346"]},
                 "task": {"type": "worker", "index": 0}}' \
-        python examples/train_learner.py --strategy=multi_worker --dataset=toy --method=jest \
+        python -m examples.train_learner --strategy=multi_worker --dataset=toy --method=jest \
         --steps=20 &
     TF_CONFIG='{"cluster": {"worker": ["127.0.0.1:12345", "127.0.0.1:12346"]},
                 "task": {"type": "worker", "index": 1}}' \
-        python examples/train_learner.py --strategy=multi_worker --dataset=toy --method=jest \
+        python -m examples.train_learner --strategy=multi_worker --dataset=toy --method=jest \
         --steps=20
     (The captions dataset is built on first use; under several workers build it once first, e.g.
     with one run without a strategy, so that workers do not build it at the same time.)
 
     # A larger web split of the offline benchmark dataset (the default data), f = 0.9:
-    python examples/train_learner.py --method=jest --filter_ratio=0.9 --stream_examples=100000 \
+    python -m examples.train_learner --method=jest --filter_ratio=0.9 --stream_examples=100000 \
         --steps=1000 --eval_every=50 --output=/tmp/jest.json
 
     # A Cloud TPU (fails with a clear message where there is none):
-    python examples/train_learner.py --strategy=tpu --tpu=local --method=jest
+    python -m examples.train_learner --strategy=tpu --tpu=local --method=jest
 
-The last lines read `identical replica weights: True (<R> replicas, ...)`; `--output` gets
+The last line reads `identical replica weights: True (<R> replicas)`; `--output` gets
 `{"steps": [...], "flops": [...], "accuracy": [...], ...}` as JSON.
 """
 
 import json
-import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from examples import training
+import tfjest
+from examples import harness
+from examples import reference as reference_lib
+from examples import strategies
+from examples import tasks
+from tfjest import testing
 
 _STRATEGY = flags.DEFINE_enum(
-    "strategy", "default", training.STRATEGIES,
+    "strategy", "default", strategies.STRATEGIES,
     "default: no strategy (selection in the tf.data pipeline); mirrored: MirroredStrategy over "
     "all GPUs, or all logical CPUs (see --num_cpu_devices); multi_worker: "
     "MultiWorkerMirroredStrategy, cluster from TF_CONFIG; tpu: TPUStrategy at --tpu.")
@@ -60,16 +61,15 @@ _TPU = flags.DEFINE_string(
 _CPUS = flags.DEFINE_integer(
     "num_cpu_devices", 1, "Split the CPU into this many logical devices (replicas for "
     "--strategy=mirrored on a machine without GPUs).", lower_bound=1)
-_DATASET = flags.DEFINE_enum("dataset", "captions", sorted(training.DATASETS),
-                             "The data and models: toy = examples/toy_world.py image-caption "
-                             "pairs (generated in memory, fast); captions = the offline "
-                             "benchmark dataset (tfjest.datasets, `web` split of "
-                             "--stream_examples, `curated` of --reference_examples; "
-                             "examples/captions_world.py models).")
-_METHOD = flags.DEFINE_enum("method", "jest", training.METHODS,
+_DATASET = flags.DEFINE_enum("dataset", "captions", ["captions", "toy"],
+                             "The data and models: toy = tfjest.testing's image-caption pairs "
+                             "(generated in memory, fast); captions = the offline benchmark "
+                             "dataset (tfjest.datasets, `web` split of --stream_examples, "
+                             "`curated` of --reference_examples; examples/models.py models).")
+_METHOD = flags.DEFINE_enum("method", "jest", harness.METHODS,
                             "Selection: uniform (baseline), independent (per-example), "
                             "jest (joint).")
-_SCORE = flags.DEFINE_enum("score", "learnability", training.SCORES,
+_SCORE = flags.DEFINE_enum("score", "learnability", harness.SCORES,
                            "Score: learnability (learner - reference loss), hard_learner, "
                            "easy_reference.")
 _REPLICA_SELECTION = flags.DEFINE_enum(
@@ -105,23 +105,50 @@ _OUTPUT = flags.DEFINE_string("output", "", "Write the evaluation curve (steps, 
                               "run details here as JSON.")
 
 
+def _run(log):
+  strategy = strategies.make_strategy(_STRATEGY.value, tpu=_TPU.value)
+  replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+  log(f"strategy: {_STRATEGY.value}, {replicas} replica(s)")
+  task = tasks.make_task(_DATASET.value, noise=_NOISE.value, seed=_SEED.value,
+                         sizes=(_STREAM_EXAMPLES.value, _REF_EXAMPLES.value),
+                         data_dir=_DATA_DIR.value or None)
+  config = harness.RunConfig(
+      method=_METHOD.value, score=_SCORE.value, filter_ratio=_RATIO.value,
+      batch_size=_BATCH.value, steps=_STEPS.value, eval_every=_EVAL_EVERY.value,
+      seed=_SEED.value, learning_rate=_LR.value, num_chunks=_CHUNKS.value,
+      replica_selection=_REPLICA_SELECTION.value, backup_dir=_BACKUP_DIR.value)
+  # The reference trains with plain fit, before attach would apply the fix.
+  if strategy is not None and tfjest.ensure_multi_worker_fit(strategy):
+    log("keras: tfjest's MultiWorkerMirroredStrategy fit fix is active (keras-team/keras#20585)")
+  reference = None
+  if "reference" in config.models_read:
+    if _REFERENCE_PATH.value:
+      if strategy is not None:
+        with strategy.scope():
+          reference = reference_lib.load(_REFERENCE_PATH.value)
+      else:
+        reference = reference_lib.load(_REFERENCE_PATH.value)
+      log(f"reference: loaded {_REFERENCE_PATH.value}")
+    else:
+      reference = reference_lib.train(task, epochs=_REF_EPOCHS.value, batch_size=128,
+                                      seed=_SEED.value, strategy=strategy, log=log)
+      log(f"reference: accuracy {task.evaluate(reference)['accuracy']:.3f}")
+  result = harness.run(config, task, reference=reference, strategy=strategy, log=log)
+  stats = result["selection_stats"]
+  log(f"selected {stats['selected']:.0f} of {stats['read']:.0f} examples")
+  log(f"identical replica weights: {result['identical_replica_weights']} ({replicas} "
+      f"replicas)")
+  return result
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # tf.distribute logs every collective at INFO
-  if not training.configure_cpu_devices(_CPUS.value):
+  if not testing.configure_cpu_devices(_CPUS.value):
     sys.exit(f"train_learner: could not create {_CPUS.value} logical CPU devices. "
              f"Received: num_cpu_devices={_CPUS.value}")
-  config = training.TrainConfig(
-      strategy=_STRATEGY.value, tpu=_TPU.value, dataset=_DATASET.value, method=_METHOD.value,
-      score=_SCORE.value, replica_selection=_REPLICA_SELECTION.value,
-      filter_ratio=_RATIO.value, batch_size=_BATCH.value, num_chunks=_CHUNKS.value,
-      steps=_STEPS.value, eval_every=_EVAL_EVERY.value, seed=_SEED.value, noise=_NOISE.value,
-      learning_rate=_LR.value, reference_path=_REFERENCE_PATH.value,
-      reference_examples=_REF_EXAMPLES.value, reference_epochs=_REF_EPOCHS.value,
-      stream_examples=_STREAM_EXAMPLES.value, backup_dir=_BACKUP_DIR.value,
-      data_dir=_DATA_DIR.value)
   try:
-    result = training.run(config, log=lambda line: print(line, flush=True))
+    result = _run(lambda line: print(line, flush=True))
   except (ValueError, RuntimeError) as e:
     if "Received:" not in str(e):
       raise

@@ -11,14 +11,14 @@ import tensorflow as tf
 
 import tfjest
 from tfjest import cache as cache_lib
-from examples import toy_world
+from tfjest import testing
 
 N, B = 40, 8
 
 
 def _dual_encoder(name, seed):
   keras.utils.set_random_seed(seed)
-  model = toy_world.DualEncoder(name=name)
+  model = testing.PairDualEncoder(name=name)
   model({"image": np.zeros((1, 16, 16, 3), np.float32), "text": np.ones((1, 3), np.int32)})
   return model
 
@@ -43,7 +43,7 @@ class CacheTestCase(tf.test.TestCase, parameterized.TestCase):
     super().setUpClass()
     cls.learner = _dual_encoder("learner", 0)
     cls.reference = _dual_encoder("reference", 1)
-    cls.data = toy_world.make_pairs(200, 0.5, seed=0)
+    cls.data = testing.make_pairs(200, 0.5, seed=0)
     cls.stream = _stream(cls.data)
 
   def _cache(self, **kwargs):
@@ -131,7 +131,7 @@ class ContrastiveCacheTest(CacheTestCase):
 
   def test_missing_id_stops_the_pipeline_naming_it(self):
     cache = self._cache()
-    extra = toy_world.make_pairs(N, 0.0, seed=5)
+    extra = testing.make_pairs(N, 0.0, seed=5)
     extra["id"] = extra["id"] + 1000
     selector = tfjest.select(learner=self.learner, reference_cache=cache, id_key="id",
                              batch_size=B, filter_ratio=0.8, num_chunks=4)
@@ -141,7 +141,7 @@ class ContrastiveCacheTest(CacheTestCase):
 
   def test_cache_of_another_dataset_with_the_same_ids_is_stale(self):
     cache = self._cache()
-    other = toy_world.make_pairs(200, 0.5, seed=9)  # ids 0..199 again, other examples
+    other = testing.make_pairs(200, 0.5, seed=9)  # ids 0..199 again, other examples
     selector = tfjest.select(learner=self.learner, reference_cache=cache, id_key="id",
                              batch_size=B, filter_ratio=0.8, num_chunks=4)
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
@@ -170,7 +170,7 @@ class ContrastiveCacheTest(CacheTestCase):
   def test_elements_of_another_structure(self):
     cache = self._cache()
     stream = self.stream.map(lambda e: {**e, "image": e["image"][:8, :8]})
-    learner = toy_world.DualEncoder(name="small_images")
+    learner = testing.PairDualEncoder(name="small_images")
     selector = tfjest.select(learner=learner, reference_cache=cache, id_key="id",
                              batch_size=B, num_chunks=4)
     with self.assertRaisesRegex(ValueError, "another structure.*stale.*Received: inputs"):
@@ -192,8 +192,8 @@ class ClassifierCacheTest(tf.test.TestCase):
 
   def test_cached_losses_select_the_same(self):
     keras.utils.set_random_seed(0)
-    learner, reference = toy_world.make_classifier(), toy_world.make_classifier()
-    data = toy_world.make_pairs(200, 0.0, seed=3)
+    learner, reference = testing.pair_classifier(), testing.pair_classifier()
+    data = testing.make_pairs(200, 0.0, seed=3)
     stream = tf.data.Dataset.from_tensor_slices(
         ({"image": data["image"], "id": data["id"]}, data["label"]))
     wrap = lambda m: keras.Sequential([keras.layers.Lambda(lambda x: x["image"]), m])
@@ -215,17 +215,17 @@ class ClassifierCacheTest(tf.test.TestCase):
 
   def test_contrastive_learner_with_a_classifier_cache(self):
     keras.utils.set_random_seed(0)
-    data = toy_world.make_pairs(80, 0.0, seed=3)
+    data = testing.make_pairs(80, 0.0, seed=3)
     stream = tf.data.Dataset.from_tensor_slices(
         ({"image": data["image"], "text": data["text"], "id": data["id"]}, data["label"]))
     classifier = keras.Sequential([keras.layers.Lambda(lambda x: x["image"]),
-                                   toy_world.make_classifier()])
+                                   testing.pair_classifier()])
     classifier.compile(loss="sparse_categorical_crossentropy")
     path = os.path.join(_fresh_dir(self), "cache")
     cache = tfjest.cache_reference(classifier, stream, path, id_key="id")
     with self.assertRaisesRegex(ValueError, "same kind.*Received: learner task 'contrastive', "
                                 "reference cache task 'classification'"):
-      stream.apply(tfjest.select(learner=toy_world.DualEncoder(), reference_cache=cache,
+      stream.apply(tfjest.select(learner=testing.PairDualEncoder(), reference_cache=cache,
                                  id_key="id", batch_size=B, num_chunks=4))
 
 
@@ -302,7 +302,7 @@ class CacheArgumentsTest(CacheTestCase):
     cache = self._cache()
     with self.assertRaisesRegex(ValueError, "no weights yet.*Received: reference='unbuilt' "
                                 r"\(not built\)"):
-      tfjest.select(learner=self.learner, reference=toy_world.DualEncoder(name="unbuilt"),
+      tfjest.select(learner=self.learner, reference=testing.PairDualEncoder(name="unbuilt"),
                     reference_cache=cache, id_key="id", batch_size=B, num_chunks=4)
 
   def test_not_a_cache_of_this_format(self):
@@ -314,7 +314,7 @@ class CacheArgumentsTest(CacheTestCase):
 
   def test_classifier_cache_needs_labels_and_data(self):
     classifier = keras.Sequential([keras.layers.Lambda(lambda x: x["image"]),
-                                   toy_world.make_classifier()])
+                                   testing.pair_classifier()])
     classifier.compile(loss="sparse_categorical_crossentropy")
     with self.assertRaisesRegex(ValueError, "needs labels.*elements without labels"):
       tfjest.cache_reference(classifier, self.stream, _fresh_dir(self), task="classification")

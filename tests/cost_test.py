@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import toy_world
+from tfjest import testing
 
 
 def _cnn():
@@ -25,7 +25,7 @@ def _cnn():
 
 
 def _toy_stream(n=200):
-  data = toy_world.make_pairs(n, 0.5, seed=0)
+  data = testing.make_pairs(n, 0.5, seed=0)
   return tf.data.Dataset.from_tensor_slices(
       {"image": data["image"], "text": data["text"], "id": data["id"]})
 
@@ -63,7 +63,7 @@ class ForwardFlopsTest(tf.test.TestCase):
     self.assertEqual(tfjest.forward_flops(Towers(), spec), 2 * 3 + 2 * 18 * 2 + 2)
 
   def test_toy_dual_encoder_towers(self):
-    model = toy_world.DualEncoder()
+    model = testing.PairDualEncoder()
     spec = {"image": tf.TensorSpec([16, 16, 3]), "text": tf.TensorSpec([3], tf.int32)}
     convs = 2 * 8 * 8 * 16 * 27 + 2 * 4 * 4 * 32 * (9 * 16)
     dense = 2 * 512 * 32 + 2 * 96 * 64 + 2 * 64 * 32
@@ -196,8 +196,8 @@ class SelectorCostTest(tf.test.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     keras.utils.set_random_seed(0)
-    cls.learner = toy_world.DualEncoder(name="learner")
-    cls.reference = toy_world.DualEncoder(name="reference")
+    cls.learner = testing.PairDualEncoder(name="learner")
+    cls.reference = testing.PairDualEncoder(name="reference")
     cls.spec = {"image": tf.TensorSpec([16, 16, 3]), "text": tf.TensorSpec([3], tf.int32),
                 "id": tf.TensorSpec([], tf.int64)}
 
@@ -223,7 +223,7 @@ class SelectorCostTest(tf.test.TestCase):
     self.assertEqual(cost.training, 3 * tfjest.forward_flops(self.learner, self.spec) * 8)
 
   def test_stats_and_callback_report_flops(self):
-    learner = toy_world.DualEncoder(name="fit_learner")
+    learner = testing.PairDualEncoder(name="fit_learner")
     learner.compile(optimizer="adam")
     selector = tfjest.select(learner=learner, reference=self.reference, batch_size=8,
                              filter_ratio=0.8, num_chunks=4)

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import toy_world
+from tfjest import testing
 
 N, B = 40, 8
 LEARNING_RATE = 0.5
@@ -31,15 +31,15 @@ class ProxyFollowsTrainingTest(tf.test.TestCase, parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     keras.utils.set_random_seed(0)
-    cls.reference = _built(toy_world.DualEncoder(name="reference"))
-    cls.data = toy_world.make_pairs(3 * N, 0.5, seed=1)
+    cls.reference = _built(testing.PairDualEncoder(name="reference"))
+    cls.data = testing.make_pairs(3 * N, 0.5, seed=1)
     cls.stream = tf.data.Dataset.from_tensor_slices(
         {"image": cls.data["image"], "text": cls.data["text"], "id": cls.data["id"]})
 
   def _proxy_and_twin(self):
     keras.utils.set_random_seed(2)
-    proxy = _built(toy_world.DualEncoder(width=16, name="proxy"))
-    twin = _built(toy_world.DualEncoder(width=16, name="twin"))
+    proxy = _built(testing.PairDualEncoder(width=16, name="proxy"))
+    twin = _built(testing.PairDualEncoder(width=16, name="twin"))
     twin.set_weights(proxy.get_weights())
     return tfjest.OnlineProxy(proxy, optimizer=keras.optimizers.SGD(LEARNING_RATE)), twin
 
@@ -93,7 +93,7 @@ class ProxyFollowsTrainingTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_step_cost_counts_the_proxy_not_the_learner(self):
     proxy, _ = self._proxy_and_twin()
-    learner = _built(toy_world.DualEncoder(width=64, name="learner"))
+    learner = _built(testing.PairDualEncoder(width=64, name="learner"))
     selector = tfjest.select(learner=learner, proxy=proxy, reference=self.reference,
                              batch_size=B, filter_ratio=0.8, num_chunks=4)
     self.stream.apply(selector)
@@ -110,9 +110,9 @@ class ClassifierProxyTest(tf.test.TestCase):
 
   def test_fit_with_a_classifier_proxy(self):
     keras.utils.set_random_seed(0)
-    data = toy_world.make_pairs(200, 0.0, seed=3)
+    data = testing.make_pairs(200, 0.0, seed=3)
     stream = tf.data.Dataset.from_tensor_slices((data["image"], data["label"]))
-    learner = toy_world.make_classifier()
+    learner = testing.pair_classifier()
     small = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.AveragePooling2D(4),
                               keras.layers.Flatten(), keras.layers.Dense(48)])
     small.compile(optimizer=keras.optimizers.Adam(1e-2),
@@ -136,13 +136,13 @@ class ProxyArgumentsTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.model = _built(toy_world.DualEncoder(name="m"))
+    cls.model = _built(testing.PairDualEncoder(name="m"))
 
   def test_constructor_errors(self):
     with self.assertRaisesRegex(TypeError, "Received: model of type str"):
       tfjest.OnlineProxy("model")
     with self.assertRaisesRegex(ValueError, "own optimizer.*Received: optimizer=None"):
-      tfjest.OnlineProxy(toy_world.DualEncoder())
+      tfjest.OnlineProxy(testing.PairDualEncoder())
     with self.assertRaisesRegex(TypeError, "Received: optimizer of type str"):
       tfjest.OnlineProxy(self.model, optimizer="sgd")
     with self.assertRaisesRegex(ValueError, "Received: loss_fn=3"):
@@ -165,17 +165,17 @@ class ProxyArgumentsTest(tf.test.TestCase):
     plain = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(),
                               keras.layers.Dense(3)])
     proxy = tfjest.OnlineProxy(plain, optimizer=keras.optimizers.SGD())
-    data = toy_world.make_pairs(N, 0.0)
+    data = testing.make_pairs(N, 0.0)
     stream = tf.data.Dataset.from_tensor_slices((data["image"], data["label"] % 3))
     with self.assertRaisesRegex(ValueError, "compile the proxy with a loss or pass `loss_fn="):
       stream.apply(tfjest.select(proxy=proxy, batch_size=B, score="hard_learner",
                                  method="independent"))
 
   def test_frozen_proxy_cannot_follow_training(self):
-    frozen = _built(toy_world.DualEncoder(name="frozen"))
+    frozen = _built(testing.PairDualEncoder(name="frozen"))
     frozen.trainable = False
     proxy = tfjest.OnlineProxy(frozen, optimizer=keras.optimizers.SGD())
-    data = toy_world.make_pairs(N, 0.0)
+    data = testing.make_pairs(N, 0.0)
     stream = tf.data.Dataset.from_tensor_slices({"image": data["image"], "text": data["text"]})
     with self.assertRaisesRegex(ValueError, "no trainable weights.*Received: model='frozen'"):
       stream.apply(tfjest.select(proxy=proxy, batch_size=B, num_chunks=4,

@@ -7,23 +7,17 @@ with its own noise and the step's weights, global vs per-replica `s(B)`, `fit` t
 `tfjest.attach` for both model contracts, the frozen replicated reference, XLA, and the errors.
 """
 
-import os
-import sys
+from tfjest import testing
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+testing.configure_cpu_devices(2)  # before any op; a no-op if conftest.py did it
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from examples import training
-
-training.configure_cpu_devices(2)  # before any op; a no-op if conftest.py did it
-
 from absl.testing import parameterized
 import keras
 import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import toy_world
 
 N, B, K = 32, 8, 2  # super-batch, batch, chunks: each replica selects 4 of 16 in chunks of 2
 
@@ -46,7 +40,7 @@ def _strategy():
 
 
 def _pairs(n=N, corrupt=0.5, seed=0):
-  data = toy_world.make_pairs(n, corrupt, seed)
+  data = testing.make_pairs(n, corrupt, seed)
   return {"image": data["image"], "text": data["text"], "id": data["id"]}
 
 
@@ -57,9 +51,9 @@ def _stream(n=10 * N, seed=0):
 def _dual_encoders(strategy, seed=0):
   with strategy.scope():
     keras.utils.set_random_seed(seed)
-    learner = toy_world.DualEncoder(name="learner")
+    learner = testing.PairDualEncoder(name="learner")
     learner.compile(optimizer=keras.optimizers.Adam(1e-2))
-    reference = toy_world.DualEncoder(name="reference")
+    reference = testing.PairDualEncoder(name="reference")
     reference.trainable = False
     for model in (learner, reference):
       model({"image": tf.zeros([1, 16, 16, 3]), "text": tf.zeros([1, 3], tf.int32)})
@@ -309,7 +303,7 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
     inner = learner.train_step._tfjest_selection.step._choose_jit
     self.assertEqual(inner.experimental_get_tracing_count(),
                      2 if replica_selection == "local" else 0)
-    self.assertTrue(training.replica_weights_identical(learner, strategy))
+    self.assertTrue(testing.replicas_identical(learner, strategy))
     self.assertTrue(any(not np.array_equal(a, b)
                         for a, b in zip(learner_before, learner.get_weights())))
     stats = selector.stats.result()
@@ -321,24 +315,24 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
     for before, w in zip(reference_before, reference.weights):
       self.assertTrue(strategy.extended.variable_created_in_scope(w.value))
       self.assertNotIn(id(w.value), trainable)
-      for value in training.local_replica_values(w, strategy):
+      for value in testing.replica_values(w, strategy):
         self.assertAllEqual(value, before)
     self.assertEmpty(reference.trainable_weights)
 
   def test_classifier_fit(self):
     strategy = _strategy()
-    data = toy_world.make_pairs(6 * N + 5, 0.0, 1)  # a tail of 5 that fills no super-batch
+    data = testing.make_pairs(6 * N + 5, 0.0, 1)  # a tail of 5 that fills no super-batch
     stream = tf.data.Dataset.from_tensor_slices((data["image"], data["label"]))
     with strategy.scope():
       keras.utils.set_random_seed(1)
-      learner = toy_world.make_classifier()
-      reference = toy_world.make_classifier()
+      learner = testing.pair_classifier()
+      reference = testing.pair_classifier()
       reference.trainable = False
       selector = tfjest.attach(learner, tfjest.select(
           learner=learner, reference=reference, batch_size=B, super_batch_size=N,
           method="independent"))
     learner.fit(stream.apply(selector), epochs=1, verbose=0)
-    self.assertTrue(training.replica_weights_identical(learner, strategy))
+    self.assertTrue(testing.replicas_identical(learner, strategy))
     stats = selector.stats.result()
     self.assertEqual(stats["selected"], 6 * B)
     self.assertEqual(stats["left_over"], 5)
@@ -349,9 +343,9 @@ class WithoutStrategyTest(tf.test.TestCase):
 
   def _models(self, seed=0):
     keras.utils.set_random_seed(seed)
-    learner = toy_world.DualEncoder(name="learner")
+    learner = testing.PairDualEncoder(name="learner")
     learner.compile(optimizer=keras.optimizers.Adam(1e-2))
-    reference = toy_world.DualEncoder(name="reference")
+    reference = testing.PairDualEncoder(name="reference")
     reference.trainable = False
     return learner, reference
 
@@ -442,7 +436,7 @@ class AttachErrorsTest(tf.test.TestCase, parameterized.TestCase):
       _stream().apply(selector)
 
   def test_reference_created_outside_the_scope(self):
-    outside = toy_world.DualEncoder(name="outside")
+    outside = testing.PairDualEncoder(name="outside")
     outside.trainable = False
     outside({"image": tf.zeros([1, 16, 16, 3]), "text": tf.zeros([1, 3], tf.int32)})
     with self.assertRaisesRegex(ValueError, r"under `strategy.scope\(\)`.* Received: "
@@ -452,14 +446,14 @@ class AttachErrorsTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_reference_inside_the_trained_model(self):
 
-    class WithReference(toy_world.DualEncoder):
+    class WithReference(testing.PairDualEncoder):
 
       def __init__(self, reference, **kwargs):
         super().__init__(**kwargs)
         self.reference = reference
 
     with self.strategy.scope():
-      reference = toy_world.DualEncoder(name="inner_reference")
+      reference = testing.PairDualEncoder(name="inner_reference")
       learner = WithReference(reference, name="with_reference")
       learner.compile(optimizer="adam")
       for model in (learner, reference):

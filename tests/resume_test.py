@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import toy_world
+from tfjest import testing
 
 B = 8
 STEPS, SAVE_AT = 9, 4
@@ -16,16 +16,16 @@ STEPS, SAVE_AT = 9, 4
 def _world(init_seed, with_proxy=False):
   """Learner, reference and selector; weights depend on `init_seed` (the data does not)."""
   keras.utils.set_random_seed(init_seed)
-  learner = toy_world.DualEncoder(name="learner")
+  learner = testing.PairDualEncoder(name="learner")
   learner.compile(optimizer=keras.optimizers.Adam(1e-2))
-  reference = toy_world.DualEncoder(name="reference")
+  reference = testing.PairDualEncoder(name="reference")
   proxy = None
   if with_proxy:  # a smaller dual encoder that scores for the learner and trains online
-    proxy = tfjest.OnlineProxy(toy_world.DualEncoder(width=8, name="proxy"),
+    proxy = tfjest.OnlineProxy(testing.PairDualEncoder(width=8, name="proxy"),
                                optimizer=keras.optimizers.Adam(1e-2))
   selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
                            filter_ratio=0.8, num_chunks=4, seed=3, proxy=proxy)
-  data = toy_world.make_pairs(800, 0.5, seed=0)
+  data = testing.make_pairs(800, 0.5, seed=0)
   stream = tf.data.Dataset.from_tensor_slices(
       {"image": data["image"], "text": data["text"], "id": data["id"]}).shuffle(800, seed=1)
   selected = stream.apply(selector).with_options(tfjest.deterministic_options())
@@ -113,10 +113,10 @@ class DeterminismTest(tf.test.TestCase):
 
   def _fit_ids(self, seed):
     keras.utils.set_random_seed(0)
-    learner = toy_world.DualEncoder(name="learner")
+    learner = testing.PairDualEncoder(name="learner")
     learner.compile(optimizer=keras.optimizers.Adam(1e-2))
-    reference = toy_world.DualEncoder(name="reference")
-    data = toy_world.make_pairs(800, 0.5, seed=0)
+    reference = testing.PairDualEncoder(name="reference")
+    data = testing.make_pairs(800, 0.5, seed=0)
     stream = tf.data.Dataset.from_tensor_slices(
         {"image": data["image"], "text": data["text"], "id": data["id"]})
     selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
@@ -153,11 +153,11 @@ class BackupAndRestoreTest(tf.test.TestCase):
 
   def _fit(self, backup_dir, init_seed, interrupt_at=None):
     keras.utils.set_random_seed(init_seed)
-    learner = toy_world.DualEncoder(name="learner")
+    learner = testing.PairDualEncoder(name="learner")
     learner.compile(optimizer=keras.optimizers.Adam(1e-2))
     keras.utils.set_random_seed(1)
-    reference = toy_world.DualEncoder(name="reference")
-    data = toy_world.make_pairs(400, 0.5, seed=0)
+    reference = testing.PairDualEncoder(name="reference")
+    data = testing.make_pairs(400, 0.5, seed=0)
     stream = tf.data.Dataset.from_tensor_slices({"image": data["image"], "text": data["text"]})
     selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
                              filter_ratio=0.8, num_chunks=4)

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import toy_world
+from tfjest import testing
 
 N, B = 40, 8
 
@@ -15,7 +15,7 @@ def half_resolution(x):
   return {**x, "image": tf.nn.avg_pool2d(x["image"], 2, 2, "VALID")}
 
 
-class AnyResolutionDualEncoder(toy_world.DualEncoder):
+class AnyResolutionDualEncoder(testing.PairDualEncoder):
   """The toy dual encoder with global average pooling: it takes images of any size."""
 
   def __init__(self, **kwargs):
@@ -40,8 +40,8 @@ class ScoringViewTest(tf.test.TestCase):
     super().setUpClass()
     keras.utils.set_random_seed(0)
     cls.learner = _built(AnyResolutionDualEncoder(name="learner"), 16)
-    cls.reference = _built(toy_world.DualEncoder(name="reference"), 16)
-    cls.data = toy_world.make_pairs(200, 0.5, seed=0)
+    cls.reference = _built(testing.PairDualEncoder(name="reference"), 16)
+    cls.data = testing.make_pairs(200, 0.5, seed=0)
     cls.stream = tf.data.Dataset.from_tensor_slices(
         {"image": cls.data["image"], "text": cls.data["text"], "id": cls.data["id"]})
 

@@ -6,18 +6,18 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import toy_world
+from tfjest import testing
 
 N, B = 40, 8  # super-batch and batch: filter_ratio 0.8
 
 
 def _pairs(n=200, corrupt=0.5, seed=0):
-  return toy_world.make_pairs(n, corrupt, seed)
+  return testing.make_pairs(n, corrupt, seed)
 
 
 def _dual_encoder(name, seed=0):
   keras.utils.set_random_seed(seed)
-  model = toy_world.DualEncoder(name=name)
+  model = testing.PairDualEncoder(name=name)
   model.compile(optimizer=keras.optimizers.Adam(1e-3))
   return model
 
@@ -233,7 +233,7 @@ class FitTest(tf.test.TestCase):
   def test_fit_classifier_compiled_the_ordinary_way(self):
     data = _pairs(n=400, corrupt=0.0)
     keras.utils.set_random_seed(0)
-    learner, reference = toy_world.make_classifier(), toy_world.make_classifier()
+    learner, reference = testing.pair_classifier(), testing.pair_classifier()
     stream = tf.data.Dataset.from_tensor_slices((data["image"], data["label"]))
     selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
                              filter_ratio=0.8, method="independent")
@@ -375,7 +375,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
                                       num_chunks=4)))
 
   def test_learner_and_reference_of_different_kinds(self):
-    classifier = toy_world.make_classifier()
+    classifier = testing.pair_classifier()
     data = _pairs(n=80)
     stream = tf.data.Dataset.from_tensor_slices(({"image": data["image"],
                                                   "text": data["text"]}, data["label"]))
@@ -386,7 +386,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
                                  num_chunks=4))
 
   def test_classifier_without_labels(self):
-    classifier = toy_world.make_classifier()
+    classifier = testing.pair_classifier()
     stream = tf.data.Dataset.from_tensor_slices(_pairs(n=80)["image"])
     with self.assertRaisesRegex(ValueError, "needs labels"):
       stream.apply(tfjest.select(learner=classifier, score="hard_learner", batch_size=8,

@@ -1,5 +1,6 @@
 """tfjest: learnability-based data selection (JEST, RHO-LOSS, Bad Students) for tf.data."""
 
+from tfjest.batching import super_batch_size_for
 from tfjest.cache import ReferenceCache
 from tfjest.cache import cache_reference
 from tfjest.callbacks import SelectionStatsCallback
@@ -16,6 +17,7 @@ from tfjest.losses import siglip_replica_loss
 from tfjest.losses import sigmoid_pair_loss_block
 from tfjest.losses import sigmoid_pair_loss_chunk_sums
 from tfjest.losses import sigmoid_pair_loss_diagonal
+from tfjest.models import SigLIPDualEncoder
 from tfjest.proxy import OnlineProxy
 from tfjest.replica import ReplicaSelection
 from tfjest.replica import TrainStepSelection
@@ -48,6 +50,7 @@ __all__ = [
     "Rule",
     "SelectionStats",
     "SelectionStatsCallback",
+    "SigLIPDualEncoder",
     "Selector",
     "StepCost",
     "TrainStepSelection",
@@ -71,5 +74,6 @@ __all__ = [
     "sigmoid_pair_loss_chunk_sums",
     "sigmoid_pair_loss_diagonal",
     "step_cost",
+    "super_batch_size_for",
     "uniform_selection",
 ]

@@ -20,7 +20,14 @@ def _is_int(value) -> bool:
 
 
 def super_batch_size_for(batch_size: int, filter_ratio: float) -> int:
-  """`N = b / (1 - f)`, which must come out whole (raises ValueError otherwise)."""
+  """The super-batch size `select` reads for a batch size and filter ratio: `N = b / (1 - f)`.
+
+  `N` must come out whole: a ratio that would need rounding raises instead of silently reading
+  more or fewer candidates than asked (pass `select(super_batch_size=...)` then).
+
+  Raises:
+    ValueError: if `b / (1 - f)` is not a whole number.
+  """
   exact = batch_size / (1.0 - filter_ratio)
   n = int(round(exact))
   if abs(exact - n) > 1e-6 * exact:

@@ -7,6 +7,13 @@ contracts, NaN inputs give NaN outputs (no ReLU to hide them), and a stream is a
 
     learner, kwargs = testing.selection_setup("contrastive", "proxy")
     selected = testing.stream("contrastive", nan_every=7).apply(tfjest.select(**kwargs))
+
+Two worlds: feature streams (`stream`, `D`-dimensional features for `TinyDualEncoder` and
+`TinyClassifier`) for exact checks, and image-caption pairs with known corruption (`make_pairs`,
+`PairDualEncoder`, `pair_classifier`, `pair_accuracy`) where selection has something to find:
+a share of the captions is swapped with other examples' captions, and the flag says which.
+`configure_cpu_devices` splits the CPU into logical devices, replicas for a
+`tf.distribute.MirroredStrategy` on a machine without accelerators.
 """
 
 import os
@@ -18,6 +25,7 @@ import tensorflow as tf
 
 from tfjest import cache as cache_lib
 from tfjest import losses
+from tfjest import models
 from tfjest import proxy as proxy_lib
 
 # Feature width of every stream, and classes of the classifier.
@@ -134,3 +142,160 @@ def selection_setup(task: str, variant: str = "plain", seed: int = 0):
                                                        path, id_key="id")
     kwargs["id_key"] = "id"
   return learner, kwargs
+
+
+def configure_cpu_devices(count: int) -> bool:
+  """Splits the physical CPU into `count` logical devices (replicas for MirroredStrategy).
+
+  Must run before TensorFlow initialises its devices (before any op). Returns True if at least
+  `count` logical CPUs exist afterwards, False if devices were initialised with fewer.
+  """
+  if count <= 1:
+    return True
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  current = tf.config.get_logical_device_configuration(cpu)
+  if current is not None:
+    return len(current) >= count
+  try:
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+    return True
+  except RuntimeError:  # devices already initialised
+    return len(tf.config.list_logical_devices("CPU")) >= count
+
+
+def replica_values(variable, strategy=None) -> list:
+  """A variable's value on each of this worker's replicas (one value without a strategy)."""
+  value = getattr(variable, "value", variable)
+  if strategy is None:
+    return [np.asarray(value)]
+  return [np.asarray(v) for v in strategy.experimental_local_results(value)]
+
+
+def replicas_identical(model: keras.Model, strategy=None) -> bool:
+  """True if every weight of `model` holds the same values on every local replica."""
+  for weight in model.weights:
+    values = replica_values(weight, strategy)
+    if any(not np.array_equal(values[0], v) for v in values[1:]):
+      return False
+  return True
+
+
+# The pair world: 16x16 RGB images with one coloured shape in one quadrant on a noisy
+# background; captions of three word ids (colour, shape, position) in one of two word orders.
+COLORS = np.array([[1.0, 0.1, 0.1], [0.1, 0.9, 0.1], [0.2, 0.3, 1.0], [1.0, 0.9, 0.1]],
+                  np.float32)
+SHAPES = ("square", "disc", "bar")
+POSITIONS = ("top left", "top right", "bottom left", "bottom right")
+NUM_CONCEPTS = len(COLORS) * len(SHAPES) * len(POSITIONS)
+# Word ids: 0 padding, 1..4 colours, 5..7 shapes, 8..11 positions.
+VOCAB_SIZE = 1 + len(COLORS) + len(SHAPES) + len(POSITIONS)
+IMAGE_SIZE = 16
+
+
+def _draw(color, shape, position, rng):
+  image = rng.uniform(0.0, 0.35, (IMAGE_SIZE, IMAGE_SIZE, 3)).astype(np.float32)
+  half = IMAGE_SIZE // 2
+  oy, ox = (position // 2) * half, (position % 2) * half
+  yy, xx = np.mgrid[0:half, 0:half]
+  c = (half - 1) / 2.0
+  if shape == 0:
+    mask = (np.abs(yy - c) <= 2.5) & (np.abs(xx - c) <= 2.5)
+  elif shape == 1:
+    mask = (yy - c) ** 2 + (xx - c) ** 2 <= 3.2 ** 2
+  else:
+    mask = np.abs(yy - c) <= 1.0
+  patch = image[oy:oy + half, ox:ox + half]
+  patch[mask] = COLORS[color]
+  return image
+
+
+def make_pairs(num_examples: int, corrupt_share: float = 0.0, seed: int = 0):
+  """Generates `num_examples` image-caption pairs, a share of them with a swapped caption.
+
+  Returns:
+    A dict of NumPy arrays: `image` `[n, 16, 16, 3]` float32, `text` `[n, 3]` int32, `label`
+    `[n]` int32 (the concept of the image), `id` `[n]` int64 and `corrupted` `[n]` int32 (1 where
+    the caption belongs to another example; for analysis only).
+  """
+  rng = np.random.default_rng(seed)
+  color = rng.integers(0, len(COLORS), num_examples)
+  shape = rng.integers(0, len(SHAPES), num_examples)
+  position = rng.integers(0, len(POSITIONS), num_examples)
+  images = np.stack([_draw(c, s, p, rng) for c, s, p in zip(color, shape, position)])
+  words = np.stack([1 + color, 1 + len(COLORS) + shape,
+                    1 + len(COLORS) + len(SHAPES) + position], axis=1).astype(np.int32)
+  reorder = rng.random(num_examples) < 0.5  # "position colour shape" word order
+  words[reorder] = words[reorder][:, [2, 0, 1]]
+  corrupted = rng.random(num_examples) < corrupt_share
+  victims = np.flatnonzero(corrupted)
+  text = words.copy()
+  if victims.size > 1:
+    text[victims] = words[np.roll(victims, 1)]  # each takes another corrupted example's caption
+  label = (color * len(SHAPES) + shape) * len(POSITIONS) + position
+  return {"image": images, "text": text, "label": label.astype(np.int32),
+          "id": np.arange(num_examples, dtype=np.int64), "corrupted": corrupted.astype(np.int32)}
+
+
+class PairDualEncoder(models.SigLIPDualEncoder):
+  """A small CNN image tower and a bag-of-words text tower for `make_pairs` (SigLIP loss).
+
+  Called on `{"image": [N, 16, 16, 3], "text": int [N, 3]}` (other keys ignored).
+  """
+
+  def __init__(self, width: int = 32, **kwargs):
+    super().__init__(**kwargs)
+    self.width = width
+    self.image_tower = keras.Sequential([
+        keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+        keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(width),
+    ])
+    self.text_tower = keras.Sequential([
+        keras.layers.Embedding(VOCAB_SIZE, 32),
+        keras.layers.Flatten(),
+        keras.layers.Dense(64, activation="relu"),
+        keras.layers.Dense(width),
+    ])
+
+  def call(self, inputs, training=False):
+    return self.embeddings(self.image_tower(inputs["image"], training=training),
+                           self.text_tower(inputs["text"], training=training))
+
+  def get_config(self):
+    return {**super().get_config(), "width": self.width}
+
+
+def pair_logits(model: keras.Model, images, texts) -> np.ndarray:
+  """`t * <x_i, y_i> + beta` for matching rows of images and texts."""
+  out = model({"image": images, "text": texts}, training=False)
+  cos = tf.reduce_sum(out["image_embeddings"] * out["text_embeddings"], axis=-1)
+  return (model.logit_scale * cos + model.logit_bias).numpy()
+
+
+def pair_accuracy(model: keras.Model, num_examples: int = 1000, seed: int = 999) -> float:
+  """How often the model scores an image's true caption above a swapped one.
+
+  Ranking, not a threshold: with SigLIP's initial `t = 10, beta = -10` no logit exceeds 0 until
+  the scale grows, so "logit > 0" says little about an early model.
+  """
+  clean = make_pairs(num_examples, 0.0, seed)
+  swapped = np.roll(clean["text"], 1, axis=0)
+  distinct = np.any(swapped != clean["text"], axis=1)
+  true_logits = pair_logits(model, clean["image"], clean["text"])
+  swapped_logits = pair_logits(model, clean["image"], swapped)
+  return float(np.mean(true_logits[distinct] > swapped_logits[distinct]))
+
+
+def pair_classifier(num_classes: int = NUM_CONCEPTS) -> keras.Model:
+  """An ordinary compiled classifier of `make_pairs` images (sparse cross-entropy)."""
+  model = keras.Sequential([
+      keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
+      keras.layers.Conv2D(8, 3, strides=2, activation="relu"),
+      keras.layers.Flatten(),
+      keras.layers.Dense(num_classes),
+  ])
+  model.compile(optimizer="adam",
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  return model

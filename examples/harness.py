@@ -1,0 +1,247 @@
+"""One run: a learner trained with `fit` on selected data, evaluated along the way.
+
+`run(RunConfig(...), task)` trains a fresh learner of the task on
+`task.stream(seed) -> tfjest.select(...) -> fit`, evaluating every `eval_every` steps, and
+returns the curve: steps, cumulative FLOPs (JEST_SPEC section 7, `Selector.step_cost()`), the
+task's metrics (zero-shot accuracy and recall@1 for captions), the share of corrupted examples
+among those selected, examples read, and the selection statistics. Uniform selection goes
+through `tfjest.select(method="uniform")`, the same code path. `tfjest.efficiency` turns curves
+into JEST_SPEC section 9's speedups.
+
+Without a strategy selection runs in the `tf.data` pipeline; with one (`strategy=`) the learner
+is built in its scope and `tfjest.attach` moves scoring and selection into the replicated train
+step (the corruption flags are then dropped before selection, so `corrupted_share` is None).
+
+    task = tasks.CaptionsTask("noise_0.5")
+    ref = reference.train(task)
+    cache = reference.cached(ref, task, "/tmp/ref_cache")
+    curve = harness.run(harness.RunConfig(method="jest", steps=300), task, reference=ref,
+                        reference_cache=cache)
+    curve["steps"], curve["accuracy"], curve["flops"], curve["corrupted_share"]
+"""
+
+import contextlib
+import dataclasses
+import hashlib
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import keras
+import numpy as np
+
+import tfjest
+from examples import data
+from examples import reference as reference_lib
+from tfjest import testing
+
+METHODS = ("uniform", "independent", "jest")
+SCORES = ("learnability", "hard_learner", "easy_reference")
+LEARNING_RATE = 1e-3
+WIDTH = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """One run's settings.
+
+  Attributes:
+    method: "uniform", "independent" or "jest".
+    score: "learnability", "hard_learner" or "easy_reference" (ignored by "uniform").
+    filter_ratio: `f`; each step reads `N = b / (1 - f)` candidates (uniform too).
+    batch_size: `b`, examples per training step (global under a strategy).
+    steps: training steps; a multiple of `eval_every`.
+    eval_every: steps between evaluations.
+    seed: seeds the learner's initialisation, the stream's shuffle and the selection noise.
+    learning_rate: the learner's Adam rate.
+    width: the learner's embedding width.
+    num_chunks, temperature, first_chunk, normalization: passed to `tfjest.select`.
+    proxy_filters: when given, a small model of the task with these convolution widths and
+      `proxy_width` scores for the learner (`tfjest.OnlineProxy`, Bad Students).
+    proxy_width: the proxy's embedding width.
+    deterministic: apply `tfjest.deterministic_options()` (reproducible, slightly slower).
+    oracle_clean: an analysis baseline, not a selection method: with `method="uniform"`, draw
+      only the training examples whose corruption is "none" (the curve of a perfect filter).
+    replica_selection: under a strategy, "local" or "global" (`tfjest.attach`).
+    backup_dir: when given, `tfjest.backup_and_restore` there (resume after preemption).
+  """
+
+  method: str = "jest"
+  score: str = "learnability"
+  filter_ratio: float = 0.8
+  batch_size: int = 64
+  steps: int = 300
+  eval_every: int = 25
+  seed: int = 0
+  learning_rate: float = LEARNING_RATE
+  width: int = WIDTH
+  num_chunks: int = 16
+  temperature: float = 1.0
+  first_chunk: str = "uniform"
+  normalization: str = "none"
+  proxy_filters: Optional[Sequence[int]] = None
+  proxy_width: int = 16
+  deterministic: bool = True
+  oracle_clean: bool = False
+  replica_selection: str = "local"
+  backup_dir: str = ""
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(f"Expected method in {METHODS}. Received: method={self.method!r}")
+    if self.score not in SCORES:
+      raise ValueError(f"Expected score in {SCORES}. Received: score={self.score!r}")
+    if not isinstance(self.eval_every, int) or self.eval_every < 1:
+      raise ValueError("eval_every must be a positive integer. "
+                       f"Received: eval_every={self.eval_every!r}")
+    if (not isinstance(self.steps, int) or self.steps < self.eval_every or
+        self.steps % self.eval_every):
+      raise ValueError(f"steps must be a positive multiple of eval_every={self.eval_every}. "
+                       f"Received: steps={self.steps!r}")
+    if self.proxy_filters and "learner" not in self.models_read:
+      raise ValueError(f"A proxy scores for the learner; {self.method!r} selection with the "
+                       f"{self.score!r} score does not read the learner. Received: "
+                       f"proxy_filters={self.proxy_filters!r}")
+    if self.oracle_clean and self.method != "uniform":
+      raise ValueError("oracle_clean is a uniform baseline over the clean examples. "
+                       f"Received: oracle_clean=True, method={self.method!r}")
+
+  @property
+  def models_read(self):
+    """The models this configuration scores with (`tfjest.models_read`)."""
+    return tfjest.models_read(self.method, self.score)
+
+  @property
+  def name(self) -> str:
+    if self.oracle_clean:
+      return "oracle_clean"
+    return self.method if self.method == "uniform" else f"{self.method}/{self.score}"
+
+
+class _Evaluate(keras.callbacks.Callback):
+  """Calls `record(step)` after every fit 'epoch' (each is `eval_every` steps)."""
+
+  def __init__(self, record: Callable[[int], None], eval_every: int):
+    super().__init__()
+    self._record, self._eval_every = record, eval_every
+
+  def on_epoch_end(self, epoch, logs=None):
+    del logs
+    self._record((epoch + 1) * self._eval_every)
+
+
+def weights_digest(model: keras.Model) -> str:
+  """A hash of the model's weights (first replica): equal across workers iff weights are."""
+  digest = hashlib.sha256()
+  for w in model.weights:
+    digest.update(np.ascontiguousarray(np.asarray(w)).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def run(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
+        reference_cache: Optional[tfjest.ReferenceCache] = None, strategy=None,
+        log: Callable[[str], None] = lambda s: None) -> Dict:
+  """Trains a learner of `task` on selected data; returns its curve and what it cost.
+
+  Args:
+    config: the run's settings.
+    task: an `examples.tasks` task.
+    reference: the frozen reference. When None and the score reads one (and no
+      `reference_cache` is given), one is trained first (`reference.train`, seed 0).
+    reference_cache: the reference's outputs on the training split (`reference.cached`):
+      when the score reads the reference, selection reads the cache instead of calling it
+      (the same selections, no reference scoring FLOPs).
+    strategy: a `tf.distribute.Strategy`: select in the replicated train step.
+    log: called with one line per evaluation.
+
+  Returns:
+    A dict of the settings and the curves, lists with one entry per evaluation: `steps`
+    (0, eval_every, ..., steps), `flops` (cumulative), `accuracy` and the task's other metrics,
+    `corrupted_share` (among all selected so far; None at step 0 and under a strategy); and
+    `corruption_shares`, `flops_per_step` (by part, and `total`), `super_batch_size`,
+    `dataset_size`, `examples_read`, `selection_stats`, `wall_seconds`, `replicas`,
+    `identical_replica_weights` (learner and reference, this worker's replicas) and
+    `weights_digest` (of the learner: equal across workers iff their weights are).
+  """
+  needs_reference = "reference" in config.models_read
+  use_cache = needs_reference and reference_cache is not None
+  if needs_reference and reference is None and not use_cache:
+    reference = reference_lib.train(task, strategy=strategy, log=log)
+  scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+  with scope:
+    keras.utils.set_random_seed(config.seed)
+    learner = task.make_model("learner", width=config.width)
+    learner.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    learner(task.example_inputs(1))
+    proxy = None
+    if config.proxy_filters:
+      small = task.make_model("proxy", width=config.proxy_width, filters=config.proxy_filters)
+      small(task.example_inputs(1))
+      proxy = tfjest.OnlineProxy(small, optimizer=keras.optimizers.Adam(config.learning_rate))
+    selector = tfjest.select(
+        learner=learner, reference=reference if needs_reference else None,
+        reference_cache=reference_cache if use_cache else None,
+        id_key=task.id_key if use_cache else None, batch_size=config.batch_size,
+        filter_ratio=config.filter_ratio, method=config.method, score=config.score,
+        num_chunks=config.num_chunks, temperature=config.temperature, seed=config.seed,
+        first_chunk=config.first_chunk, normalization=config.normalization, proxy=proxy)
+    if strategy is not None:
+      selector = tfjest.attach(learner, selector, replica_selection=config.replica_selection)
+  stream = task.stream(config.seed, clean_only=config.oracle_clean)
+  counter = None
+  if strategy is None:
+    counter = data.CorruptionCounter()
+    stream = stream.apply(selector).map(data.strip_meta(counter))
+  else:
+    stream = stream.map(lambda inputs, meta: inputs).apply(selector)
+  if config.deterministic:
+    stream = stream.with_options(tfjest.deterministic_options())
+
+  cost = selector.step_cost()
+  flops = {**cost._asdict(), "total": cost.total}
+  curve = {"steps": [], "flops": [], "corrupted_share": []}
+  start = time.time()
+
+  def record(step):
+    metrics = task.evaluate(learner)
+    share = counter.result()["corrupted_share"] if step and counter is not None else None
+    curve["steps"].append(step)
+    curve["flops"].append(step * flops["total"])
+    for key, value in metrics.items():
+      curve.setdefault(key, []).append(value)
+    curve["corrupted_share"].append(share)
+    log(f"{config.name} f={config.filter_ratio} seed={config.seed} step {step}: " +
+        " ".join(f"{k} {v:.3f}" for k, v in metrics.items()) +
+        ("" if share is None else f" corrupted {share:.2f}") +
+        f" ({time.time() - start:.0f} s)")
+
+  record(0)
+  callbacks = [_Evaluate(record, config.eval_every)]
+  if config.backup_dir:
+    callbacks.append(tfjest.backup_and_restore(config.backup_dir, strategy))
+  learner.fit(stream, steps_per_epoch=config.eval_every,
+              epochs=config.steps // config.eval_every, verbose=0, shuffle=False,
+              callbacks=callbacks)
+  shares = counter.result() if counter is not None else {}
+  result = {
+      **dataclasses.asdict(config), "method": "oracle_clean" if config.oracle_clean else
+      config.method, "score": config.score if config.method != "uniform" else None,
+      "task": getattr(task, "config_name", task.name),
+      "reference_cached": use_cache,
+      "proxy": None if proxy is None else {"filters": list(config.proxy_filters),
+                                           "width": config.proxy_width},
+      **curve,
+      "corruption_shares": {k: v for k, v in shares.items()
+                            if k not in ("corrupted_share", "selected")},
+      "flops_per_step": flops,
+      "super_batch_size": selector.super_batch_size,
+      "dataset_size": task.training_examples,
+      "examples_read": config.steps * selector.super_batch_size,
+      "selection_stats": {k: float(v) for k, v in selector.stats.result().items()},
+      "wall_seconds": time.time() - start,
+  }
+  result.update(replicas=strategy.num_replicas_in_sync if strategy is not None else 1,
+                identical_replica_weights=all(
+                    testing.replicas_identical(m, strategy)
+                    for m in (learner, reference) if m is not None),
+                weights_digest=weights_digest(learner))
+  return result

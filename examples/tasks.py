@@ -1,0 +1,161 @@
+"""The worlds a run can train in, behind one interface: the captions data and the toy pairs.
+
+A task gives the harness (`examples.harness`) and the reference recipe (`examples.reference`)
+everything they need, so neither knows which world it trains in:
+
+* `stream(seed, clean_only=False)`: single `(inputs, meta)` elements of the noisy training
+  split, reshuffled every epoch and repeated; `meta = {"id", "corruption"}` is for analysis
+  only (no model reads it; `data.strip_meta` drops it after selection).
+* `reference_stream(seed)` and `reference_examples`: the clean data the reference trains on.
+* `cache_stream()`: the training split once, in a fixed order (what a reference cache covers).
+* `make_model(name, width=..., filters=...)`: a fresh, unbuilt dual encoder; `example_inputs(n)`
+  builds it.
+* `evaluate(model)`: `{"accuracy": ..., ...}` on clean held-out data.
+* `id_key`, `training_examples`, `describe()`.
+"""
+
+from typing import Dict, Optional, Sequence
+
+import keras
+import tensorflow as tf
+
+from examples import data
+from examples import evaluation
+from examples import models
+from tfjest import datasets
+from tfjest import testing
+
+
+class CaptionsTask:
+  """The offline benchmark: `tfjest.datasets` synthetic captions, `web` to train on.
+
+  Args:
+    config: a registered config name (`"noise_0.5"`) or `datasets.make_config(...)`.
+    data_dir: TFDS data directory (TFDS' default when None); built there offline if needed.
+  """
+
+  name = "captions"
+  id_key = "id"
+
+  def __init__(self, config: data.Config = "noise_0.5", data_dir: Optional[str] = None):
+    self.config = config
+    self.world = data.load_world(config, data_dir)
+
+  @property
+  def config_name(self) -> str:
+    return self.config if isinstance(self.config, str) else self.config.name
+
+  @property
+  def training_examples(self) -> int:
+    return len(self.world.web)
+
+  @property
+  def reference_examples(self) -> int:
+    return len(self.world.curated)
+
+  def describe(self) -> str:
+    world = self.world
+    return (f"{self.config_name}: {len(world.web)} web "
+            f"({(world.web.corruption != 0).mean():.0%} corrupted), {len(world.curated)} "
+            f"curated, {len(world.test)} test examples; vocabulary of "
+            f"{world.tokenizer.vocab_size} tokens")
+
+  def stream(self, seed: int, clean_only: bool = False) -> tf.data.Dataset:
+    web = self.world.web
+    if clean_only:
+      web = web.take(web.corruption == 0)
+    return data.stream(web, seed=seed)
+
+  def reference_stream(self, seed: int) -> tf.data.Dataset:
+    return data.stream(self.world.curated, seed=seed)
+
+  def cache_stream(self) -> tf.data.Dataset:
+    return data.stream(self.world.web, seed=0, repeat=False)
+
+  def make_model(self, name: str, width: int = 64,
+                 filters: Sequence[int] = models.FILTERS) -> keras.Model:
+    return models.DualEncoder(self.world.tokenizer.vocab_size, width=width, filters=filters,
+                              name=name)
+
+  def example_inputs(self, n: int = 1):
+    return data.example_inputs(n)
+
+  def evaluate(self, model: keras.Model) -> Dict[str, float]:
+    """Zero-shot accuracy and recall@1 on the clean `test` split (`evaluation.evaluate`)."""
+    return evaluation.evaluate(model, self.world.test, self.world.tokenizer)
+
+
+class ToyTask:
+  """`tfjest.testing`'s image-caption pairs: fast, generated in memory.
+
+  Args:
+    noise: share of training pairs whose caption is swapped with another example's.
+    seed: seed of the data.
+    training_examples: distinct pairs in the training stream.
+    reference_examples: clean pairs the reference trains on.
+  """
+
+  name = "toy"
+  id_key = "id"
+
+  def __init__(self, noise: float = 0.5, seed: int = 0, training_examples: int = 4096,
+               reference_examples: int = 4096):
+    self.noise, self.seed = noise, seed
+    self.training_examples, self.reference_examples = training_examples, reference_examples
+    self.pairs = testing.make_pairs(training_examples, noise, seed=seed + 2)
+    self._clean = testing.make_pairs(reference_examples, 0.0, seed=seed + 1)
+
+  def describe(self) -> str:
+    return (f"toy pairs: {self.training_examples} training ({self.pairs['corrupted'].mean():.0%}"
+            f" corrupted), {self.reference_examples} clean reference pairs")
+
+  @staticmethod
+  def _elements(pairs, index=None) -> tf.data.Dataset:
+    take = (lambda a: a) if index is None else (lambda a: a[index])
+    return tf.data.Dataset.from_tensor_slices((
+        {"image": take(pairs["image"]), "text": take(pairs["text"])},
+        {"id": take(pairs["id"]), "corruption": take(pairs["corrupted"]).astype("int64")}))
+
+  def stream(self, seed: int, clean_only: bool = False) -> tf.data.Dataset:
+    index = self.pairs["corrupted"] == 0 if clean_only else None
+    elements = self._elements(self.pairs, index)
+    return elements.shuffle(self.training_examples, seed=seed).repeat()
+
+  def reference_stream(self, seed: int) -> tf.data.Dataset:
+    return self._elements(self._clean).shuffle(self.reference_examples, seed=seed).repeat()
+
+  def cache_stream(self) -> tf.data.Dataset:
+    return self._elements(self.pairs)
+
+  def make_model(self, name: str, width: int = 32, filters=None) -> keras.Model:
+    del filters  # one architecture
+    return testing.PairDualEncoder(width=width, name=name)
+
+  def example_inputs(self, n: int = 1):
+    return {"image": tf.zeros([n, testing.IMAGE_SIZE, testing.IMAGE_SIZE, 3]),
+            "text": tf.zeros([n, 3], tf.int32)}
+
+  def evaluate(self, model: keras.Model) -> Dict[str, float]:
+    """Pair accuracy on fresh clean pairs (the true caption ranked above a swapped one)."""
+    return {"accuracy": testing.pair_accuracy(model, num_examples=500, seed=self.seed + 999)}
+
+
+def make_task(name: str, *, noise: float = 0.5, sizes: Optional[Sequence[int]] = None,
+              seed: int = 0, data_dir: Optional[str] = None):
+  """The task `name` ("captions" or "toy") at a noise level.
+
+  `sizes` is `(training, reference[, test])` example counts: a custom captions config
+  (`datasets.make_config`, data generated from `seed`) or the toy stream's sizes; None: the
+  registered captions config of `noise` (the toy default sizes).
+  """
+  if name == "captions":
+    if not sizes:
+      return CaptionsTask(data.config_for(noise), data_dir)
+    web, curated, *test = (int(s) for s in sizes)
+    return CaptionsTask(datasets.make_config(
+        noise=noise, web_size=web, curated_size=curated, seed=seed,
+        **({"test_size": test[0]} if test else {})), data_dir)
+  if name == "toy":
+    sizes = tuple(int(s) for s in sizes[:2]) if sizes else (4096, 4096)
+    return ToyTask(noise, seed, *sizes)
+  raise ValueError(f"Expected task in ('captions', 'toy'). Received: task={name!r}")
