@@ -20,7 +20,7 @@ $(STAMP): setup.py requirements.lock
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) -m examples.demo
 
 # pytest first (fast feedback; exits non-zero, also when it collects nothing), then Bazel,
 # which runs each test file as its own target and fails on a test file without one.

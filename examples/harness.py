@@ -186,6 +186,8 @@ def run(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
         first_chunk=config.first_chunk, normalization=config.normalization, proxy=proxy)
     if strategy is not None:
       selector = tfjest.attach(learner, selector, replica_selection=config.replica_selection)
+  log(f"selection: {config.name} keeps {config.batch_size} of {selector.super_batch_size} per "
+      f"step, in the {selector.placement}")
   stream = task.stream(config.seed, clean_only=config.oracle_clean)
   counter = None
   if strategy is None:

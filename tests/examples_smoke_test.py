@@ -1,4 +1,4 @@
-"""Runs train_reference.py, demo.py and the data-efficiency benchmark's smoke configuration as
+"""Runs examples.train_reference, examples.demo and the data-efficiency benchmark's smoke configuration as
 a user would (subprocesses, tiny dataset in a temporary directory) and checks what they write."""
 
 import json
@@ -12,7 +12,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from examples import captions_world  # registers the models for load_model
+from examples import data
+from examples import models  # registers the models for load_model
 from tfjest import datasets
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -20,8 +21,8 @@ _SIZES = "2000,400,200"  # web, curated, test: the benchmark's --smoke sizes
 _TIMEOUT = 240
 
 
-def _run(script, *flags):
-  result = subprocess.run([sys.executable, os.path.join(_ROOT, *script.split("/")), *flags],
+def _run(module, *flags):
+  result = subprocess.run([sys.executable, "-m", module, *flags],
                           capture_output=True, text=True, timeout=_TIMEOUT, check=False,
                           cwd=_ROOT)
   return result
@@ -41,7 +42,7 @@ class ExamplesSmokeTest(tf.test.TestCase):
 
   def test_train_reference_saves_a_loadable_model(self):
     path = os.path.join(self.get_temp_dir(), "ref", "reference.keras")
-    result = _run("examples/train_reference.py", f"--data_dir={self.data_dir}",
+    result = _run("examples.train_reference", f"--data_dir={self.data_dir}",
                   f"--sizes={_SIZES}", "--epochs=1", "--batch_size=16", f"--output={path}")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     match = re.search(r"reference zero-shot accuracy: (\d\.\d{3}) recall@1: (\d\.\d{3})",
@@ -49,15 +50,15 @@ class ExamplesSmokeTest(tf.test.TestCase):
     self.assertIsNotNone(match, result.stdout)
     self.assertBetween(float(match.group(1)), 0.0, 1.0)
     model = keras.saving.load_model(path)
-    self.assertIsInstance(model, captions_world.DualEncoder)
-    vocab = datasets.load_vocab(captions_world.vocab_path(
+    self.assertIsInstance(model, models.DualEncoder)
+    vocab = datasets.load_vocab(data.vocab_path(
         datasets.make_config(noise=0.5, web_size=2000, curated_size=400, test_size=200),
         self.data_dir))
     self.assertEqual(model.vocab_size, len(vocab))
 
   def test_demo_prints_the_table_and_writes_the_plot(self):
     out = os.path.join(self.get_temp_dir(), "demo")
-    result = _run("examples/demo.py", f"--data_dir={self.data_dir}", f"--sizes={_SIZES}",
+    result = _run("examples.demo", f"--data_dir={self.data_dir}", f"--sizes={_SIZES}",
                   "--steps=10", "--eval_every=5", "--batch_size=8", "--num_chunks=4",
                   "--reference_epochs=1",
                   f"--output_dir={out}")
@@ -76,7 +77,7 @@ class ExamplesSmokeTest(tf.test.TestCase):
 
   def test_demo_with_a_proxy(self):
     out = os.path.join(self.get_temp_dir(), "demo_proxy")
-    result = _run("examples/demo.py", f"--data_dir={self.data_dir}", f"--sizes={_SIZES}",
+    result = _run("examples.demo", f"--data_dir={self.data_dir}", f"--sizes={_SIZES}",
                   "--steps=10", "--eval_every=5", "--batch_size=8", "--num_chunks=4",
                   "--reference_epochs=1", "--proxy_filters=4,8,16", f"--output_dir={out}")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
@@ -90,7 +91,7 @@ class ExamplesSmokeTest(tf.test.TestCase):
   def test_benchmark_smoke_writes_json_and_plots_and_resumes(self):
     output = os.path.join(self.get_temp_dir(), "bench", "results.json")
     flags = ["--smoke", f"--data_dir={self.data_dir}", f"--output={output}"]
-    result = _run("benchmarks/data_efficiency.py", *flags)
+    result = _run("benchmarks.data_efficiency", *flags)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     with open(output) as f:
       results = json.load(f)
@@ -112,13 +113,13 @@ class ExamplesSmokeTest(tf.test.TestCase):
       self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
 
     # Started again, it finds every run done and only reports.
-    again = _run("benchmarks/data_efficiency.py", *flags)
+    again = _run("benchmarks.data_efficiency", *flags)
     self.assertEqual(again.returncode, 0, again.stderr[-3000:])
     self.assertIn("resuming: 8 runs already in", again.stdout)
     self.assertIn("reference cache: reusing", again.stdout)
     self.assertNotRegex(again.stdout, r"\[\d+/\d+\]")
     # Other settings never mix with these results.
-    other = _run("benchmarks/data_efficiency.py", *flags, "--temperature=0.5")
+    other = _run("benchmarks.data_efficiency", *flags, "--temperature=0.5")
     self.assertNotEqual(other.returncode, 0)
     self.assertIn("holds results of other settings", other.stderr)
 

@@ -1,4 +1,4 @@
-"""Two MultiWorkerMirroredStrategy workers on 127.0.0.1 run examples/train_learner.py to the end.
+"""Two MultiWorkerMirroredStrategy workers on 127.0.0.1 run `python -m examples.train_learner` to the end.
 
 Each worker is a process with its own TF_CONFIG (free local ports); both must finish within the
 time limit (they are killed otherwise) with identical learner weights, which they can only have
@@ -26,7 +26,7 @@ class MultiWorkerTest(tf.test.TestCase):
       self.assertIn("identical replica weights: True (2 replicas", text)
       self.assertEqual(output["replicas"], 2)
       self.assertEqual(output["steps"], [0, 3, 6])
-      self.assertEqual(output["selection"]["selected"], 6 * 32)
+      self.assertEqual(output["selection_stats"]["selected"], 6 * 32)
     (_, _, first), (_, _, second) = results
     self.assertEqual(first["weights_digest"], second["weights_digest"])
     self.assertEqual(first["accuracy"], second["accuracy"])

@@ -1,6 +1,6 @@
 """A MultiWorkerMirroredStrategy worker is killed mid-run; the cluster restarts and resumes.
 
-Two workers on 127.0.0.1 run examples/train_learner.py with JEST selection in the replicated
+Two workers on 127.0.0.1 run `python -m examples.train_learner` with JEST selection in the replicated
 step and `--backup_dir` (keras.callbacks.BackupAndRestore, written by the chief after every
 evaluation interval). Once the first backup exists, worker 1 is killed (SIGKILL, as a
 preemption would). As in tf.distribute's fault-tolerance model, the surviving worker cannot go on
@@ -36,8 +36,8 @@ def _start(directory, backup_dir, ports, tag):
         {"cluster": cluster, "task": {"type": "worker", "index": index}}))
     log = open(os.path.join(directory, f"{tag}{index}.log"), "w")
     procs.append(subprocess.Popen(
-        [sys.executable, workers.SCRIPT, *_FLAGS, f"--backup_dir={backup_dir}",
-         f"--output={directory}/{tag}{index}.json"], env=env, stdout=log,
+        [*workers.COMMAND, *_FLAGS, f"--backup_dir={backup_dir}",
+         f"--output={directory}/{tag}{index}.json"], cwd=workers.ROOT, env=env, stdout=log,
         stderr=subprocess.STDOUT))
   return procs
 

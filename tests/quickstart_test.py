@@ -1,4 +1,4 @@
-"""Runs examples/quickstart.py as a user would and checks its promise."""
+"""Runs `python -m examples.quickstart` as a user would and checks its promise."""
 
 import os
 import re
@@ -13,7 +13,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class QuickstartTest(tf.test.TestCase):
 
   def test_jest_avoids_corrupted_pairs(self):
-    result = subprocess.run([sys.executable, os.path.join(_ROOT, "examples", "quickstart.py")],
+    result = subprocess.run([sys.executable, "-m", "examples.quickstart"], cwd=_ROOT,
                             capture_output=True, text=True, timeout=600, check=False)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     lines = result.stdout.strip().splitlines()

@@ -1,4 +1,4 @@
-"""Worker processes of examples/train_learner.py on 127.0.0.1, for multi-worker tests."""
+"""Worker processes of `python -m examples.train_learner` on 127.0.0.1, for multi-worker tests."""
 
 import json
 import os
@@ -8,7 +8,9 @@ import sys
 import time
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(_ROOT, "examples", "train_learner.py")
+# The program, run from the repository root as its docstring says.
+ROOT = _ROOT
+COMMAND = [sys.executable, "-m", "examples.train_learner"]
 TIMEOUT_S = 150
 
 
@@ -36,8 +38,8 @@ def run_workers(flags, directory, num_workers=2, timeout=TIMEOUT_S):
     log = open(os.path.join(directory, f"worker{index}.log"), "w+")
     logs.append(log)
     procs.append(subprocess.Popen(
-        [sys.executable, SCRIPT, *flags, f"--output={directory}/worker{index}.json"],
-        env=env, stdout=log, stderr=subprocess.STDOUT))
+        [*COMMAND, *flags, f"--output={directory}/worker{index}.json"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
   deadline = time.monotonic() + timeout
   try:
     for proc in procs:

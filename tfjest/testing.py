@@ -237,10 +237,12 @@ def make_pairs(num_examples: int, corrupt_share: float = 0.0, seed: int = 0):
           "id": np.arange(num_examples, dtype=np.int64), "corrupted": corrupted.astype(np.int32)}
 
 
+@keras.saving.register_keras_serializable(package="tfjest_testing")
 class PairDualEncoder(models.SigLIPDualEncoder):
   """A small CNN image tower and a bag-of-words text tower for `make_pairs` (SigLIP loss).
 
-  Called on `{"image": [N, 16, 16, 3], "text": int [N, 3]}` (other keys ignored).
+  Called on `{"image": [N, 16, 16, 3], "text": int [N, 3]}` (other keys ignored). Registered
+  with Keras: a saved `.keras` file loads back with `keras.saving.load_model`.
   """
 
   def __init__(self, width: int = 32, **kwargs):

@@ -1,59 +1,19 @@
-"""experiment.run (curves, FLOP accounting, cached reference, errors) and speedup's measures."""
+"""examples.harness.run (curves, FLOP accounting, cached reference, errors) and the reference
+recipe (examples.reference), on a tiny captions config."""
 
+import os
 import shutil
 import tempfile
 
 from absl.testing import parameterized
 import tensorflow as tf
 
-from examples import captions_world as cw
-from examples import experiment
-from examples import speedup
+from examples import harness
+from examples import reference as reference_lib
+from examples import tasks
 from tfjest import datasets
 
 _CONFIG = datasets.make_config(noise=0.5, web_size=800, curated_size=120, test_size=60)
-
-
-def _curve(accuracy, cost=10, eval_every=10, corrupted=0.5):
-  steps = [i * eval_every for i in range(len(accuracy))]
-  return {"steps": steps, "flops": [s * cost for s in steps], "accuracy": list(accuracy),
-          "recall_at_1": list(accuracy), "corrupted_share": [None] + [corrupted] * (
-              len(accuracy) - 1), "flops_per_step": {"total": cost}}
-
-
-class SpeedupTest(tf.test.TestCase):
-
-  def test_first_reach_skips_step_zero(self):
-    self.assertEqual(speedup.first_reach([0, 10, 20], [0.9, 0.1, 0.5], 0.5), 20)
-    self.assertIsNone(speedup.first_reach([0, 10, 20], [0.9, 0.1, 0.4], 0.5))
-
-  def test_summary_against_uniform(self):
-    uniform = [_curve([0.0, 0.1, 0.2, 0.3, 0.4]), _curve([0.0, 0.1, 0.2, 0.2, 0.2])]
-    # Uniform's mean curve peaks at 0.3 at step 40 (the target) ...
-    self.assertAllClose(speedup.target(uniform), 0.3)
-    # ... which this method reaches at step 20 on its mean, one seed at 10, one at 20, at four
-    # times uniform's cost per step.
-    fast = [_curve([0.0, 0.3, 0.4, 0.4, 0.4], cost=40, corrupted=0.2),
-            _curve([0.0, 0.2, 0.3, 0.4, 0.5], cost=40, corrupted=0.4)]
-    summary = speedup.summarize(fast, uniform)
-    self.assertEqual(summary["uniform_steps"], 40)
-    self.assertEqual(summary["steps"], 20)
-    self.assertAllClose(summary["step_speedup"], 2.0)
-    self.assertAllClose(summary["compute_speedup"], 0.5)
-    self.assertAllClose(summary["step_speedup_seeds"]["mean"], (4.0 + 2.0) / 2)
-    self.assertAllClose(summary["step_speedup_seeds"]["std"], 1.0)
-    self.assertEqual(summary["seeds_reaching"], 2)
-    self.assertAllClose(summary["final_accuracy"]["mean"], 0.45)
-    self.assertAllClose(summary["corrupted_share"]["mean"], 0.3)
-    self.assertAllClose(summary["flops_per_step_ratio"], 4.0)
-    slow = [_curve([0.0, 0.1, 0.1, 0.1, 0.2])] * 2
-    summary = speedup.summarize(slow, uniform)
-    self.assertIsNone(summary["step_speedup"])
-    self.assertEqual(summary["seeds_reaching"], 0)
-
-  def test_mean_curve_needs_shared_steps(self):
-    with self.assertRaisesRegex(ValueError, "share their evaluation steps"):
-      speedup.mean_curve([_curve([0.0, 0.1]), _curve([0.0, 0.1], eval_every=5)])
 
 
 class RunTest(tf.test.TestCase, parameterized.TestCase):
@@ -62,19 +22,19 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.data_dir = tempfile.mkdtemp()
-    cls.reference = experiment.train_reference(config=_CONFIG, data_dir=cls.data_dir, epochs=1,
-                                               batch_size=16)
+    cls.task = tasks.CaptionsTask(_CONFIG, cls.data_dir)
+    cls.reference = reference_lib.train(cls.task, epochs=1, batch_size=16)
 
   @classmethod
   def tearDownClass(cls):
     shutil.rmtree(cls.data_dir, ignore_errors=True)
     super().tearDownClass()
 
-  def _run(self, **kwargs):
-    args = dict(batch_size=8, filter_ratio=0.75, steps=6, eval_every=3, seed=0, config=_CONFIG,
-                data_dir=self.data_dir, reference=self.reference, num_chunks=2)
+  def _run(self, reference_cache=None, **kwargs):
+    args = dict(batch_size=8, filter_ratio=0.75, steps=6, eval_every=3, seed=0, num_chunks=2)
     args.update(kwargs)
-    return experiment.run(**args)
+    return harness.run(harness.RunConfig(**args), self.task, reference=self.reference,
+                       reference_cache=reference_cache)
 
   @parameterized.parameters("jest", "uniform")
   def test_curve(self, method):
@@ -103,12 +63,15 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
       self.assertBetween(share, 0.0, 1.0)
     self.assertAllClose(sum(result["corruption_shares"].values()), 1.0)
     self.assertGreaterEqual(result["selection_stats"]["selected"], 6 * 8)
+    # Examples read: every step reads N = 32 candidates, uniform too.
+    self.assertEqual(result["super_batch_size"], 32)
+    self.assertEqual(result["examples_read"], 6 * 32)
+    self.assertEqual(result["dataset_size"], 800)
+    self.assertEqual(result["selection_stats"]["read"], 6 * 32)
 
   def test_cached_reference_selects_as_the_live_one_for_free(self):
-    path = self.get_temp_dir() + "/reference_cache"
-    lines = []
-    cache = experiment.cache_reference(self.reference, path, config=_CONFIG,
-                                       data_dir=self.data_dir, log=lines.append)
+    path = os.path.join(self.get_temp_dir(), "reference_cache")
+    cache = reference_lib.cached(self.reference, self.task, path)
     self.assertEqual(cache.num_examples, 800)
     live = self._run(method="jest")
     cached = self._run(method="jest", reference_cache=cache)
@@ -125,27 +88,23 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(cached["flops_per_step"]["total"],
                         live["flops_per_step"]["total"] -
                         live["flops_per_step"]["reference_scoring"])
-    # A second call reuses the cache; a cache path also works.
-    experiment.cache_reference(self.reference, path, config=_CONFIG, data_dir=self.data_dir,
-                               log=lines.append)
-    self.assertIn("reusing", lines[-1])
-    by_path = self._run(method="jest", reference_cache=path, steps=3)
-    self.assertTrue(by_path["reference_cached"])
 
-  def test_cache_of_another_reference_is_recomputed_or_refused(self):
-    path = self.get_temp_dir() + "/stale_cache"
-    other = experiment.train_reference(config=_CONFIG, data_dir=self.data_dir, epochs=1,
-                                       batch_size=16, seed=1)
-    stale = experiment.cache_reference(other, path, config=_CONFIG, data_dir=self.data_dir)
+  def test_cache_is_reused_for_the_same_reference_and_rebuilt_for_another(self):
+    path = os.path.join(self.get_temp_dir(), "reused_cache")
+    other = reference_lib.train(self.task, epochs=1, batch_size=16, seed=1)
+    stale = reference_lib.cached(other, self.task, path)
     # run() refuses a cache of other weights than its reference ...
     with self.assertRaisesRegex(ValueError, "other reference weights"):
       self._run(method="jest", reference_cache=stale)
-    # ... and cache_reference computes it again for this reference.
-    lines = []
-    fresh = experiment.cache_reference(self.reference, path, config=_CONFIG,
-                                       data_dir=self.data_dir, log=lines.append)
-    self.assertIn("recomputing", lines[0])
+    # ... and the recipe computes it again for this reference, then reuses it.
+    fresh = reference_lib.cached(self.reference, self.task, path)
     fresh.check_reference(self.reference)
+    written = {name: os.path.getmtime(os.path.join(path, name)) for name in os.listdir(path)}
+    again = reference_lib.cached(self.reference, self.task, path)
+    again.check_reference(self.reference)
+    self.assertEqual(
+        {name: os.path.getmtime(os.path.join(path, name)) for name in os.listdir(path)},
+        written)
 
   def test_proxy_scores_for_the_learner_at_a_fraction_of_the_cost(self):
     full = self._run(method="jest")
@@ -167,17 +126,15 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(result["corrupted_share"][-1], 0.0)
 
   def test_reference_saved_and_loaded(self):
-    path = self.get_temp_dir() + "/reference.keras"
-    experiment.save_reference(self.reference, path)
-    loaded = experiment.load_reference(path)
+    path = os.path.join(self.get_temp_dir(), "reference.keras")
+    reference_lib.save(self.reference, path)
+    loaded = reference_lib.load(path)
     self.assertFalse(loaded.trainable)
-    world = experiment.load_world(_CONFIG, self.data_dir)
-    self.assertEqual(cw.evaluate(loaded, world.test, world.tokenizer),
-                     cw.evaluate(self.reference, world.test, world.tokenizer))
+    self.assertEqual(self.task.evaluate(loaded), self.task.evaluate(self.reference))
 
   @parameterized.parameters(
-      (dict(method="random"), r"Unknown method.*Received: method='random'"),
-      (dict(score="best"), r"Unknown score.*Received: score='best'"),
+      (dict(method="random"), r"Expected method.*Received: method='random'"),
+      (dict(score="best"), r"Expected score.*Received: score='best'"),
       (dict(steps=7), r"steps must be a positive multiple of eval_every=3.*Received: steps=7"),
       (dict(eval_every=0), r"eval_every must be a positive integer.*Received: eval_every=0"),
       (dict(method="jest", oracle_clean=True), r"oracle_clean.*Received: oracle_clean=True"),
@@ -188,8 +145,7 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_unregistered_noise_needs_a_config(self):
     with self.assertRaisesRegex(ValueError, r"Received: noise=0\.4"):
-      experiment.config_for(0.4)
-    self.assertEqual(experiment.config_for(0.5), "noise_0.5")
+      tasks.make_task("captions", noise=0.4)
 
 
 if __name__ == "__main__":
