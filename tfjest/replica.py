@@ -281,16 +281,35 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   The one extra line that makes `dataset.apply(tfjest.select(...))` + `model.fit` work under
   any `tf.distribute` strategy:
 
-  ```python
-  with strategy.scope():
-    model = make_model()
-    model.compile(optimizer="adam")
-    reference = make_reference()           # created or loaded under the scope, frozen
-    reference.trainable = False
-    selector = tfjest.attach(model, tfjest.select(learner=model, reference=reference,
-                                                  batch_size=256, filter_ratio=0.8))
-  model.fit(train_ds.apply(selector), steps_per_epoch=1000)   # apply what attach returns
-  ```
+  >>> import tensorflow as tf
+  >>> import tfjest
+  >>> from tfjest import testing
+  >>> strategy = tf.distribute.MirroredStrategy(["/cpu:0"])  # one replica; () for every GPU
+  >>> with strategy.scope():
+  ...   model = testing.classifier(seed=0)       # compiled under the scope
+  ...   reference = testing.classifier(seed=1)   # created (or loaded) under the scope, frozen
+  ...   reference.trainable = False
+  ...   attached = tfjest.attach(model, tfjest.select(
+  ...       learner=model, reference=reference, batch_size=8, super_batch_size=32,
+  ...       method="independent"))
+  >>> attached.placement, attached.strategy is strategy
+  ('train_step', True)
+  >>> train_ds = testing.stream("classification", n=64)
+  >>> x, y = next(iter(train_ds.apply(attached)))   # apply what attach returns
+  >>> x["id"].shape  # the pipeline emits super-batches; each replica selects from its shard
+  TensorShape([32])
+  >>> history = model.fit(train_ds.apply(attached), verbose=0)
+  >>> stats = attached.stats.result()
+  >>> stats["batches"], stats["selected"]  # 2 super-batches of 32: 2 steps of 8 examples
+  (2, 16)
+
+  Without a strategy the selector is returned unchanged and selects in the `tf.data` map:
+
+  >>> model = testing.classifier(seed=0)
+  >>> selector = tfjest.select(learner=model, reference=testing.classifier(seed=1), batch_size=8,
+  ...                          super_batch_size=32, method="independent")
+  >>> tfjest.attach(model, selector) is selector
+  True
 
   With a strategy (or `placement="train_step"`), the selector's pipeline emits super-batches
   of `N` examples, the strategy gives each of the `R` replicas `N / R`, and the model's train

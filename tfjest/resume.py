@@ -27,9 +27,27 @@ def deterministic_options() -> tf.data.Options:
   exactly one training step after the previous super-batch, never ahead of it. This costs the
   overlap of input and training; use it for reproducible runs and resume tests.
 
-  ```python
-  selected = train_ds.apply(selector).with_options(tfjest.deterministic_options())
-  ```
+  >>> import numpy as np
+  >>> import tfjest
+  >>> from tfjest import testing
+  >>> options = tfjest.deterministic_options()
+  >>> options.deterministic, options.autotune.enabled
+  (True, False)
+  >>> def train_and_list_ids():
+  ...   model = testing.classifier(seed=0)
+  ...   selector = tfjest.select(learner=model, reference=testing.classifier(seed=1),
+  ...                            batch_size=8, super_batch_size=32, method="independent")
+  ...   selected = testing.stream("classification", n=128).apply(selector).with_options(options)
+  ...   ids = []
+  ...   for x, y in selected:   # each super-batch is scored after the previous step
+  ...     ids.append(x["id"].numpy())
+  ...     loss = model.train_on_batch(x, y)
+  ...   return np.concatenate(ids)
+  >>> first = train_and_list_ids()
+  >>> first.shape
+  (32,)
+  >>> np.array_equal(first, train_and_list_ids())
+  True
   """
   options = tf.data.Options()
   options.deterministic = True
@@ -46,14 +64,36 @@ def selection_checkpoint(selector: transform.Selector, iterator, **objects) -> t
   `objects` (the optimizer, a step counter, ...). Restoring
   it into freshly built objects continues the stream exactly where it was saved.
 
-  ```python
-  iterator = iter(train_ds.apply(selector).with_options(tfjest.deterministic_options()))
-  ckpt = tfjest.selection_checkpoint(selector, iterator, optimizer=model.optimizer)
-  ckpt.restore(tf.train.latest_checkpoint(directory))  # when resuming
-  for step in ...:
-    model.train_on_batch(next(iterator))
-    ckpt.save(directory + "/ckpt")
-  ```
+  >>> import os
+  >>> import tempfile
+  >>> import numpy as np
+  >>> import tfjest
+  >>> from tfjest import testing
+  >>> def selected_stream(seed):
+  ...   model = testing.classifier(seed=seed)
+  ...   selector = tfjest.select(learner=model, reference=testing.classifier(seed=1), batch_size=8,
+  ...                            super_batch_size=32, method="independent")
+  ...   train_ds = testing.stream("classification", n=320).shuffle(320, seed=0)
+  ...   return model, selector, train_ds.apply(selector).with_options(
+  ...       tfjest.deterministic_options())
+  >>> model, selector, selected = selected_stream(seed=0)
+  >>> iterator = iter(selected)
+  >>> ckpt = tfjest.selection_checkpoint(selector, iterator, optimizer=model.optimizer)
+  >>> for _ in range(3):
+  ...   loss = model.train_on_batch(*next(iterator))
+  >>> path = ckpt.save(os.path.join(tempfile.mkdtemp(), "ckpt"))
+  >>> x, y = next(iterator)   # the batch after the save
+  >>> x["id"].shape
+  TensorShape([8])
+
+  After a restart, fresh objects restored from the checkpoint continue the same stream:
+
+  >>> model, selector, selected = selected_stream(seed=5)   # other initial weights
+  >>> iterator = iter(selected)
+  >>> ckpt = tfjest.selection_checkpoint(selector, iterator, optimizer=model.optimizer)
+  >>> status = ckpt.restore(path)
+  >>> np.array_equal(next(iterator)[0]["id"], x["id"])
+  True
 
   Args:
     selector: the `Selector` whose output `iterator` iterates.
