@@ -22,6 +22,7 @@ import weakref
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfjest import adapters
@@ -81,6 +82,45 @@ def _check_models(selector: transform.Selector, model: keras.Model, strategy):
           f"weights are replicated to every replica like the learner's. Received: "
           f"{role}={scorer_model.name!r} with weights created outside "
           f"{type(strategy).__name__}.scope()")
+
+
+def _replica_difference(first: np.ndarray, other: np.ndarray) -> float:
+  """Largest absolute difference: 0 if equal (NaN matches NaN), inf for NaN against a number."""
+  first, other = first.astype(np.float64), other.astype(np.float64)
+  difference = np.where(np.isnan(first) & np.isnan(other), 0.0, np.abs(first - other))
+  return float(np.max(np.where(np.isnan(difference), np.inf, difference), initial=0.0))
+
+
+def _align_reference_replicas(selector: transform.Selector, strategy):
+  """Gives every local replica of the frozen reference the first local replica's values.
+
+  The frozen reference must score alike on every replica, or the replicas of one step would
+  select by different scores. Replicas can drift apart when the reference was trained under the
+  strategy: plain `fit` is not bitwise deterministic across replicas on CPU (replicas of a
+  trained dual encoder were seen to differ by ~1e-5). Only this worker's replicas are compared.
+  Logs one warning, with the largest difference, when anything changed.
+  """
+  if selector.scorer is None or "reference" not in selector.scorer.models:
+    return  # not called (uniform selection, a cached reference, or no reference)
+  reference = selector.scorer.models["reference"]
+  largest, changed = 0.0, []
+  for weight in reference.weights:
+    replicas = strategy.experimental_local_results(_tf_variable(weight))
+    first = replicas[0].numpy()
+    for replica in replicas[1:]:
+      difference = _replica_difference(first, replica.numpy())
+      if difference > 0:
+        replica.assign(first)
+        largest = max(largest, difference)
+        changed.append(getattr(weight, "path", weight.name))
+  if changed:
+    names = sorted(set(changed))
+    logging.warning(
+        "tfjest.attach: the frozen reference %r held different values on this worker's "
+        "replicas (largest absolute difference %.3g, in %d of its %d weights: %s); every "
+        "replica now holds the first replica's values, so that all of them score alike.",
+        reference.name, largest, len(names), len(reference.weights), ", ".join(names[:3]) +
+        (", ..." if len(names) > 3 else ""))
 
 
 class ReplicaCollective(step_lib.Collective):
@@ -319,6 +359,13 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   resumable. Without a strategy (`placement="auto"`), the model is left unchanged and the
   selector selects in the `tf.data` map as usual.
 
+  The frozen reference must score alike on every replica. A reference trained under the
+  strategy can end with replicas a little apart (plain `fit` is not bitwise deterministic
+  across replicas on CPU); `attach` then gives each of this worker's replicas the first one's
+  values and logs a warning with the largest absolute difference it found. Replicas that agree
+  are left as they are, without a warning. The learner and an online proxy train, so they are
+  not touched.
+
   Args:
     model: the compiled Keras model being trained, created under the strategy's scope.
     selector: the object returned by `tfjest.select(...)`, not yet applied to a dataset.
@@ -335,7 +382,8 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
     With the selection in the train step: a `TrainStepSelection`, the transformation to apply
     to the training dataset (it emits super-batches of `N` and shares `selector.stats`; pass
     either to `SelectionStatsCallback` or `selection_checkpoint`). Otherwise `selector`
-    itself, unchanged. The selector is never modified.
+    itself, unchanged. The selector is never modified (the reference's replicas may be
+    aligned, as above).
 
   Raises:
     TypeError: if `model` is not a `keras.Model` or `selector` not a `tfjest.Selector`.
@@ -368,6 +416,7 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   _check_models(selector, model, strategy)
   if strategy is not None:
     keras_compat.ensure_multi_worker_fit(strategy)
+    _align_reference_replicas(selector, strategy)
   # TPU replicas cannot update the host-side statistics variables.
   record_stats = strategy is None or not _is_tpu(strategy)
   own_train_step = model.train_step
