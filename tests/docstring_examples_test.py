@@ -22,6 +22,7 @@ _OBJECTS = {
     "OnlineProxy": tfjest.OnlineProxy,
     "selection_checkpoint": tfjest.selection_checkpoint,
     "deterministic_options": tfjest.deterministic_options,
+    "backup_and_restore": tfjest.backup_and_restore,
 }
 _OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
