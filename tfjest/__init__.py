@@ -22,6 +22,7 @@ from tfjest.proxy import OnlineProxy
 from tfjest.replica import ReplicaSelection
 from tfjest.replica import TrainStepSelection
 from tfjest.replica import attach
+from tfjest.resume import backup_and_restore
 from tfjest.resume import deterministic_options
 from tfjest.resume import selection_checkpoint
 from tfjest.scores import DenseScores
@@ -56,6 +57,7 @@ __all__ = [
     "TrainStepSelection",
     "__version__",
     "attach",
+    "backup_and_restore",
     "batch_score",
     "cache_reference",
     "conditional_gains",

@@ -284,11 +284,27 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
                     overwrite: bool = False) -> ReferenceCache:
   """Runs the frozen reference once over `dataset` and writes its outputs per example id.
 
-  ```python
-  cache = tfjest.cache_reference(reference, train_ds, "/tmp/ref_cache", id_key="id")
-  selected = train_ds.apply(tfjest.select(learner=model, reference_cache=cache, id_key="id",
-                                          batch_size=64, filter_ratio=0.8))
-  ```
+  >>> import os
+  >>> import tempfile
+  >>> import tfjest
+  >>> from tfjest import testing
+  >>> reference = testing.classifier(seed=1)   # the frozen reference, trained beforehand
+  >>> train_ds = testing.stream("classification", n=64)   # ({"x", "id"}, label) examples
+  >>> path = os.path.join(tempfile.mkdtemp(), "reference_cache")
+  >>> cache = tfjest.cache_reference(reference, train_ds, path, id_key="id")
+  >>> cache.task, cache.num_examples
+  ('classification', 64)
+  >>> model = testing.classifier(seed=0)
+  >>> selector = tfjest.select(learner=model, reference_cache=cache, id_key="id", batch_size=8,
+  ...                          super_batch_size=32, method="independent")
+  >>> x, y = next(iter(train_ds.apply(selector)))   # the reference itself is never called
+  >>> x["id"].shape
+  TensorShape([8])
+
+  The cache is a directory; later runs load it without the reference:
+
+  >>> tfjest.ReferenceCache.load(path).num_examples
+  64
 
   Args:
     reference: the frozen reference model (dual encoder or classifier, as for `select`).

@@ -26,12 +26,17 @@ from tfjest import losses
 class OnlineProxy:
   """A small model that scores for the learner and that tfjest trains on the emitted batches.
 
-  ```python
-  proxy = tfjest.OnlineProxy(small_model, optimizer=keras.optimizers.Adam(1e-3))
-  selected = train_ds.apply(tfjest.select(learner=model, proxy=proxy, reference=reference,
-                                          batch_size=64, filter_ratio=0.8))
-  model.fit(selected)
-  ```
+  >>> import keras
+  >>> import tfjest
+  >>> from tfjest import testing
+  >>> model = testing.classifier(seed=0)   # the learner, trained by fit
+  >>> small = testing.classifier(seed=2)   # the proxy: same contract, much smaller in practice
+  >>> proxy = tfjest.OnlineProxy(small, optimizer=keras.optimizers.SGD(0.1))
+  >>> selector = tfjest.select(learner=model, proxy=proxy, reference=testing.classifier(seed=1),
+  ...                          batch_size=8, super_batch_size=32, method="independent")
+  >>> history = model.fit(testing.stream("classification", n=64).apply(selector), verbose=0)
+  >>> int(model.optimizer.iterations), int(proxy.steps)   # one proxy step per emitted batch
+  (2, 2)
 
   Args:
     model: the proxy, a Keras model following the same contract as the learner (dual encoder

@@ -22,6 +22,7 @@ import weakref
 
 from absl import logging
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfjest import adapters
@@ -81,6 +82,45 @@ def _check_models(selector: transform.Selector, model: keras.Model, strategy):
           f"weights are replicated to every replica like the learner's. Received: "
           f"{role}={scorer_model.name!r} with weights created outside "
           f"{type(strategy).__name__}.scope()")
+
+
+def _replica_difference(first: np.ndarray, other: np.ndarray) -> float:
+  """Largest absolute difference: 0 if equal (NaN matches NaN), inf for NaN against a number."""
+  first, other = first.astype(np.float64), other.astype(np.float64)
+  difference = np.where(np.isnan(first) & np.isnan(other), 0.0, np.abs(first - other))
+  return float(np.max(np.where(np.isnan(difference), np.inf, difference), initial=0.0))
+
+
+def _align_reference_replicas(selector: transform.Selector, strategy):
+  """Gives every local replica of the frozen reference the first local replica's values.
+
+  The frozen reference must score alike on every replica, or the replicas of one step would
+  select by different scores. Replicas can drift apart when the reference was trained under the
+  strategy: plain `fit` is not bitwise deterministic across replicas on CPU (replicas of a
+  trained dual encoder were seen to differ by ~1e-5). Only this worker's replicas are compared.
+  Logs one warning, with the largest difference, when anything changed.
+  """
+  if selector.scorer is None or "reference" not in selector.scorer.models:
+    return  # not called (uniform selection, a cached reference, or no reference)
+  reference = selector.scorer.models["reference"]
+  largest, changed = 0.0, []
+  for weight in reference.weights:
+    replicas = strategy.experimental_local_results(_tf_variable(weight))
+    first = replicas[0].numpy()
+    for replica in replicas[1:]:
+      difference = _replica_difference(first, replica.numpy())
+      if difference > 0:
+        replica.assign(first)
+        largest = max(largest, difference)
+        changed.append(getattr(weight, "path", weight.name))
+  if changed:
+    names = sorted(set(changed))
+    logging.warning(
+        "tfjest.attach: the frozen reference %r held different values on this worker's "
+        "replicas (largest absolute difference %.3g, in %d of its %d weights: %s); every "
+        "replica now holds the first replica's values, so that all of them score alike.",
+        reference.name, largest, len(names), len(reference.weights), ", ".join(names[:3]) +
+        (", ..." if len(names) > 3 else ""))
 
 
 class ReplicaCollective(step_lib.Collective):
@@ -281,16 +321,35 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   The one extra line that makes `dataset.apply(tfjest.select(...))` + `model.fit` work under
   any `tf.distribute` strategy:
 
-  ```python
-  with strategy.scope():
-    model = make_model()
-    model.compile(optimizer="adam")
-    reference = make_reference()           # created or loaded under the scope, frozen
-    reference.trainable = False
-    selector = tfjest.attach(model, tfjest.select(learner=model, reference=reference,
-                                                  batch_size=256, filter_ratio=0.8))
-  model.fit(train_ds.apply(selector), steps_per_epoch=1000)   # apply what attach returns
-  ```
+  >>> import tensorflow as tf
+  >>> import tfjest
+  >>> from tfjest import testing
+  >>> strategy = tf.distribute.MirroredStrategy(["/cpu:0"])  # one replica; () for every GPU
+  >>> with strategy.scope():
+  ...   model = testing.classifier(seed=0)       # compiled under the scope
+  ...   reference = testing.classifier(seed=1)   # created (or loaded) under the scope, frozen
+  ...   reference.trainable = False
+  ...   attached = tfjest.attach(model, tfjest.select(
+  ...       learner=model, reference=reference, batch_size=8, super_batch_size=32,
+  ...       method="independent"))
+  >>> attached.placement, attached.strategy is strategy
+  ('train_step', True)
+  >>> train_ds = testing.stream("classification", n=64)
+  >>> x, y = next(iter(train_ds.apply(attached)))   # apply what attach returns
+  >>> x["id"].shape  # the pipeline emits super-batches; each replica selects from its shard
+  TensorShape([32])
+  >>> history = model.fit(train_ds.apply(attached), verbose=0)
+  >>> stats = attached.stats.result()
+  >>> stats["batches"], stats["selected"]  # 2 super-batches of 32: 2 steps of 8 examples
+  (2, 16)
+
+  Without a strategy the selector is returned unchanged and selects in the `tf.data` map:
+
+  >>> model = testing.classifier(seed=0)
+  >>> selector = tfjest.select(learner=model, reference=testing.classifier(seed=1), batch_size=8,
+  ...                          super_batch_size=32, method="independent")
+  >>> tfjest.attach(model, selector) is selector
+  True
 
   With a strategy (or `placement="train_step"`), the selector's pipeline emits super-batches
   of `N` examples, the strategy gives each of the `R` replicas `N / R`, and the model's train
@@ -299,6 +358,13 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   optimizer.iterations * R + replica id)`: different per step and replica, reproducible and
   resumable. Without a strategy (`placement="auto"`), the model is left unchanged and the
   selector selects in the `tf.data` map as usual.
+
+  The frozen reference must score alike on every replica. A reference trained under the
+  strategy can end with replicas a little apart (plain `fit` is not bitwise deterministic
+  across replicas on CPU); `attach` then gives each of this worker's replicas the first one's
+  values and logs a warning with the largest absolute difference it found. Replicas that agree
+  are left as they are, without a warning. The learner and an online proxy train, so they are
+  not touched.
 
   Args:
     model: the compiled Keras model being trained, created under the strategy's scope.
@@ -316,7 +382,8 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
     With the selection in the train step: a `TrainStepSelection`, the transformation to apply
     to the training dataset (it emits super-batches of `N` and shares `selector.stats`; pass
     either to `SelectionStatsCallback` or `selection_checkpoint`). Otherwise `selector`
-    itself, unchanged. The selector is never modified.
+    itself, unchanged. The selector is never modified (the reference's replicas may be
+    aligned, as above).
 
   Raises:
     TypeError: if `model` is not a `keras.Model` or `selector` not a `tfjest.Selector`.
@@ -349,6 +416,7 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   _check_models(selector, model, strategy)
   if strategy is not None:
     keras_compat.ensure_multi_worker_fit(strategy)
+    _align_reference_replicas(selector, strategy)
   # TPU replicas cannot update the host-side statistics variables.
   record_stats = strategy is None or not _is_tpu(strategy)
   own_train_step = model.train_step

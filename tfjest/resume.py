@@ -12,7 +12,13 @@ step trains, so the scores lag training by 0-2 steps depending on thread timing.
 `deterministic_options()` turns those off: each super-batch is then scored exactly after the
 previous training step, and the same seed gives the same selected examples run after run (on the
 same machine, with `tf.config.experimental.enable_op_determinism()` for the training itself).
+
+A preempted `fit` resumes with Keras' `BackupAndRestore`; `backup_and_restore` makes one that
+works on a cluster, where only the chief may write the backup and every worker must read it.
 """
+
+import os
+from typing import Optional
 
 import keras
 import tensorflow as tf
@@ -27,9 +33,27 @@ def deterministic_options() -> tf.data.Options:
   exactly one training step after the previous super-batch, never ahead of it. This costs the
   overlap of input and training; use it for reproducible runs and resume tests.
 
-  ```python
-  selected = train_ds.apply(selector).with_options(tfjest.deterministic_options())
-  ```
+  >>> import numpy as np
+  >>> import tfjest
+  >>> from tfjest import testing
+  >>> options = tfjest.deterministic_options()
+  >>> options.deterministic, options.autotune.enabled
+  (True, False)
+  >>> def train_and_list_ids():
+  ...   model = testing.classifier(seed=0)
+  ...   selector = tfjest.select(learner=model, reference=testing.classifier(seed=1),
+  ...                            batch_size=8, super_batch_size=32, method="independent")
+  ...   selected = testing.stream("classification", n=128).apply(selector).with_options(options)
+  ...   ids = []
+  ...   for x, y in selected:   # each super-batch is scored after the previous step
+  ...     ids.append(x["id"].numpy())
+  ...     loss = model.train_on_batch(x, y)
+  ...   return np.concatenate(ids)
+  >>> first = train_and_list_ids()
+  >>> first.shape
+  (32,)
+  >>> np.array_equal(first, train_and_list_ids())
+  True
   """
   options = tf.data.Options()
   options.deterministic = True
@@ -46,14 +70,36 @@ def selection_checkpoint(selector: transform.Selector, iterator, **objects) -> t
   `objects` (the optimizer, a step counter, ...). Restoring
   it into freshly built objects continues the stream exactly where it was saved.
 
-  ```python
-  iterator = iter(train_ds.apply(selector).with_options(tfjest.deterministic_options()))
-  ckpt = tfjest.selection_checkpoint(selector, iterator, optimizer=model.optimizer)
-  ckpt.restore(tf.train.latest_checkpoint(directory))  # when resuming
-  for step in ...:
-    model.train_on_batch(next(iterator))
-    ckpt.save(directory + "/ckpt")
-  ```
+  >>> import os
+  >>> import tempfile
+  >>> import numpy as np
+  >>> import tfjest
+  >>> from tfjest import testing
+  >>> def selected_stream(seed):
+  ...   model = testing.classifier(seed=seed)
+  ...   selector = tfjest.select(learner=model, reference=testing.classifier(seed=1), batch_size=8,
+  ...                            super_batch_size=32, method="independent")
+  ...   train_ds = testing.stream("classification", n=320).shuffle(320, seed=0)
+  ...   return model, selector, train_ds.apply(selector).with_options(
+  ...       tfjest.deterministic_options())
+  >>> model, selector, selected = selected_stream(seed=0)
+  >>> iterator = iter(selected)
+  >>> ckpt = tfjest.selection_checkpoint(selector, iterator, optimizer=model.optimizer)
+  >>> for _ in range(3):
+  ...   loss = model.train_on_batch(*next(iterator))
+  >>> path = ckpt.save(os.path.join(tempfile.mkdtemp(), "ckpt"))
+  >>> x, y = next(iterator)   # the batch after the save
+  >>> x["id"].shape
+  TensorShape([8])
+
+  After a restart, fresh objects restored from the checkpoint continue the same stream:
+
+  >>> model, selector, selected = selected_stream(seed=5)   # other initial weights
+  >>> iterator = iter(selected)
+  >>> ckpt = tfjest.selection_checkpoint(selector, iterator, optimizer=model.optimizer)
+  >>> status = ckpt.restore(path)
+  >>> np.array_equal(next(iterator)[0]["id"], x["id"])
+  True
 
   Args:
     selector: the `Selector` whose output `iterator` iterates.
@@ -84,3 +130,88 @@ def selection_checkpoint(selector: transform.Selector, iterator, **objects) -> t
     raise ValueError(f"These names are saved by tfjest already: {clash}. "
                      f"Received: objects named {sorted(objects)}")
   return tf.train.Checkpoint(**items, **objects)
+
+
+class _RestoreOnly(keras.callbacks.BackupAndRestore):
+  """Restores the backup when training begins; never writes or deletes one.
+
+  Keras 3 (3.15) documents `save_freq=False` as no saving, but compares the batch count with it
+  as with 0 and saves after every batch; so the hooks that save and delete are switched off.
+  """
+
+  def on_epoch_end(self, epoch, logs=None):
+    pass
+
+  def on_train_batch_end(self, batch, logs=None):
+    pass
+
+  def on_train_end(self, logs=None):
+    pass
+
+
+def backup_and_restore(backup_dir: str, strategy: Optional[tf.distribute.Strategy] = None,
+                       **kwargs) -> keras.callbacks.BackupAndRestore:
+  """Keras' `BackupAndRestore` callback for one worker of a cluster: only the chief writes.
+
+  Use it in place of `keras.callbacks.BackupAndRestore` when `fit` may be preempted, with or
+  without a strategy. Under `MultiWorkerMirroredStrategy` a preemption restarts the whole
+  cluster (tf.distribute's fault-tolerance model), and every worker must resume from the same
+  backup, while only the chief may write it: workers writing the same files would race.
+
+  On the chief (`strategy.extended.should_checkpoint`, also true without a strategy) this returns
+  Keras' own callback, which restores the backup when training begins, writes one at the end
+  of every epoch and deletes it when `fit` completes. On the other workers it returns a
+  callback that only restores. `save_freq=False` is refused: Keras 3 documents it as no saving
+  but saves after every batch. `backup_dir` must be a path every worker reads (a shared file
+  system or a bucket). With a selected stream, an epoch of `steps_per_epoch` steps is the unit
+  of backup; `selection_checkpoint` resumes at any step.
+
+  >>> import os
+  >>> import tempfile
+  >>> import tfjest
+  >>> from tfjest import testing
+  >>> model = testing.classifier(seed=0)
+  >>> train_ds = testing.stream("classification", n=32).batch(8)
+  >>> backup_dir = os.path.join(tempfile.mkdtemp(), "backup")
+  >>> callback = tfjest.backup_and_restore(backup_dir, delete_checkpoint=False)
+  >>> history = model.fit(train_ds, epochs=2, verbose=0, callbacks=[callback])
+  >>> sorted(os.listdir(backup_dir))   # this process is the chief: it wrote the backup
+  ['latest.weights.h5', 'latest.weights.h5.bkp', 'training_metadata.json',
+   'training_metadata.json.bkp']
+  >>> history = model.fit(train_ds, epochs=3, verbose=0, callbacks=[callback])
+  >>> len(history.history["loss"])   # restored at the end of epoch 2: one epoch left
+  1
+
+  Args:
+    backup_dir: the backup directory, as for `keras.callbacks.BackupAndRestore`; one per
+      training run.
+    strategy: the strategy the model trains under; None for the strategy in scope
+      (`tf.distribute.get_strategy()`, the default one outside any scope, which is the chief).
+    **kwargs: further arguments of `keras.callbacks.BackupAndRestore`. `double_checkpoint`
+      defaults to True here: two generations, so that a backup torn by the preemption falls
+      back to the one before it.
+
+  Returns:
+    A `keras.callbacks.BackupAndRestore` to pass to `fit` on every worker.
+
+  Raises:
+    ValueError: if `backup_dir` is empty or `save_freq=False`.
+    TypeError: if `strategy` is not a `tf.distribute.Strategy` (nothing with
+      `extended.should_checkpoint`).
+  """
+  if not isinstance(backup_dir, (str, os.PathLike)) or not os.fspath(backup_dir):
+    raise ValueError(f"backup_dir must be a non-empty path. Received: backup_dir={backup_dir!r}")
+  if kwargs.get("save_freq", "epoch") is False:
+    raise ValueError(
+        "save_freq=False does not turn saving off in Keras 3: it saves after every batch. Use "
+        "'epoch' or a number of batches; on workers other than the chief, "
+        "tfjest.backup_and_restore never writes. Received: save_freq=False")
+  if strategy is None:
+    strategy = tf.distribute.get_strategy()
+  chief = getattr(getattr(strategy, "extended", None), "should_checkpoint", None)
+  if chief is None:
+    raise TypeError("strategy must be a tf.distribute.Strategy (or None for the one in scope). "
+                    f"Received: strategy of type {type(strategy).__name__}")
+  kwargs.setdefault("double_checkpoint", True)
+  callback = keras.callbacks.BackupAndRestore if bool(chief) else _RestoreOnly
+  return callback(os.fspath(backup_dir), **kwargs)

@@ -327,13 +327,36 @@ def select(*, learner: Optional[keras.Model] = None,
   scored with the learner's current weights (the model is called inside the pipeline and reads
   its variables live, so the scores follow training, 0-2 steps behind because of prefetching)
   and with the reference; `batch_size` examples are selected and emitted as one batch with the
-  input's element structure, in stream order. `model.fit` consumes the result unchanged.
+  input's element structure, in stream order. `model.fit` consumes the result unchanged. A
+  classifier selects examples independently, as below; a dual encoder selects them jointly with
+  the default `method="jest"`.
 
-  ```python
-  selected = train_ds.apply(tfjest.select(
-      learner=model, reference=reference, batch_size=64, filter_ratio=0.8))
-  model.fit(selected, epochs=3)
-  ```
+  >>> import keras
+  >>> import numpy as np
+  >>> import tensorflow as tf
+  >>> import tfjest
+  >>> def classifier(seed):
+  ...   keras.utils.set_random_seed(seed)
+  ...   model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
+  ...                             keras.layers.Dense(3)])
+  ...   model.compile(optimizer="sgd",
+  ...                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  ...   return model
+  >>> model, reference = classifier(seed=0), classifier(seed=1)  # reference: trained elsewhere
+  >>> rng = np.random.default_rng(0)
+  >>> train_ds = tf.data.Dataset.from_tensor_slices(   # single examples, not batches
+  ...     (rng.normal(size=(80, 6)).astype("float32"), rng.integers(0, 3, size=80)))
+  >>> selector = tfjest.select(learner=model, reference=reference, batch_size=8,
+  ...                          filter_ratio=0.8, method="independent")
+  >>> selector.super_batch_size  # b / (1 - f)
+  40
+  >>> selected = train_ds.apply(selector)
+  >>> x, y = next(iter(selected))
+  >>> x.shape, y.shape  # 8 of every 40, with the input's element structure
+  (TensorShape([8, 6]), TensorShape([8]))
+  >>> history = model.fit(selected, epochs=1, verbose=0)
+  >>> int(model.optimizer.iterations)  # 80 examples: 2 super-batches, 2 steps
+  2
 
   Args:
     learner: the Keras model being trained (not needed for "easy_reference" or "uniform").
