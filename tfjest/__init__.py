@@ -7,6 +7,7 @@ from tfjest.cost import StepCost
 from tfjest.cost import forward_flops
 from tfjest.cost import selection_flops
 from tfjest.cost import step_cost
+from tfjest import efficiency
 from tfjest.global_scores import GlobalScores
 from tfjest.keras_compat import ensure_multi_worker_fit
 from tfjest.losses import Embeddings
@@ -57,6 +58,7 @@ __all__ = [
     "cache_reference",
     "conditional_gains",
     "deterministic_options",
+    "efficiency",
     "ensure_multi_worker_fit",
     "forward_flops",
     "independent_selection",
