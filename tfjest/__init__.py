@@ -27,6 +27,7 @@ from tfjest.scores import DenseScores
 from tfjest.scores import DiagonalScores
 from tfjest.scores import PairwiseScores
 from tfjest.scores import batch_score
+from tfjest.scoring import models_read
 from tfjest.selection import Rule
 from tfjest.selection import conditional_gains
 from tfjest.selection import independent_selection
@@ -63,6 +64,7 @@ __all__ = [
     "forward_flops",
     "independent_selection",
     "joint_selection",
+    "models_read",
     "per_example_loss",
     "select",
     "selection_checkpoint",
