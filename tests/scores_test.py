@@ -1,4 +1,7 @@
-"""Score variants, and block/streaming forms against the dense score matrix."""
+"""Score variants, block/streaming forms against the dense matrix, and the models a score reads."""
+
+import doctest
+import itertools
 
 from absl.testing import parameterized
 import numpy as np
@@ -6,6 +9,8 @@ import tensorflow as tf
 
 import tfjest
 from tfjest import scores as scores_lib
+from tfjest import scoring
+from tfjest import testing
 
 
 def _embeddings(n, d, seed, scale=10.0, bias=-10.0):
@@ -79,6 +84,75 @@ class CombineTest(tf.test.TestCase, parameterized.TestCase):
   def test_unknown_variant(self):
     with self.assertRaisesRegex(ValueError, "Received: score='hardest'"):
       scores_lib.combine("hardest", 1.0, 1.0)
+
+
+# Written out by hand (JEST_SPEC section 3), not derived from the tables the code reads.
+MODELS_READ = {
+    ("jest", "learnability"): ("learner", "reference"),
+    ("jest", "hard_learner"): ("learner",),
+    ("jest", "easy_reference"): ("reference",),
+    ("independent", "learnability"): ("learner", "reference"),
+    ("independent", "hard_learner"): ("learner",),
+    ("independent", "easy_reference"): ("reference",),
+    ("uniform", "learnability"): (),
+    ("uniform", "hard_learner"): (),
+    ("uniform", "easy_reference"): (),
+}
+
+
+class ModelsReadTest(tf.test.TestCase, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.models = {"learner": testing.dual_encoder(0, "learner"),
+                  "reference": testing.dual_encoder(1, "reference")}
+    cls.stream = testing.stream("contrastive", n=64)
+
+  @parameterized.parameters(*MODELS_READ.items())
+  def test_table(self, configuration, expected):
+    self.assertEqual(tfjest.models_read(*configuration), expected)
+
+  def test_defaults_and_example(self):
+    self.assertEqual(tfjest.models_read("jest"), ("learner", "reference"))
+    result = doctest.testmod(scoring, extraglobs={"tfjest": tfjest}, verbose=False)
+    self.assertGreater(result.attempted, 0)
+    self.assertEqual(result.failed, 0)
+
+  @parameterized.parameters(
+      (("greedy",), "Unknown method.*Received: method='greedy'"),
+      (("jest", "hardest"), "Received: score='hardest'"),
+      (("uniform", "hardest"), "Received: score='hardest'"),
+      (("uniform", None), "Received: score=None"),
+  )
+  def test_errors_are_those_of_select(self, args, message):
+    with self.assertRaisesRegex(ValueError, message):
+      tfjest.models_read(*args)
+    method, score = (args + ("learnability",))[:2]
+    with self.assertRaisesRegex(ValueError, message):
+      tfjest.select(batch_size=8, super_batch_size=32, method=method, score=score,
+                    **self.models)
+
+  @parameterized.parameters(*itertools.product(("jest", "independent", "uniform"),
+                                               ("learnability", "hard_learner",
+                                                "easy_reference")))
+  def test_select_calls_exactly_these_and_requires_them(self, method, score):
+    reads = tfjest.models_read(method, score)
+    kwargs = dict(batch_size=8, super_batch_size=32, num_chunks=2, method=method, score=score)
+    # Given every model, select calls only those read ...
+    selector = tfjest.select(**kwargs, **self.models)
+    called = () if selector.scorer is None else tuple(selector.scorer.models)
+    self.assertEqual(called, reads)
+    # ... works with nothing else ...
+    selector = tfjest.select(**kwargs, **{role: self.models[role] for role in reads})
+    batches = list(self.stream.apply(selector))
+    self.assertLen(batches, 2)
+    self.assertEqual(batches[0]["id"].shape, (8,))
+    # ... and fails without any one of them, naming it.
+    for role in reads:
+      others = {r: self.models[r] for r in reads if r != role}
+      with self.assertRaisesRegex(ValueError, f"Received: {role}=None"):
+        tfjest.select(**kwargs, **others)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from tfjest.cost import StepCost
 from tfjest.cost import forward_flops
 from tfjest.cost import selection_flops
 from tfjest.cost import step_cost
+from tfjest import efficiency
 from tfjest.global_scores import GlobalScores
 from tfjest.keras_compat import ensure_multi_worker_fit
 from tfjest.losses import Embeddings
@@ -29,6 +30,7 @@ from tfjest.scores import DenseScores
 from tfjest.scores import DiagonalScores
 from tfjest.scores import PairwiseScores
 from tfjest.scores import batch_score
+from tfjest.scoring import models_read
 from tfjest.selection import Rule
 from tfjest.selection import conditional_gains
 from tfjest.selection import independent_selection
@@ -62,10 +64,12 @@ __all__ = [
     "cache_reference",
     "conditional_gains",
     "deterministic_options",
+    "efficiency",
     "ensure_multi_worker_fit",
     "forward_flops",
     "independent_selection",
     "joint_selection",
+    "models_read",
     "per_example_loss",
     "select",
     "selection_checkpoint",

@@ -29,14 +29,23 @@ floats for `M` examples of a dual encoder) behind a hash table from id to row.
 
 Precomputing can run on tf.data service workers (`service=`): the reference is frozen, so a
 model captured at `distribute()` time is exactly right (unlike the live learner).
+
+Load or build: `cache_reference(..., reuse=True)` returns the cache already at `path` when its
+metadata says it holds exactly what the call would write (the reference's fingerprint, the ids,
+the element structure and every example's input fingerprint, checked in one pass over the
+dataset's inputs that never calls the reference), and otherwise builds it again; the returned
+cache's `reused` and `rebuild_reason` say which and why. It is a keyword of `cache_reference`
+rather than a second function because what decides a cache's contents (`id_key`, `task`,
+`embedding_keys`) is then validated once, by the function that writes caches.
 """
 
 import hashlib
 import json
 import os
 import shutil
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence, Tuple
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
@@ -131,6 +140,10 @@ class ReferenceCache:
     task: "contrastive" or "classification".
     num_examples: `M`, examples in the cache.
     verify_inputs: whether every super-batch's inputs are checked against the fingerprints.
+    reused: True when `cache_reference(..., reuse=True)` returned the cache it found at `path`
+      (the reference was not called).
+    rebuild_reason: when `cache_reference(..., reuse=True)` computed the cache, why the one at
+      `path` could not be reused (e.g. "no cache at this path"); else None.
   """
 
   def __init__(self, path: str, metadata: dict, arrays: dict, verify_inputs: bool = True):
@@ -139,6 +152,8 @@ class ReferenceCache:
     self.task = metadata["task"]
     self.num_examples = int(metadata["dataset"]["num_examples"])
     self.verify_inputs = verify_inputs
+    self.reused = False
+    self.rebuild_reason = None
     self._string_ids = metadata["dataset"]["id_dtype"] == "string"
     with tf.init_scope(), tf.device("/cpu:0"):
       keys = tf.constant(arrays["id"], tf.string if self._string_ids else tf.int64)
@@ -164,16 +179,7 @@ class ReferenceCache:
     Raises:
       ValueError: if the directory is not a tfjest reference cache of a known version.
     """
-    meta_path = os.path.join(os.fspath(path), _METADATA)
-    try:
-      with open(meta_path) as f:
-        metadata = json.load(f)
-    except (OSError, ValueError) as e:
-      raise ValueError(f"No readable tfjest reference cache at this path ({e}). Build one with "
-                       f"tfjest.cache_reference(...). Received: path={os.fspath(path)!r}") from e
-    if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
-      raise ValueError(f"Expected a {FORMAT} of version {VERSION}. Received: "
-                       f"format={metadata.get('format')!r}, version={metadata.get('version')!r}")
+    metadata = _read_metadata(path)
     data = tf.data.Dataset.load(os.path.join(os.fspath(path), _DATA))
     chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in data.batch(1 << 16)]
     arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
@@ -264,6 +270,21 @@ class ReferenceCache:
     return {k: tf.gather(self._values[k], rows) for k in keys}
 
 
+def _read_metadata(path) -> dict:
+  """The parsed `metadata.json` of a cache directory, checked for format and version."""
+  meta_path = os.path.join(os.fspath(path), _METADATA)
+  try:
+    with open(meta_path) as f:
+      metadata = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"No readable tfjest reference cache at this path ({e}). Build one with "
+                     f"tfjest.cache_reference(...). Received: path={os.fspath(path)!r}") from e
+  if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
+    raise ValueError(f"Expected a {FORMAT} of version {VERSION}. Received: "
+                     f"format={metadata.get('format')!r}, version={metadata.get('version')!r}")
+  return metadata
+
+
 def _first(ids, mask):
   return tf.gather(ids, tf.argmax(tf.cast(mask, tf.int32)))
 
@@ -281,7 +302,8 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
                     loss_fn: Optional[Callable] = None,
                     service: Optional[str] = None,
                     processing_mode: str = "distributed_epoch",
-                    overwrite: bool = False) -> ReferenceCache:
+                    overwrite: bool = False,
+                    reuse: bool = False) -> ReferenceCache:
   """Runs the frozen reference once over `dataset` and writes its outputs per example id.
 
   >>> import os
@@ -322,6 +344,13 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
     processing_mode: with `service`, "distributed_epoch" (each example goes to one worker) or
       "parallel_epochs" (every worker runs the whole dataset; duplicates are dropped).
     overwrite: replace an existing cache at `path`.
+    reuse: return the cache already at `path` (without calling the reference) when it holds
+      exactly what this call would write: the reference's weights match its fingerprint, and
+      `dataset` has its element structure, its ids and, id by id, inputs with its fingerprints
+      (one pass over `dataset`); otherwise compute it, replacing any cache there (no
+      `overwrite` needed). The result's `reused` and `rebuild_reason` say which happened and
+      why (also logged at INFO). A classifier's `loss_fn` is not fingerprinted: reuse assumes
+      the loss the cache was built with.
 
   Returns:
     The `ReferenceCache`, loaded.
@@ -349,8 +378,10 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
   if processing_mode not in PROCESSING_MODES:
     raise ValueError(f"Expected processing_mode in {PROCESSING_MODES}. "
                      f"Received: processing_mode={processing_mode!r}")
+  if not isinstance(reuse, bool):
+    raise ValueError(f"reuse must be a bool. Received: reuse={reuse!r}")
   path = os.fspath(path)
-  if os.path.exists(os.path.join(path, _METADATA)) and not overwrite:
+  if os.path.exists(os.path.join(path, _METADATA)) and not (overwrite or reuse):
     raise ValueError(f"A reference cache already exists there; pass overwrite=True to replace "
                      f"it. Received: path={path!r}")
 
@@ -359,6 +390,17 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
   if id_spec.shape.rank != 0 or not (id_spec.dtype.is_integer or id_spec.dtype == tf.string):
     raise ValueError(f"Example ids must be integer or string scalars. Received: id feature "
                      f"{id_key!r} of dtype {id_spec.dtype.name} and shape {id_spec.shape}")
+  rebuild_reason = None
+  if reuse:
+    found, rebuild_reason = _reusable(reference, dataset, path, id_key=id_key,
+                                      batch_size=batch_size, task=task,
+                                      embedding_keys=embedding_keys)
+    if found is not None:
+      logging.info("tfjest.cache_reference: reused the cache at %s (%d examples): the "
+                   "reference, ids and inputs match", path, found.num_examples)
+      return found
+    logging.info("tfjest.cache_reference: computing the cache at %s: %s", path, rebuild_reason)
+    overwrite = True
   # The reference is called through the one scoring path, as `select` would call it.
   scorer = scoring.Scorer(scoring.Setup(score="easy_reference", reference=reference, task=task,
                                         embedding_keys=embedding_keys, loss_fn=loss_fn))
@@ -366,9 +408,7 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
   task = scorer.task
 
   def compute(batch):
-    ids = find_id(batch, id_key)
-    out = {"id": ids if id_spec.dtype == tf.string else tf.cast(ids, tf.int64),
-           "input_fingerprint": input_fingerprints(batch)}
+    out = _ids_and_fingerprints(batch, id_key)
     outputs = scorer.outputs(batch)["reference"]
     if task == "contrastive":
       out["image_embeddings"] = tf.cast(outputs.image, tf.float32)
@@ -411,7 +451,63 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
   tf.data.Dataset.from_tensor_slices(arrays).save(os.path.join(path, _DATA))
   with open(os.path.join(path, _METADATA), "w") as f:
     json.dump(metadata, f, indent=1)
-  return ReferenceCache(path, metadata, arrays)
+  cache = ReferenceCache(path, metadata, arrays)
+  cache.rebuild_reason = rebuild_reason
+  return cache
+
+
+def _ids_and_fingerprints(batch, id_key: str):
+  """`{"id", "input_fingerprint"}` of a batch of elements, as the cache stores them."""
+  ids = find_id(batch, id_key)
+  return {"id": ids if ids.dtype == tf.string else tf.cast(ids, tf.int64),
+          "input_fingerprint": input_fingerprints(batch)}
+
+
+def _reusable(reference, dataset, path: str, *, id_key: str, batch_size: int, task: str,
+              embedding_keys) -> Tuple[Optional[ReferenceCache], Optional[str]]:
+  """`(the cache at path, None)` if it holds what `cache_reference` would write, else `(None, why)`.
+
+  Cheap checks first (metadata, weights), then one pass over the ids and inputs of `dataset`.
+  """
+  if not os.path.exists(os.path.join(path, _METADATA)):
+    return None, "no cache at this path"
+  try:
+    metadata = _read_metadata(path)
+  except ValueError as e:
+    return None, f"the cache there is unreadable ({e})"
+  cached_task = metadata["task"]
+  if task not in ("auto", cached_task):
+    return None, f"the cache holds {cached_task} outputs, task={task!r} was asked"
+  if cached_task == "contrastive" and metadata.get("embedding_keys") != list(embedding_keys):
+    return None, (f"the cache was built with embedding_keys={metadata.get('embedding_keys')}, "
+                  f"not {list(embedding_keys)}")
+  try:
+    fingerprint = reference_fingerprint(reference, cached_task)
+  except ValueError as e:
+    return None, f"the reference cannot be fingerprinted as a {cached_task} model ({e})"
+  if fingerprint != metadata["reference"]["fingerprint"]:
+    return None, (f"the reference weights differ from those the cache was built with (model "
+                  f"{metadata['reference']['name']!r})")
+  spec = dataset.element_spec
+  id_dtype = "string" if find_id(spec, id_key).dtype == tf.string else "int64"
+  if id_dtype != metadata["dataset"]["id_dtype"] or input_structure(spec) != metadata["inputs"]:
+    return None, "the dataset's elements have another structure or id dtype"
+  # `map` passes a tuple element's parts as separate arguments.
+  pipeline = dataset.batch(batch_size).map(lambda *parts: _ids_and_fingerprints(
+      parts if len(parts) > 1 else parts[0], id_key))
+  chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in pipeline]
+  if not chunks:
+    return None, "the dataset is empty"
+  arrays = _unique_by_id({k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]})
+  recorded = metadata["dataset"]
+  if _digest(arrays["id"]) != recorded["ids_fingerprint"]:
+    return None, (f"the dataset holds other example ids ({len(arrays['id'])} examples, the "
+                  f"cache {recorded['num_examples']})")
+  if _digest(arrays["id"], arrays["input_fingerprint"]) != recorded["content_fingerprint"]:
+    return None, "the inputs of some examples differ from those the cache was built from"
+  cache = ReferenceCache.load(path)
+  cache.reused = True
+  return cache, None
 
 
 def _unique_by_id(arrays):

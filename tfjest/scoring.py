@@ -6,7 +6,8 @@ the `tf.data` map and by the replicated train step alike) and `cache_reference` 
 `Scorer`, so an example is scored the same way wherever it runs. The maths it feeds (`scores`,
 `selection`) never sees a model.
 
-`Setup` is the scoring configuration as one frozen value that checks itself.
+`Setup` is the scoring configuration as one frozen value that checks itself; `models_read` is
+the public rule of which models it calls.
 """
 
 import dataclasses
@@ -18,6 +19,43 @@ import tensorflow as tf
 from tfjest import adapters
 from tfjest import proxy as proxy_lib
 from tfjest import scores as scores_lib
+from tfjest import selection
+
+ROLES = ("learner", "reference")
+
+
+def models_read(method: str, score: str = "learnability") -> Tuple[str, ...]:
+  """The models a selection configuration reads: a subset of `("learner", "reference")`.
+
+  The rule `tfjest.select` applies (JEST_SPEC section 3): "uniform" selection reads no model;
+  "jest" and "independent" read what the score variant combines: "learnability" both models,
+  "hard_learner" only the learner, "easy_reference" only the reference. `select` requires
+  exactly these models (a reference may come as `reference_cache=`, the learner's scores from
+  an online `proxy=`), and calls no other.
+
+  >>> tfjest.models_read("jest", "hard_learner")
+  ('learner',)
+  >>> tfjest.models_read("uniform")
+  ()
+
+  Args:
+    method: "jest", "independent" or "uniform", as `select` takes it.
+    score: "learnability", "hard_learner" or "easy_reference" (checked also for "uniform",
+      as `select` checks it).
+
+  Returns:
+    The roles read, in the order `("learner", "reference")`.
+
+  Raises:
+    ValueError: if `method` or `score` is not one `select` accepts, naming the value received.
+  """
+  selection.check_method(method)
+  scores_lib.check_variant(score)
+  if method == "uniform":
+    return ()
+  reads = {"learner": scores_lib.NEEDS_LEARNER[score],
+           "reference": scores_lib.NEEDS_REFERENCE[score]}
+  return tuple(role for role in ROLES if reads[role])
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -38,11 +76,12 @@ class Setup:
   scoring_view: Optional[Callable] = None
   reference_cache: object = None
   id_key: Optional[str] = None
-  # False for uniform selection: no model is called, so none is required.
-  scored: bool = True
+  # With `score`, which models are called (`models_read`): none for "uniform".
+  method: str = "jest"
 
   def __post_init__(self):
     score = scores_lib.check_variant(self.score)
+    reads = self.models_read
     for name, model in (("learner", self.learner), ("reference", self.reference)):
       if model is not None and not isinstance(model, keras.Model):
         raise TypeError(f"{name} must be a keras.Model. "
@@ -65,21 +104,18 @@ class Setup:
     if self.proxy is not None and not isinstance(self.proxy, proxy_lib.OnlineProxy):
       raise TypeError("proxy must be a tfjest.OnlineProxy. "
                       f"Received: proxy of type {type(self.proxy).__name__}")
-    if not self.scored:
-      pass
-    elif scores_lib.NEEDS_LEARNER[score] and self.learner is None and self.proxy is None:
+    if "learner" in reads and self.learner is None and self.proxy is None:
       raise ValueError(f"score={score!r} scores with the learner. Pass learner=<the model "
                        "being trained> (or proxy=). Received: learner=None")
-    elif (scores_lib.NEEDS_REFERENCE[score] and self.reference is None and
-          self.reference_cache is None):
+    elif "reference" in reads and self.reference is None and self.reference_cache is None:
       raise ValueError(f"score={score!r} needs a frozen reference model. Pass reference= or "
                        "reference_cache=, or use score='hard_learner'. Received: reference=None")
-    elif self.reference_cache is not None and not scores_lib.NEEDS_REFERENCE[score]:
+    elif reads and self.reference_cache is not None and "reference" not in reads:
       raise ValueError(f"score={score!r} does not read the reference, so reference_cache "
                        f"would be unused. Received: reference_cache={self.reference_cache.path!r}")
     for name in ("scoring_view", "proxy"):
       value = getattr(self, name)
-      if self.scored and value is not None and not scores_lib.NEEDS_LEARNER[score]:
+      if reads and value is not None and "learner" not in reads:
         raise ValueError(f"{name} applies to learner scoring, which score={score!r} does not "
                          f"do. Received: {name}={value!r}")
     if self.reference_cache is not None:
@@ -110,17 +146,22 @@ class Setup:
       raise ValueError(f"loss_fn must be callable. Received: loss_fn={self.loss_fn!r}")
 
   @property
+  def models_read(self) -> Tuple[str, ...]:
+    """`models_read(method, score)`: the roles whose models (or cache, or proxy) are read."""
+    return models_read(self.method, self.score)
+
+  @property
   def learner_role(self) -> str:
     """"proxy" when an online proxy scores for the learner, else "learner"."""
     return "proxy" if self.proxy is not None else "learner"
 
   def scoring_models(self) -> Dict[str, keras.Model]:
     """`{role: model}` of the models this score calls (a cached reference is not called)."""
-    models = {}
-    if scores_lib.NEEDS_LEARNER[self.score]:
+    models, reads = {}, self.models_read
+    if "learner" in reads:
       models[self.learner_role] = (self.proxy.model if self.proxy is not None
                                    else self.learner)
-    if scores_lib.NEEDS_REFERENCE[self.score] and self.reference_cache is None:
+    if "reference" in reads and self.reference_cache is None:
       models["reference"] = self.reference
     return models
 
@@ -153,7 +194,7 @@ class Scorer:
     self.setup = setup
     self.models = setup.scoring_models()
     self.reference_cache = (setup.reference_cache
-                            if scores_lib.NEEDS_REFERENCE[setup.score] else None)
+                            if "reference" in setup.models_read else None)
     self.task = None if setup.task == "auto" else setup.task
     self.input_specs = {}
     self.width = None

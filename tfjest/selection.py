@@ -180,6 +180,17 @@ def uniform_selection(num_candidates: int, num_select: int, *, seed=0, step=0,
                          num_chunks=1, seed=seed, step=step, first_chunk="uniform", valid=valid)
 
 
+def check_method(method: str) -> str:
+  """Returns `method` if it is one of `METHODS`.
+
+  Raises:
+    ValueError: naming the method received.
+  """
+  if method not in METHODS:
+    raise ValueError(f"Unknown method. Expected one of {METHODS}. Received: method={method!r}")
+  return method
+
+
 def _is_int(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -211,9 +222,7 @@ class Rule:
   greedy: bool = False
 
   def __post_init__(self):
-    if self.method not in METHODS:
-      raise ValueError(f"Unknown method. Expected one of {METHODS}. "
-                       f"Received: method={self.method!r}")
+    check_method(self.method)
     if not _is_int(self.num_chunks) or self.num_chunks <= 0:
       raise ValueError(f"num_chunks must be a positive integer. "
                        f"Received: num_chunks={self.num_chunks!r}")

@@ -427,5 +427,5 @@ def select(*, learner: Optional[keras.Model] = None,
   setup = scoring.Setup(
       score=score, learner=learner, reference=reference, proxy=proxy, task=task,
       embedding_keys=embedding_keys, loss_fn=loss_fn, scoring_view=scoring_view,
-      reference_cache=reference_cache, id_key=id_key, scored=rule.reads_scores)
+      reference_cache=reference_cache, id_key=id_key, method=rule.method)
   return Selector(rule, setup, sizes)
