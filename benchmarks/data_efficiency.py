@@ -115,7 +115,7 @@ def _config(settings, noise):
 
 
 def _reads_learner(method, score):
-  return method in harness.METHODS and "learner" in tfjest.models_read(method, score)
+  return method in ("independent", "jest") and "learner" in tfjest.models_read(method, score)
 
 
 def _grid(settings, noise):
