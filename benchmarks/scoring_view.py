@@ -9,40 +9,38 @@ from a fresh noisy stream, with the reference outputs cached, with the learner s
   - a `scoring_view` that average-pools the images by 2 (16 x 16) or 4 (8 x 8),
 
 and, as the baseline, uniform selection. For each it reports the learner-scoring FLOPs per step
-(`Selector.step_cost()`), the measured time of the learner's scoring forward pass on N, the
-share of corrupted pairs among the selected examples, and the mean batch score s(B) of the
-selected batches under the full-resolution scores (how good the chosen batches are by the
+(`Selector.step_cost()`), the measured time of the learner's scoring forward pass on N (median
+of 5 calls after one warm-up, `benchmarks/timing.py`), the share of corrupted pairs among the
+selected examples, and the mean batch score s(B) of the selected batches under the
+full-resolution scores (`tfjest.batch_score` on `tfjest.PairwiseScores` of the learner's
+full-resolution embeddings and the cached reference's: how good the chosen batches are by the
 scores a full-resolution selection maximises; higher is better). It does so for two score
 variants: "learnability" (the default; the cached reference carries much of the signal) and
 "hard_learner" (the learner's view alone decides, so the view's fidelity shows directly).
 
-    python benchmarks/scoring_view.py
+    python -m benchmarks.scoring_view
 
 Flags: `--batch_size=64 --filter_ratio=0.8 --super_batches=10 --scores=learnability,hard_learner`.
 """
 
 import os
 import statistics
-import sys
 import tempfile
-import time
 
 from absl import app
 from absl import flags
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import keras
 import numpy as np
 import tensorflow as tf
 
 import tfjest
 from benchmarks import models
-from examples import toy_world
+from benchmarks import timing
+from tfjest import testing
 
 _BATCH = flags.DEFINE_integer("batch_size", 64, "b, examples per selected batch.")
-_RATIO = flags.DEFINE_float("filter_ratio", 0.8, "f; N = b / (1 - f).")
+_RATIO = flags.DEFINE_float("filter_ratio", 0.8,
+                            "f; N = b / (1 - f), a whole number (tfjest.super_batch_size_for).")
 _CHUNKS = flags.DEFINE_integer("num_chunks", 16, "K, JEST chunks.")
 _SUPER_BATCHES = flags.DEFINE_integer("super_batches", 10, "Super-batches selected per method.")
 _CLEAN = flags.DEFINE_integer("clean_examples", 6000, "Clean pairs the reference trains on.")
@@ -63,7 +61,7 @@ def _model(name):
 
 
 def _pairs(n, corrupt, seed):
-  data = toy_world.make_pairs(n, corrupt, seed=seed)
+  data = testing.make_pairs(n, corrupt, seed=seed)
   data["image"] = models.images_at(data["image"], SIZE)
   return data
 
@@ -76,23 +74,25 @@ def _dataset(data):
 def main(argv):
   del argv
   seed, b = _SEED.value, _BATCH.value
-  n = int(round(b / (1.0 - _RATIO.value)))
+  n = tfjest.super_batch_size_for(b, _RATIO.value)
   keras.utils.set_random_seed(seed)
-  start = time.perf_counter()
-  clean = _pairs(_CLEAN.value, 0.0, seed + 1)
-  reference = _model("reference")
-  reference.fit(_dataset(clean).shuffle(4096, seed=seed).batch(128, drop_remainder=True),
-                epochs=_REF_EPOCHS.value, verbose=0)
-  reference.trainable = False
-  learner = _model("learner")
-  noisy = _pairs(_CLEAN.value, 0.5, seed + 2)
-  learner.fit(_dataset(noisy).shuffle(4096, seed=seed).batch(128, drop_remainder=True),
-              epochs=_LEARNER_EPOCHS.value, verbose=0)
+  with timing.stopwatch() as setup:
+    clean = _pairs(_CLEAN.value, 0.0, seed + 1)
+    reference = _model("reference")
+    reference.fit(_dataset(clean).shuffle(4096, seed=seed).batch(128, drop_remainder=True),
+                  epochs=_REF_EPOCHS.value, verbose=0)
+    reference.trainable = False
+    learner = _model("learner")
+    noisy = _pairs(_CLEAN.value, 0.5, seed + 2)
+    learner.fit(_dataset(noisy).shuffle(4096, seed=seed).batch(128, drop_remainder=True),
+                epochs=_LEARNER_EPOCHS.value, verbose=0)
+    accuracy = {model.name: testing.pair_accuracy(_ranker(model))
+                for model in (reference, learner)}
   print(f"scoring views: ConvDualEncoder (filters {_FILTERS.value}) on {SIZE}x{SIZE} images, "
         f"b={b}, N={n}, K={_CHUNKS.value}, {os.cpu_count()} CPU cores; reference "
-        f"{toy_world.pair_accuracy(_ranker(reference)):.1%} pair accuracy, learner "
-        f"{toy_world.pair_accuracy(_ranker(learner)):.1%} after {_LEARNER_EPOCHS.value} epochs "
-        f"on noisy pairs; setup {time.perf_counter() - start:.0f} s")
+        f"{accuracy['reference']:.1%} pair accuracy, learner "
+        f"{accuracy['learner']:.1%} after {_LEARNER_EPOCHS.value} epochs "
+        f"on noisy pairs; setup {setup.wall:.0f} s")
 
   stream_data = _pairs(_SUPER_BATCHES.value * n, 0.5, seed + 3)
   stream = _dataset(stream_data)
@@ -105,20 +105,15 @@ def main(argv):
     x = {"image": super_batches[0]["image"], "text": super_batches[0]["text"]}
     x = view(x) if view is not None else x
     forward = tf.function(lambda x: learner(x, training=False))
-    forward(x)
-    times = []
-    for _ in range(5):
-      t0 = time.perf_counter()
-      forward(x)["image_embeddings"].numpy()
-      times.append(time.perf_counter() - t0)
-    forward_ms[name] = statistics.median(times) * 1e3
+    forward_ms[name] = timing.time_calls(forward, [(x,)] * 6, warmup=1).wall * 1e3
 
   for score in _SCORES.value:
     cached = {"reference_cache": cache, "id_key": "id"} if score == "learnability" else {}
-    scorer = tfjest.select(learner=learner, batch_size=b, super_batch_size=n,
-                           num_chunks=_CHUNKS.value, score=score, **cached).scorer
-    scorer.prepare(stream.element_spec)
-    full_scores = [scorer(sb).scores for sb in super_batches]
+    # The scores a full-resolution selection reads: the learner on full images and, for
+    # learnability, the cached reference ("hard_learner" reads the learner alone).
+    full_scores = [tfjest.PairwiseScores(
+        score, models.embeddings(learner, {"image": sb["image"], "text": sb["text"]}),
+        cache.outputs_for(sb, "id") if cached else None) for sb in super_batches]
     rows = []
     for name, view, method in (("full 32x32", None, "jest"),
                                ("view 16x16", models.downscale(2), "jest"),

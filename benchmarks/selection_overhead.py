@@ -1,7 +1,8 @@
 r"""Per-step cost of JEST selection, without a strategy and under MirroredStrategy (2 CPUs).
 
-Trains the toy dual encoder (examples/toy_world.py) with `model.fit` for `--warmup` + `--steps`
-steps in each configuration and reports the mean time of the timed steps:
+Trains the toy dual encoder (`tfjest.testing.PairDualEncoder` on `tfjest.testing.make_pairs`)
+with `model.fit` for `--warmup` + `--steps` steps in each configuration and reports the median
+time of the timed steps:
 
 | configuration      | strategy         | data per step                                      |
 | ------------------ | ---------------- | -------------------------------------------------- |
@@ -12,32 +13,33 @@ steps in each configuration and reports the mean time of the timed steps:
 | mirrored_local     | Mirrored, 2 CPUs | JEST per replica in the replicated step (default)  |
 | mirrored_global    | Mirrored, 2 CPUs | JEST with chunks conditioned across replicas       |
 
-Every timed step is timed on its own (the loss is read, which waits for the step); each
-configuration runs `--repeats` times, alternating, after one discarded run; the table gives the
-median step time over all its timed steps with the quartiles (the median resists bursts of
-other load on a shared machine). Selection overhead = configuration - plain of the same
-strategy.
+Every timed step is timed on its own (`benchmarks/timing.py`'s `StepTimer`: Keras reads the
+loss before calling it, which waits for the step); each configuration runs `--repeats` times,
+alternating, after one discarded run; the table gives the median step time over all its timed
+steps with the quartiles (the median resists bursts of other load on a shared machine).
+Selection overhead = configuration - plain of the same strategy.
 
-    python benchmarks/selection_overhead.py --output=/tmp/overhead.json
+    python -m benchmarks.selection_overhead --output=/tmp/overhead.json
 
 About 2-4 minutes on 2 CPU cores with the defaults.
 """
 
+import contextlib
 import json
 import os
 import platform
-import sys
 import time
 
 from absl import app
 from absl import flags
 from absl import logging
+import keras
 import numpy as np
+import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
-from examples import training
+import tfjest
+from benchmarks import timing
+from tfjest import testing
 
 _BATCH = flags.DEFINE_integer("batch_size", 256, "b, examples trained on per step (global).")
 _RATIO = flags.DEFINE_float("filter_ratio", 0.8, "f: each step scores N = b / (1 - f).")
@@ -51,47 +53,22 @@ _CONFIGS = flags.DEFINE_list(
 _OUTPUT = flags.DEFINE_string("output", "", "Write the figures here as JSON.")
 
 
-class _Timer:
-  """Times every step after the warmup; reading the loss waits for the step to finish."""
-
-  def __init__(self, warmup):
-    import keras  # pylint: disable=g-import-not-at-top
-    timer = self
-
-    class Callback(keras.callbacks.Callback):
-
-      def on_train_batch_end(self, batch, logs=None):
-        float(logs["loss"])
-        now = time.perf_counter()
-        if batch + 1 > warmup:
-          timer.steps.append(now - timer.last)
-        timer.last = now
-
-    self.callback = Callback()
-    self.steps = []
-    self.last = None
-
-
 def _measure(name, strategy, seconds_per_step):
-  import keras  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tfjest  # pylint: disable=g-import-not-at-top
-  from examples import toy_world  # pylint: disable=g-import-not-at-top
-
   b = _BATCH.value
-  pairs = toy_world.make_pairs(4096, 0.5, seed=0)
+  pairs = testing.make_pairs(4096, 0.5, seed=0)
   stream = tf.data.Dataset.from_tensor_slices(
       {"image": pairs["image"], "text": pairs["text"]}).repeat()
   use = strategy if name.startswith("mirrored") else None
-  scope = use.scope() if use is not None else _Null()
+  scope = use.scope() if use is not None else contextlib.nullcontext()
   with scope:
     keras.utils.set_random_seed(0)
-    learner = toy_world.DualEncoder(name="learner")
+    learner = testing.PairDualEncoder(name="learner")
     learner.compile(optimizer=keras.optimizers.Adam(1e-3))
-    reference = toy_world.DualEncoder(name="reference")
+    reference = testing.PairDualEncoder(name="reference")
     reference.trainable = False
+    size = testing.IMAGE_SIZE
     for model in (learner, reference):
-      model({"image": tf.zeros([1, 16, 16, 3]), "text": tf.zeros([1, 3], tf.int32)})
+      model({"image": tf.zeros([1, size, size, 3]), "text": tf.zeros([1, 3], tf.int32)})
     if name.endswith("plain"):
       data = stream.batch(b, drop_remainder=True)
     else:
@@ -101,19 +78,10 @@ def _measure(name, strategy, seconds_per_step):
           learner, selector, placement="train_step" if name == "train_step" else "auto",
           replica_selection="global" if name.endswith("global") else "local")
       data = stream.apply(selector)
-  timer = _Timer(_WARMUP.value)
+  timer = timing.StepTimer(warmup=_WARMUP.value)
   learner.fit(data, epochs=1, steps_per_epoch=_WARMUP.value + _STEPS.value, verbose=0,
-              callbacks=[timer.callback])
-  seconds_per_step.setdefault(name, []).extend(timer.steps)
-
-
-class _Null:
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *args):
-    return False
+              callbacks=[timer])
+  seconds_per_step.setdefault(name, []).extend(timer.timings.walls)
 
 
 def _machine():
@@ -130,9 +98,9 @@ def _machine():
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  training.configure_cpu_devices(2)
-  import keras  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not testing.configure_cpu_devices(2):
+    raise SystemExit("MirroredStrategy needs 2 logical CPU devices, but TensorFlow had "
+                     "initialised its devices before they could be configured.")
   machine = _machine()
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   seconds = {}

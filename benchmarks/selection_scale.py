@@ -5,8 +5,9 @@ dual encoders (learner and reference, image and text, width d), then runs
 `tfjest.joint_selection` on `tfjest.PairwiseScores("learnability", ...)` inside a
 `tf.function`: the streaming form of JEST_SPEC section 5, which never forms the N x N matrix.
 It reports the first call (tracing included), the steady-state time per selection (median of
-`--repeats`), process CPU time, and the subprocess's peak resident memory (VmHWM), next to the
-memory it had before selecting. Each N runs in its own process so that its peak belongs to it.
+`--repeats`), process CPU time (both through `benchmarks/timing.py`), and the subprocess's peak
+resident memory (VmHWM), next to the memory it had before selecting. Each N runs in its own
+process (`python -m benchmarks.selection_scale --worker_size=N`) so that its peak belongs to it.
 
 b = N (1 - f) is rarely a multiple of the chunk count K, so b is rounded to the nearest
 multiple of K (ties down) and the effective filter ratio is printed.
@@ -15,7 +16,7 @@ Before timing, an oracle check selects with the dense score matrix (`tfjest.Dens
 materialised N x N matrix) and with the streaming form on small N, for several steps, and
 requires identical indices.
 
-    python benchmarks/selection_scale.py
+    python -m benchmarks.selection_scale
 
 Flags: `--sizes=4096,16384,65536 --filter_ratio=0.9 --width=128 --num_chunks=16 --repeats=3`.
 Targets on a 2-core CPU: N = 65,536 in at most 20 s and at most 2 GB peak resident memory.
@@ -26,12 +27,13 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 from absl import app
 from absl import flags
+import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tfjest
+from benchmarks import timing
 
 _SIZES = flags.DEFINE_list("sizes", ["4096", "16384", "65536"], "Super-batch sizes N.")
 _RATIO = flags.DEFINE_float("filter_ratio", 0.9, "Filter ratio f; b = N (1 - f), rounded.")
@@ -75,7 +77,7 @@ def current_rss_bytes() -> int:
   return 0
 
 
-def _embeddings(tf, tfjest, n, d, seed):
+def _embeddings(n, d, seed):
   def unit(stream):
     return tf.math.l2_normalize(tf.random.stateless_normal([n, d], [seed, stream]), axis=-1)
 
@@ -84,13 +86,11 @@ def _embeddings(tf, tfjest, n, d, seed):
 
 def oracle_check(sizes, filter_ratio, width, num_chunks, steps):
   """Dense (materialised N x N) and streaming selections on small N; returns mismatches."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tfjest  # pylint: disable=g-import-not-at-top
   lines, mismatches = [], 0
   for n in sizes:
     b = batch_size_for(n, filter_ratio, num_chunks)
-    learner = _embeddings(tf, tfjest, n, width, 1)
-    reference = _embeddings(tf, tfjest, n, width, 2)
+    learner = _embeddings(n, width, 1)
+    reference = _embeddings(n, width, 2)
     streaming = tfjest.PairwiseScores("learnability", learner, reference)
     dense = tfjest.DenseScores(streaming.block())  # the full N x N matrix
     same = 0
@@ -107,12 +107,10 @@ def oracle_check(sizes, filter_ratio, width, num_chunks, steps):
 
 def measure(n: int) -> dict:
   """Runs in the subprocess: times the selection of one N and reads its peak memory."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  import tfjest  # pylint: disable=g-import-not-at-top
   d, k = _WIDTH.value, _CHUNKS.value
   b = batch_size_for(n, _RATIO.value, k)
-  learner = _embeddings(tf, tfjest, n, d, 1)
-  reference = _embeddings(tf, tfjest, n, d, 2)
+  learner = _embeddings(n, d, 1)
+  reference = _embeddings(n, d, 2)
   rss_before = current_rss_bytes()
 
   # The embeddings are arguments, not captured constants, as in a pipeline.
@@ -121,19 +119,16 @@ def measure(n: int) -> dict:
     scores = tfjest.PairwiseScores("learnability", learner, reference)
     return tfjest.joint_selection(scores, b, num_chunks=k, seed=0, step=step)
 
-  def timed(step):
-    wall, cpu = time.perf_counter(), time.process_time()
-    picks = select(learner, reference, tf.constant(step, tf.int64)).numpy()
-    return time.perf_counter() - wall, time.process_time() - cpu, picks
+  def step(i):
+    return learner, reference, tf.constant(i, tf.int64)
 
-  first_wall, first_cpu, picks = timed(0)
+  with timing.stopwatch() as first:  # tracing included
+    picks = select(*step(0)).numpy()
   assert len(set(picks.tolist())) == b, "duplicate picks"
-  runs = [timed(step) for step in range(1, 1 + _REPEATS.value)]
-  walls = sorted(r[0] for r in runs)
-  cpus = sorted(r[1] for r in runs)
-  return {"n": n, "b": b, "d": d, "k": k, "first_s": first_wall, "first_cpu_s": first_cpu,
-          "median_s": walls[len(walls) // 2], "min_s": walls[0], "max_s": walls[-1],
-          "median_cpu_s": cpus[len(cpus) // 2], "rss_before_bytes": rss_before,
+  runs = timing.time_calls(select, [step(i) for i in range(1, 1 + _REPEATS.value)])
+  return {"n": n, "b": b, "d": d, "k": k, "first_s": first.wall, "first_cpu_s": first.cpu,
+          "median_s": runs.wall, "min_s": min(runs.walls), "max_s": max(runs.walls),
+          "median_cpu_s": runs.cpu, "rss_before_bytes": rss_before,
           "peak_rss_bytes": peak_rss_bytes(),
           "selection_flops": tfjest.selection_flops(
               n, b, width=d, num_chunks=k, num_models=2, task="contrastive")}
@@ -162,7 +157,7 @@ def main(argv):
     flags_out = [f"--worker_size={n}", f"--filter_ratio={_RATIO.value}",
                  f"--width={_WIDTH.value}", f"--num_chunks={k}", f"--repeats={_REPEATS.value}",
                  f"--jit_compile={_JIT.value}"]
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__)] + flags_out,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.selection_scale"] + flags_out,
                           capture_output=True, text=True, check=False)
     if proc.returncode:
       sys.stderr.write(proc.stderr[-3000:])

@@ -1,9 +1,12 @@
 """Runs each benchmark as a user would, with tiny flags, and checks what it prints.
 
+As their docstrings say, `python -m benchmarks.<name>` from the repository root.
+
 The figures themselves are in BENCHMARKS.md; this only keeps the programs from rotting (and
 runs the oracle check of selection_scale: dense and streaming selections must agree).
 """
 
+import json
 import os
 import re
 import subprocess
@@ -14,17 +17,15 @@ import tensorflow as tf
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(script, *flags):
-  result = subprocess.run([sys.executable, os.path.join(_ROOT, "benchmarks", script)] +
-                          list(flags), capture_output=True, text=True, timeout=600,
-                          check=False)
-  return result
+def _run(name, *flags):
+  return subprocess.run([sys.executable, "-m", f"benchmarks.{name}"] + list(flags),
+                        cwd=_ROOT, capture_output=True, text=True, timeout=600, check=False)
 
 
 class BenchmarksTest(tf.test.TestCase):
 
   def test_selection_scale(self):
-    result = _run("selection_scale.py", "--sizes=1024", "--oracle_sizes=96,160",
+    result = _run("selection_scale", "--sizes=1024", "--oracle_sizes=96,160",
                   "--repeats=1", "--oracle_steps=2")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertIn("N=1024: N (1 - f) = 102.4 is not a multiple of K=16; using b=96",
@@ -34,7 +35,7 @@ class BenchmarksTest(tf.test.TestCase):
                      r"identical")
 
   def test_step_overhead(self):
-    result = _run("step_overhead.py", "--batch_size=16", "--num_chunks=4", "--image_size=16",
+    result = _run("step_overhead", "--batch_size=16", "--num_chunks=4", "--image_size=16",
                   "--examples=400", "--steps=2", "--warmup=1", "--rounds=1")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertRegex(result.stdout, r"ratio \(b\)/\(a\) = \d+\.\d+")
@@ -43,8 +44,30 @@ class BenchmarksTest(tf.test.TestCase):
       self.assertIn(part, result.stdout)
     self.assertRegex(result.stdout, r"reference scoring 0\.00 G")
 
+  def test_step_overhead_refuses_a_ratio_that_does_not_divide(self):
+    # N = 16 / (1 - 0.7) = 53.3: the library's rule raises instead of rounding.
+    result = _run("step_overhead", "--batch_size=16", "--filter_ratio=0.7")
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("must be a whole number", result.stderr)
+
+  def test_selection_overhead(self):
+    output = os.path.join(self.get_temp_dir(), "overhead.json")
+    result = _run("selection_overhead", "--batch_size=32", "--num_chunks=4", "--warmup=1",
+                  "--steps=2", "--repeats=1", "--configs=plain,pipeline,mirrored_local",
+                  f"--output={output}")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    # The table: median, q25, q75 per configuration, then the overhead against plain.
+    rows = dict(re.findall(r"^ *(\w+)(?: +\d+\.\d){3}  (.*)$", result.stdout, re.M))
+    self.assertEqual(set(rows), {"plain", "pipeline", "mirrored_local"}, result.stdout)
+    self.assertRegex(rows["pipeline"], r"^ *[+-]\d+\.\d ms \(\d+\.\d\dx\)$")
+    with open(output) as f:
+      figures = json.load(f)["ms_per_step"]
+    # Every timed step of every run, the warm-up left out.
+    self.assertEqual({name: row["steps"] for name, row in figures.items()},
+                     {"plain": 2, "pipeline": 2, "mirrored_local": 2})
+
   def test_scoring_view(self):
-    result = _run("scoring_view.py", "--batch_size=16", "--num_chunks=4",
+    result = _run("scoring_view", "--batch_size=16", "--num_chunks=4",
                   "--super_batches=2", "--clean_examples=256", "--reference_epochs=1",
                   "--learner_epochs=1", "--scores=learnability", "--filters=4,8,8")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
