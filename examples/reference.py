@@ -83,6 +83,7 @@ def cached(reference: keras.Model, task, path: str,
   start = time.time()
   cache = tfjest.cache_reference(reference, task.cache_stream(), path, id_key=task.id_key,
                                  batch_size=1024, reuse=True)
-  log(f"reference cache: {cache.num_examples} examples at {path} "
+  how = "reused" if cache.reused else f"computed ({cache.rebuild_reason})"
+  log(f"reference cache: {how}, {cache.num_examples} examples at {path} "
       f"({time.time() - start:.0f} s)")
   return cache

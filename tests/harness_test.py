@@ -99,9 +99,11 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
     # ... and the recipe computes it again for this reference, then reuses it.
     fresh = reference_lib.cached(self.reference, self.task, path)
     fresh.check_reference(self.reference)
+    self.assertFalse(fresh.reused)
     written = {name: os.path.getmtime(os.path.join(path, name)) for name in os.listdir(path)}
     again = reference_lib.cached(self.reference, self.task, path)
     again.check_reference(self.reference)
+    self.assertTrue(again.reused)
     self.assertEqual(
         {name: os.path.getmtime(os.path.join(path, name)) for name in os.listdir(path)},
         written)
