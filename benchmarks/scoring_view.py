@@ -1,7 +1,8 @@
 r"""Cheap scoring views: what scoring the learner at lower resolution saves, and what it costs.
 
 A reference dual encoder (`benchmarks/models.py`'s ConvDualEncoder, global average pooling, so
-it takes any image size) is trained on clean 32 x 32 image-caption pairs; a learner of the same
+it takes any image size) is trained on clean 32 x 32 image-caption pairs (`examples.reference`'s
+recipe on an `examples.tasks.ToyTask`); a learner of the same
 kind is trained briefly on the noisy stream (half of the captions swapped). Then JEST selects
 from a fresh noisy stream, with the reference outputs cached, with the learner scoring
 
@@ -36,6 +37,8 @@ import tensorflow as tf
 import tfjest
 from benchmarks import models
 from benchmarks import timing
+from examples import reference as reference_lib
+from examples import tasks
 from tfjest import testing
 
 _BATCH = flags.DEFINE_integer("batch_size", 64, "b, examples per selected batch.")
@@ -54,8 +57,12 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed for data, models and selection.")
 SIZE = 32
 
 
+def _conv_dual_encoder(name, width=64):
+  return models.ConvDualEncoder(width=width, filters=[int(f) for f in _FILTERS.value], name=name)
+
+
 def _model(name):
-  model = models.ConvDualEncoder(width=64, filters=[int(f) for f in _FILTERS.value], name=name)
+  model = _conv_dual_encoder(name)
   model.compile(optimizer=keras.optimizers.Adam(3e-3))
   return models.built(model, SIZE)
 
@@ -75,15 +82,14 @@ def main(argv):
   del argv
   seed, b = _SEED.value, _BATCH.value
   n = tfjest.super_batch_size_for(b, _RATIO.value)
-  keras.utils.set_random_seed(seed)
   with timing.stopwatch() as setup:
-    clean = _pairs(_CLEAN.value, 0.0, seed + 1)
-    reference = _model("reference")
-    reference.fit(_dataset(clean).shuffle(4096, seed=seed).batch(128, drop_remainder=True),
-                  epochs=_REF_EPOCHS.value, verbose=0)
-    reference.trainable = False
+    # Clean pairs (seed + 1) for the reference, noisy ones (seed + 2) to warm the learner up.
+    task = tasks.ToyTask(0.5, seed, training_examples=_CLEAN.value,
+                         reference_examples=_CLEAN.value, image_size=SIZE,
+                         model_fn=_conv_dual_encoder)
+    reference = reference_lib.train(task, epochs=_REF_EPOCHS.value, batch_size=128, seed=seed)
     learner = _model("learner")
-    noisy = _pairs(_CLEAN.value, 0.5, seed + 2)
+    noisy = task.pairs
     learner.fit(_dataset(noisy).shuffle(4096, seed=seed).batch(128, drop_remainder=True),
                 epochs=_LEARNER_EPOCHS.value, verbose=0)
     accuracy = {model.name: testing.pair_accuracy(_ranker(model))

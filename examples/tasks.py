@@ -14,7 +14,7 @@ everything they need, so neither knows which world it trains in:
 * `id_key`, `training_examples`, `describe()`.
 """
 
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -93,17 +93,28 @@ class ToyTask:
     seed: seed of the data.
     training_examples: distinct pairs in the training stream.
     reference_examples: clean pairs the reference trains on.
+    image_size: the images' side; other than 16, the pairs' images are resized (bilinear).
+    model_fn: `model_fn(name, width)` -> an unbuilt dual encoder reading `{"image", "text"}`
+      (default: `tfjest.testing.PairDualEncoder`, which reads 16 x 16 images).
   """
 
   name = "toy"
   id_key = "id"
 
   def __init__(self, noise: float = 0.5, seed: int = 0, training_examples: int = 4096,
-               reference_examples: int = 4096):
+               reference_examples: int = 4096, image_size: int = testing.IMAGE_SIZE,
+               model_fn: Optional[Callable[[str, int], keras.Model]] = None):
     self.noise, self.seed = noise, seed
     self.training_examples, self.reference_examples = training_examples, reference_examples
-    self.pairs = testing.make_pairs(training_examples, noise, seed=seed + 2)
-    self._clean = testing.make_pairs(reference_examples, 0.0, seed=seed + 1)
+    self.image_size, self._model_fn = image_size, model_fn
+    self.pairs = self._resized(testing.make_pairs(training_examples, noise, seed=seed + 2))
+    self._clean = self._resized(testing.make_pairs(reference_examples, 0.0, seed=seed + 1))
+
+  def _resized(self, pairs):
+    if self.image_size != testing.IMAGE_SIZE:
+      size = (self.image_size, self.image_size)
+      pairs["image"] = tf.image.resize(pairs["image"], size).numpy().astype("float32")
+    return pairs
 
   def describe(self) -> str:
     return (f"toy pairs: {self.training_examples} training ({self.pairs['corrupted'].mean():.0%}"
@@ -129,10 +140,12 @@ class ToyTask:
 
   def make_model(self, name: str, width: int = 32, filters=None) -> keras.Model:
     del filters  # one architecture
+    if self._model_fn is not None:
+      return self._model_fn(name, width)
     return testing.PairDualEncoder(width=width, name=name)
 
   def example_inputs(self, n: int = 1):
-    return {"image": tf.zeros([n, testing.IMAGE_SIZE, testing.IMAGE_SIZE, 3]),
+    return {"image": tf.zeros([n, self.image_size, self.image_size, 3]),
             "text": tf.zeros([n, 3], tf.int32)}
 
   def evaluate(self, model: keras.Model) -> Dict[str, float]:
