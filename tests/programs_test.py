@@ -1,0 +1,52 @@
+"""Every program of examples/ and benchmarks/ runs as its docstring says: `python -m <module>`
+from the repository root, and `--help` lists its flags (nothing edits sys.path to get there)."""
+
+import ast
+import os
+import subprocess
+import sys
+
+from absl.testing import parameterized
+import tensorflow as tf
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROGRAMS = ("examples.demo", "examples.quickstart", "examples.train_reference",
+            "examples.train_learner", "benchmarks.data_efficiency", "benchmarks.scoring_view",
+            "benchmarks.selection_overhead", "benchmarks.selection_scale",
+            "benchmarks.step_overhead")
+
+
+def _source(module):
+  with open(os.path.join(_ROOT, *module.split(".")) + ".py") as f:
+    return f.read()
+
+
+class ProgramsTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_every_program_is_listed(self):
+    found = set()
+    for package in ("examples", "benchmarks"):
+      for name in os.listdir(os.path.join(_ROOT, package)):
+        if name.endswith(".py") and "app.run(main)" in _source(f"{package}.{name[:-3]}"):
+          found.add(f"{package}.{name[:-3]}")
+    self.assertEqual(found, set(PROGRAMS))
+
+  @parameterized.parameters(*PROGRAMS)
+  def test_docstring_gives_the_command_and_help_lists_the_flags(self, module):
+    source = _source(module)
+    self.assertIn(f"python -m {module}", ast.get_docstring(ast.parse(source)))
+    self.assertNotIn("sys.path", source)
+    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=_ROOT,
+                            capture_output=True, text=True, timeout=300, check=False)
+    # absl prints the help on stdout and exits with 1.
+    self.assertEqual(result.returncode, 1, result.stderr[-2000:])
+    flags = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call) and
+             getattr(node.func, "attr", "").startswith("DEFINE_")]
+    self.assertNotEmpty(flags)
+    for call in flags:
+      name = call.args[0].value
+      self.assertRegex(result.stdout, rf"--\[?(no)?\]?{name}\b", f"{module} --{name}")
+
+
+if __name__ == "__main__":
+  tf.test.main()
