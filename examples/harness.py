@@ -157,8 +157,8 @@ def run(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
     A dict of the settings and the curves, lists with one entry per evaluation: `steps`
     (0, eval_every, ..., steps), `flops` (cumulative), `accuracy` and the task's other metrics,
     `corrupted_share` (among all selected so far; None at step 0 and under a strategy); and
-    `corruption_shares`, `flops_per_step` (by part, and `total`), `super_batch_size`,
-    `dataset_size`, `examples_read`, `selection_stats`, `wall_seconds`, `replicas`,
+    `corruption_shares`, `flops_per_step` (by part, and `total`), `super_batch_size`
+    (examples a step reads: `N`, or `b` for uniform), `dataset_size`, `examples_read`, `selection_stats`, `wall_seconds`, `replicas`,
     `identical_replica_weights` (learner and reference, this worker's replicas) and
     `weights_digest` (of the learner: equal across workers iff their weights are).
   """
@@ -224,6 +224,8 @@ def run(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
               epochs=config.steps // config.eval_every, verbose=0, shuffle=False,
               callbacks=callbacks)
   shares = counter.result() if counter is not None else {}
+  reads_per_step = (config.batch_size if config.method == "uniform"
+                    else selector.super_batch_size)
   result = {
       **dataclasses.asdict(config), "method": "oracle_clean" if config.oracle_clean else
       config.method, "score": config.score if config.method != "uniform" else None,
@@ -235,9 +237,12 @@ def run(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
       "corruption_shares": {k: v for k, v in shares.items()
                             if k not in ("corrupted_share", "selected")},
       "flops_per_step": flops,
-      "super_batch_size": selector.super_batch_size,
+      # Examples a step reads (`tfjest.efficiency`'s convention): N for a selecting method, b for
+      # uniform, whose draw of b of every N of a shuffled stream is a uniform sample of b (a
+      # uniform baseline without tfjest reads b per step).
+      "super_batch_size": reads_per_step,
       "dataset_size": task.training_examples,
-      "examples_read": config.steps * selector.super_batch_size,
+      "examples_read": config.steps * reads_per_step,
       "selection_stats": {k: float(v) for k, v in selector.stats.result().items()},
       "wall_seconds": time.time() - start,
   }
