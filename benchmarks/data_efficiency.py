@@ -65,6 +65,9 @@ _PROXY = flags.DEFINE_list(
     "proxy_filters", [], "With three convolution widths (e.g. 4,8,16), a small online proxy "
     "(Bad Students) scores instead of the learner in the runs whose score reads the learner.")
 _PROXY_WIDTH = flags.DEFINE_integer("proxy_width", 16, "The proxy's embedding width.")
+_SCORING_RESOLUTION = flags.DEFINE_integer(
+    "scoring_resolution", 0, "When > 0, the learner scores images average-pooled to this side "
+    "(a scoring view: cheaper learner scoring) in the runs whose score reads it.")
 _CACHE = flags.DEFINE_bool("cache_reference", True,
                            "Cache the reference's web embeddings once (else call it every step).")
 _ORACLE = flags.DEFINE_bool("oracle", True, "Also run the oracle_clean baseline (noise > 0).")
@@ -101,9 +104,24 @@ def _settings():
 
 
 def _proxy_settings():
-  if not _PROXY.value:
-    return {}  # results files written before proxies existed stay resumable
-  return {"proxy_filters": [int(f) for f in _PROXY.value], "proxy_width": _PROXY_WIDTH.value}
+  # Each only when set, so that results files written before it existed stay resumable.
+  settings = {}
+  if _PROXY.value:
+    settings.update(proxy_filters=[int(f) for f in _PROXY.value],
+                    proxy_width=_PROXY_WIDTH.value)
+  if _SCORING_RESOLUTION.value:
+    settings["scoring_resolution"] = _SCORING_RESOLUTION.value
+  return settings
+
+
+def _cheap_scoring(settings):
+  """The label of the cheap learner scoring these runs use, '' for none."""
+  parts = []
+  if settings.get("proxy_filters"):
+    parts.append("proxy")
+  if settings.get("scoring_resolution"):
+    parts.append(f"{settings['scoring_resolution']}px view")
+  return f" ({', '.join(parts)})" if parts else ""
 
 
 def _config(settings, noise):
@@ -188,8 +206,8 @@ def _table(rows, settings):
     step = "-" if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
     compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
     score = r["score"] or "-"
-    if settings.get("proxy_filters") and _reads_learner(r["method"], r["score"]):
-      score += " (proxy)"
+    if _reads_learner(r["method"], r["score"]):
+      score += _cheap_scoring(settings)
     lines.append(
         f"| {r['noise']} | {r['method']} | {score} | {r['filter_ratio'] or '-'} "
         f"| {step} | {_pm(r['step_speedup_seeds'], '.2f')} ({r['seeds_reaching']}/"
@@ -221,8 +239,8 @@ def _plots(settings, results, directory):
           if not runs:
             continue
           name = method if score is None else f"{method}/{score}"
-          if settings.get("proxy_filters") and _reads_learner(method, score):
-            name += " (proxy)"
+          if _reads_learner(method, score):
+            name += _cheap_scoring(settings)
           series.append({"label": f"{name} ({len(runs)})", "x": runs[0][axis],
                          "color": _COLOURS.get((method, score)),
                          "y": efficiency.mean_curve(runs),
@@ -296,7 +314,9 @@ def main(argv):
             learning_rate=settings["learning_rate"], oracle_clean=method == "oracle_clean",
             proxy_filters=(settings.get("proxy_filters")
                            if _reads_learner(method, score) else None),
-            proxy_width=settings.get("proxy_width", 16)),
+            proxy_width=settings.get("proxy_width", 16),
+            scoring_resolution=(settings.get("scoring_resolution")
+                                if _reads_learner(method, score) else None)),
             task, reference=reference, reference_cache=cache)
         results["runs"][key] = run
         _write(_OUTPUT.value, results)

@@ -58,6 +58,8 @@ class RunConfig:
     proxy_filters: when given, a small model of the task with these convolution widths and
       `proxy_width` scores for the learner (`tfjest.OnlineProxy`, Bad Students).
     proxy_width: the proxy's embedding width.
+    scoring_resolution: when given, the learner scores candidates on images average-pooled to
+      this side (`data.lower_resolution`, a `scoring_view`): cheaper learner scoring.
     deterministic: apply `tfjest.deterministic_options()` (reproducible, slightly slower).
     oracle_clean: an analysis baseline, not a selection method: with `method="uniform"`, draw
       only the training examples whose corruption is "none" (the curve of a perfect filter).
@@ -80,6 +82,7 @@ class RunConfig:
   normalization: str = "none"
   proxy_filters: Optional[Sequence[int]] = None
   proxy_width: int = 16
+  scoring_resolution: Optional[int] = None
   deterministic: bool = True
   oracle_clean: bool = False
   replica_selection: str = "local"
@@ -101,6 +104,10 @@ class RunConfig:
       raise ValueError(f"A proxy scores for the learner; {self.method!r} selection with the "
                        f"{self.score!r} score does not read the learner. Received: "
                        f"proxy_filters={self.proxy_filters!r}")
+    if self.scoring_resolution and "learner" not in self.models_read:
+      raise ValueError(f"A scoring view changes what the learner scores; {self.method!r} "
+                       f"selection with the {self.score!r} score does not read the learner. "
+                       f"Received: scoring_resolution={self.scoring_resolution!r}")
     if self.oracle_clean and self.method != "uniform":
       raise ValueError("oracle_clean is a uniform baseline over the clean examples. "
                        f"Received: oracle_clean=True, method={self.method!r}")
@@ -183,7 +190,9 @@ def run(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
         id_key=task.id_key if use_cache else None, batch_size=config.batch_size,
         filter_ratio=config.filter_ratio, method=config.method, score=config.score,
         num_chunks=config.num_chunks, temperature=config.temperature, seed=config.seed,
-        first_chunk=config.first_chunk, normalization=config.normalization, proxy=proxy)
+        first_chunk=config.first_chunk, normalization=config.normalization, proxy=proxy,
+        scoring_view=(data.lower_resolution(config.scoring_resolution)
+                      if config.scoring_resolution else None))
     if strategy is not None:
       selector = tfjest.attach(learner, selector, replica_selection=config.replica_selection)
   log(f"selection: {config.name} keeps {config.batch_size} of {selector.super_batch_size} per "

@@ -1,7 +1,7 @@
 """The captions models: a dual encoder and a classifier on `examples.data`'s inputs.
 
 `DualEncoder`: a small CNN image tower (per-image standardisation, three stride-2 convolutions,
-layer norm) and a text tower (token embedding, a width-3 convolution that binds neighbouring
+`FixedGrid` so that it reads images of any size, layer norm) and a text tower (token embedding, a width-3 convolution that binds neighbouring
 words such as "red circle", masked mean pooling, layer norm), both projecting without bias to
 L2-normalised `width`-dimensional embeddings; its SigLIP logit parameters and loss come from
 `tfjest.SigLIPDualEncoder` (`t = 10, beta = -10` at first). (The standardisation and the
@@ -40,12 +40,47 @@ class Standardize(keras.layers.Layer):
 FILTERS = (16, 32, 64)
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FixedGrid(keras.layers.Layer):
+  """A feature map `[N, h, h, C]` as `[N, grid, grid, C]`, so any image size meets the head.
+
+  The identity when `h == grid` (full resolution: the tower computes exactly what a tower
+  without this layer computes); a smaller map (a lower-resolution image, e.g. a scoring view)
+  is repeated up to the grid (nearest neighbour), a larger one average-pooled down to it.
+  """
+
+  def __init__(self, grid: int, **kwargs):
+    super().__init__(**kwargs)
+    self.grid = int(grid)
+
+  def call(self, features):
+    size = features.shape[1]
+    if size == self.grid:
+      return features
+    if size is not None and self.grid % size == 0:
+      factor = self.grid // size
+      return keras.ops.repeat(keras.ops.repeat(features, factor, axis=1), factor, axis=2)
+    if size is not None and size % self.grid == 0:
+      factor = size // self.grid
+      return keras.ops.average_pool(features, factor, factor, "valid")
+    return keras.ops.image.resize(features, (self.grid, self.grid), interpolation="bilinear")
+
+  def compute_output_shape(self, input_shape):
+    return (input_shape[0], self.grid, self.grid, input_shape[3])
+
+  def get_config(self):
+    return {**super().get_config(), "grid": self.grid}
+
+
 def _image_tower(width: int, name: str, filters: Sequence[int] = FILTERS) -> keras.Sequential:
+  # Any image size (a scoring view scores at lower resolution): three stride-2 convolutions
+  # give a map of side `size / 8`, which `FixedGrid` brings to that of IMAGE_SIZE.
   return keras.Sequential([
-      keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3)),
+      keras.Input((None, None, 3)),
       Standardize(),
       *[keras.layers.Conv2D(f, 3, strides=2, padding="same", activation="relu")
         for f in filters],
+      FixedGrid(IMAGE_SIZE // 2 ** len(filters)),
       keras.layers.Flatten(),
       keras.layers.LayerNormalization(center=False),
       keras.layers.Dense(width, use_bias=False),

@@ -66,7 +66,7 @@ class ExamplesSmokeTest(tf.test.TestCase):
     for pattern in (r"steps to reach \d\.\d{3} \(uniform's best\) +\S+ +\S+",
                     r"final zero-shot accuracy +\d\.\d{3} +\d\.\d{3}",
                     r"share of corrupted examples selected +\d\.\d\d +\d\.\d\d",
-                    r"reference cache: embeddings of 2000 web examples",
+                    r"reference cache: computed \(no cache at this path\), 2000 examples",
                     r"of which reference scoring +0\.00 +0\.00",
                     r"step speedup: \S+x, compute speedup: \S+x"):
       self.assertRegex(result.stdout, pattern)
@@ -99,7 +99,7 @@ class ExamplesSmokeTest(tf.test.TestCase):
     methods = {(row["method"], row["score"]) for row in results["summary"]}
     self.assertEqual(methods, {("uniform", None), ("oracle_clean", None),
                                ("jest", "learnability"), ("independent", "hard_learner")})
-    self.assertIn("reference cache: embeddings of 2000 web examples", result.stdout)
+    self.assertIn("reference cache: computed (no cache at this path), 2000 examples", result.stdout)
     for key, run in results["runs"].items():
       # The scored runs read the cached reference embeddings: no reference FLOPs per step.
       self.assertEqual(run["reference_cached"], "|jest|" in key, key)
@@ -116,7 +116,7 @@ class ExamplesSmokeTest(tf.test.TestCase):
     again = _run("benchmarks.data_efficiency", *flags)
     self.assertEqual(again.returncode, 0, again.stderr[-3000:])
     self.assertIn("resuming: 8 runs already in", again.stdout)
-    self.assertIn("reference cache: reusing", again.stdout)
+    self.assertIn("reference cache: reused, 2000 examples", again.stdout)
     self.assertNotRegex(again.stdout, r"\[\d+/\d+\]")
     # Other settings never mix with these results.
     other = _run("benchmarks.data_efficiency", *flags, "--temperature=0.5")

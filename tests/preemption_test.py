@@ -98,7 +98,7 @@ class PreemptionTest(tf.test.TestCase):
     for output in outputs:
       self.assertEqual(output["steps"][1:],
                        list(range((resumed_epoch + 1) * _EVAL_EVERY, _STEPS + 1, _EVAL_EVERY)))
-      self.assertEqual(output["selection"]["selected"], remaining * _BATCH)
+      self.assertEqual(output["selection_stats"]["selected"], remaining * _BATCH)
       self.assertTrue(output["identical_replica_weights"])
     self.assertEqual(outputs[0]["weights_digest"], outputs[1]["weights_digest"])
 
