@@ -65,6 +65,10 @@ _PROXY = flags.DEFINE_list(
     "proxy_filters", [], "With three convolution widths (e.g. 4,8,16), a small online proxy "
     "(Bad Students) scores instead of the learner in the runs whose score reads the learner.")
 _PROXY_WIDTH = flags.DEFINE_integer("proxy_width", 16, "The proxy's embedding width.")
+_TRAIN_RESOLUTIONS = flags.DEFINE_list(
+    "train_resolutions", [], "When given (e.g. 32,16), the learner trains on batches at these "
+    "image sides in turn (tfjest.multi_resolution, Flexi-JEST) in the runs whose score reads "
+    "it; their training FLOPs are the mean over the sides.")
 _SCORING_RESOLUTION = flags.DEFINE_integer(
     "scoring_resolution", 0, "When > 0, the learner scores images average-pooled to this side "
     "(a scoring view: cheaper learner scoring) in the runs whose score reads it.")
@@ -111,6 +115,8 @@ def _proxy_settings():
                     proxy_width=_PROXY_WIDTH.value)
   if _SCORING_RESOLUTION.value:
     settings["scoring_resolution"] = _SCORING_RESOLUTION.value
+  if _TRAIN_RESOLUTIONS.value:
+    settings["train_resolutions"] = [int(s) for s in _TRAIN_RESOLUTIONS.value]
   return settings
 
 
@@ -121,6 +127,8 @@ def _cheap_scoring(settings):
     parts.append("proxy")
   if settings.get("scoring_resolution"):
     parts.append(f"{settings['scoring_resolution']}px view")
+  if settings.get("train_resolutions"):
+    parts.append("trained at " + "/".join(str(s) for s in settings["train_resolutions"]))
   return f" ({', '.join(parts)})" if parts else ""
 
 
@@ -316,7 +324,9 @@ def main(argv):
                            if _reads_learner(method, score) else None),
             proxy_width=settings.get("proxy_width", 16),
             scoring_resolution=(settings.get("scoring_resolution")
-                                if _reads_learner(method, score) else None)),
+                                if _reads_learner(method, score) else None),
+            train_resolutions=(settings.get("train_resolutions")
+                               if _reads_learner(method, score) else None)),
             task, reference=reference, reference_cache=cache)
         results["runs"][key] = run
         _write(_OUTPUT.value, results)

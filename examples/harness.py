@@ -28,6 +28,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 import tfjest
 from examples import data
@@ -60,6 +61,9 @@ class RunConfig:
     proxy_width: the proxy's embedding width.
     scoring_resolution: when given, the learner scores candidates on images average-pooled to
       this side (`data.lower_resolution`, a `scoring_view`): cheaper learner scoring.
+    train_resolutions: when given, the learner trains on batches at these image sides in turn
+      (`tfjest.multi_resolution`, Flexi-JEST), so that low-resolution scores stay accurate;
+      the training FLOPs per step are then the mean over the sides.
     deterministic: apply `tfjest.deterministic_options()` (reproducible, slightly slower).
     oracle_clean: an analysis baseline, not a selection method: with `method="uniform"`, draw
       only the training examples whose corruption is "none" (the curve of a perfect filter).
@@ -83,6 +87,7 @@ class RunConfig:
   proxy_filters: Optional[Sequence[int]] = None
   proxy_width: int = 16
   scoring_resolution: Optional[int] = None
+  train_resolutions: Optional[Sequence[int]] = None
   deterministic: bool = True
   oracle_clean: bool = False
   replica_selection: str = "local"
@@ -144,6 +149,18 @@ def weights_digest(model: keras.Model) -> str:
   return digest.hexdigest()[:16]
 
 
+def _mixed_training_flops(learner, task, config) -> float:
+  """`3 b F_L(s)` averaged over the training sides `s` (the rotation gives each one share)."""
+  spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype),
+                               task.example_inputs(1))
+  per_side = []
+  for side in config.train_resolutions:
+    image = spec["image"]
+    sided = {**spec, "image": tf.TensorSpec([side, side, image.shape[-1]], image.dtype)}
+    per_side.append(3 * config.batch_size * tfjest.forward_flops(learner, sided))
+  return float(np.mean(per_side))
+
+
 def run(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
         reference_cache: Optional[tfjest.ReferenceCache] = None, strategy=None,
         log: Callable[[str], None] = lambda s: None) -> Dict:
@@ -202,13 +219,17 @@ def run(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
   if strategy is None:
     counter = data.CorruptionCounter()
     stream = stream.apply(selector).map(data.strip_meta(counter))
+    if config.train_resolutions:
+      stream = stream.apply(tfjest.multi_resolution(list(config.train_resolutions)))
   else:
     stream = stream.map(lambda inputs, meta: inputs).apply(selector)
   if config.deterministic:
     stream = stream.with_options(tfjest.deterministic_options())
 
-  cost = selector.step_cost()
-  flops = {**cost._asdict(), "total": cost.total}
+  cost = selector.step_cost()._asdict()
+  if config.train_resolutions:
+    cost["training"] = _mixed_training_flops(learner, task, config)
+  flops = {**cost, "total": sum(cost.values())}
   curve = {"steps": [], "flops": [], "corrupted_share": []}
   start = time.time()
 

@@ -16,6 +16,7 @@ per-example task. Both are registered Keras serializables: a saved `.keras` file
 from typing import Sequence
 
 import keras
+import tensorflow as tf
 
 import tfjest
 from examples import data
@@ -46,7 +47,8 @@ class FixedGrid(keras.layers.Layer):
 
   The identity when `h == grid` (full resolution: the tower computes exactly what a tower
   without this layer computes); a smaller map (a lower-resolution image, e.g. a scoring view)
-  is repeated up to the grid (nearest neighbour), a larger one average-pooled down to it.
+  is repeated up to the grid (nearest neighbour), a larger one average-pooled down to it (sides
+  that are integer multiples or fractions of the grid's).
   """
 
   def __init__(self, grid: int, **kwargs):
@@ -63,7 +65,16 @@ class FixedGrid(keras.layers.Layer):
     if size is not None and size % self.grid == 0:
       factor = size // self.grid
       return keras.ops.average_pool(features, factor, factor, "valid")
-    return keras.ops.image.resize(features, (self.grid, self.grid), interpolation="bilinear")
+    # A size known only when the graph runs (a multi-resolution stream): the same three cases.
+    grid = (self.grid, self.grid)
+    dynamic = tf.shape(features)[1]
+    out = tf.cond(
+        dynamic == self.grid, lambda: features,
+        lambda: tf.cond(dynamic < self.grid,
+                        lambda: tf.image.resize(features, grid, method="nearest"),
+                        # (ResizeArea has no gradient; antialiased bilinear is its smooth kin.)
+                        lambda: tf.image.resize(features, grid, antialias=True)))
+    return tf.ensure_shape(out, [None, self.grid, self.grid, features.shape[3]])
 
   def compute_output_shape(self, input_shape):
     return (input_shape[0], self.grid, self.grid, input_shape[3])

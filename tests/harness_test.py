@@ -124,6 +124,30 @@ class RunTest(tf.test.TestCase, parameterized.TestCase):
                                             r"Received: proxy_filters=\(4, 8, 16\)"):
       self._run(method="jest", score="easy_reference", proxy_filters=(4, 8, 16))
 
+  def test_cheaper_learner_scoring_and_multi_resolution_training(self):
+    full = self._run(method="jest")
+    viewed = self._run(method="jest", scoring_resolution=16)
+    mixed = self._run(method="jest", scoring_resolution=16, train_resolutions=(32, 16))
+    cost, full_cost, mixed_cost = (viewed["flops_per_step"], full["flops_per_step"],
+                                   mixed["flops_per_step"])
+    # A quarter of the pixels: the image tower's convolutions cost a quarter; the text tower
+    # and the head do not shrink.
+    self.assertLess(cost["learner_scoring"], 0.6 * full_cost["learner_scoring"])
+    self.assertGreater(cost["learner_scoring"], 0.25 * full_cost["learner_scoring"])
+    self.assertEqual(cost["training"], full_cost["training"])
+    # Training half of the batches at 16 x 16: the mean of the two training costs, which is
+    # what scoring N at 16 costs per example times 3 b, averaged with full training.
+    low_training = cost["learner_scoring"] / 32 * 3 * 8
+    self.assertAllClose(mixed_cost["training"], (full_cost["training"] + low_training) / 2,
+                        rtol=1e-6)
+    self.assertAllClose(mixed_cost["total"], sum(v for k, v in mixed_cost.items()
+                                                 if k != "total"))
+    self.assertEqual(mixed["train_resolutions"], (32, 16))
+    self.assertGreaterEqual(mixed["selection_stats"]["selected"], 6 * 8)
+    with self.assertRaisesRegex(ValueError, r"does not read the learner.*"
+                                            r"Received: scoring_resolution=16"):
+      self._run(method="jest", score="easy_reference", scoring_resolution=16)
+
   def test_oracle_clean_selects_no_corrupted_example(self):
     result = self._run(method="uniform", oracle_clean=True)
     self.assertEqual(result["method"], "oracle_clean")

@@ -23,6 +23,7 @@ from tfjest.proxy import OnlineProxy
 from tfjest.replica import ReplicaSelection
 from tfjest.replica import TrainStepSelection
 from tfjest.replica import attach
+from tfjest.resolution import multi_resolution
 from tfjest.resume import backup_and_restore
 from tfjest.resume import deterministic_options
 from tfjest.resume import selection_checkpoint
@@ -69,6 +70,7 @@ __all__ = [
     "forward_flops",
     "independent_selection",
     "joint_selection",
+    "multi_resolution",
     "models_read",
     "per_example_loss",
     "select",
