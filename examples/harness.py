@@ -161,10 +161,18 @@ def _mixed_training_flops(learner, task, config) -> float:
   return float(np.mean(per_side))
 
 
-def run(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
-        reference_cache: Optional[tfjest.ReferenceCache] = None, strategy=None,
-        log: Callable[[str], None] = lambda s: None) -> Dict:
+def run(config: RunConfig, task, **kwargs) -> Dict:
   """Trains a learner of `task` on selected data; returns its curve and what it cost.
+
+  `train(config, task, **kwargs)[1]`: see `train` for the arguments and the result.
+  """
+  return train(config, task, **kwargs)[1]
+
+
+def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
+          reference_cache: Optional[tfjest.ReferenceCache] = None, strategy=None,
+          log: Callable[[str], None] = lambda s: None):
+  """Trains a learner of `task` on selected data; returns `(learner, result)`.
 
   Args:
     config: the run's settings.
@@ -178,7 +186,7 @@ def run(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
     log: called with one line per evaluation.
 
   Returns:
-    A dict of the settings and the curves, lists with one entry per evaluation: `steps`
+    The trained learner, and a dict of the settings and the curves, lists with one entry per evaluation: `steps`
     (0, eval_every, ..., steps), `flops` (cumulative), `accuracy` and the task's other metrics,
     `corrupted_share` (among all selected so far; None at step 0 and under a strategy); and
     `corruption_shares`, `flops_per_step` (by part, and `total`), `super_batch_size`
@@ -281,4 +289,4 @@ def run(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
                     testing.replicas_identical(m, strategy)
                     for m in (learner, reference) if m is not None),
                 weights_digest=weights_digest(learner))
-  return result
+  return learner, result
