@@ -24,6 +24,30 @@ def _run(name, *flags):
 
 class BenchmarksTest(tf.test.TestCase):
 
+  def test_cheap_scoring(self):
+    output = os.path.join(self.get_temp_dir(), "cheap.json")
+    result = _run("cheap_scoring", "--sizes=2000,400,200", "--steps=10", "--super_batches=2",
+                  "--batch_size=16", "--num_chunks=4", "--reference_epochs=1",
+                  f"--data_dir={os.path.join(self.get_temp_dir(), 'tfds')}",
+                  f"--output={output}")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(output) as f:
+      rows = json.load(f)["rows"]
+    self.assertEqual([(r["trained_at"], r["scoring"]) for r in rows],
+                     [(t, s) for t in ("full", "32/16")
+                      for s in ("full 32", "view 16", "view 8", "uniform")])
+    for r in rows:
+      # Lower resolution scores for less; full-resolution scoring agrees with itself.
+      self.assertBetween(r["corrupted"], 0.0, 1.0)
+      if r["scoring"] == "full 32":
+        self.assertEqual((r["overlap"], r["learner_scoring_vs_full"]), (1.0, 1.0))
+      elif r["scoring"] == "uniform":
+        self.assertEqual(r["learner_scoring_vs_full"], 0.0)
+        self.assertAllClose(r["cost_per_step"], 1.0, atol=1e-3)  # a few ops to draw keys
+      else:
+        self.assertLess(r["learner_scoring_vs_full"], 0.6)
+    self.assertRegex(result.stdout, r"view 8 +\d\.\d\d +0\.\d\d")
+
   def test_selection_scale(self):
     result = _run("selection_scale", "--sizes=1024", "--oracle_sizes=96,160",
                   "--repeats=1", "--oracle_steps=2")
