@@ -39,7 +39,6 @@ from examples import harness
 from examples import plots
 from examples import reference as reference_lib
 from examples import tasks
-from tfjest import datasets
 from tfjest import efficiency
 
 _OUTPUT = flags.DEFINE_string("output", "out/data_efficiency/results.json",
@@ -130,14 +129,6 @@ def _cheap_scoring(settings):
   if settings.get("train_resolutions"):
     parts.append("trained at " + "/".join(str(s) for s in settings["train_resolutions"]))
   return f" ({', '.join(parts)})" if parts else ""
-
-
-def _config(settings, noise):
-  if settings["sizes"]:
-    web, curated, test = settings["sizes"]
-    return datasets.make_config(noise=noise, web_size=web, curated_size=curated,
-                                test_size=test)
-  return data.config_for(noise)
 
 
 def _reads_learner(method, score):
@@ -298,7 +289,8 @@ def main(argv):
              for _ in range(settings["seeds"]))
   done, start = len(results["runs"]), time.time()
   for noise in settings["noises"]:
-    task = tasks.CaptionsTask(_config(settings, noise), _DATA_DIR.value)
+    task = tasks.CaptionsTask(data.config_for(noise, sizes=settings["sizes"]),
+                              _DATA_DIR.value)
     reference, name = _reference(settings, task, results, directory)
     cache = None
     if settings["cache_reference"]:
