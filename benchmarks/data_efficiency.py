@@ -274,10 +274,14 @@ def main(argv):
   if os.path.exists(_OUTPUT.value):
     with open(_OUTPUT.value) as file:
       results = json.load(file)
-    if results["settings"] != json.loads(json.dumps(settings)):
+    # The number of seeds decides how many runs there are, not what any run gives: a file can
+    # be resumed with more (or fewer) seeds. Every other setting must match.
+    ours = {k: v for k, v in json.loads(json.dumps(settings)).items() if k != "seeds"}
+    if {k: v for k, v in results["settings"].items() if k != "seeds"} != ours:
       raise ValueError(
           f"{_OUTPUT.value} holds results of other settings; pass another --output (or "
           f"delete it). Received: settings={settings}, file settings={results['settings']}")
+    results["settings"]["seeds"] = settings["seeds"]
     print(f"resuming: {len(results['runs'])} runs already in {_OUTPUT.value}", flush=True)
   else:
     results = {"settings": settings, "references": {}, "runs": {}, "summary": []}
