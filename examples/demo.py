@@ -17,10 +17,40 @@ steps for about half the FLOPs per step at f = 0.8 (1.36x a uniform step instead
 """
 
 import os
+import sys
+
+
+def _import_tensorflow_quietly():
+  """Imports TensorFlow with file descriptor 2 closed to its C++ start-up lines.
+
+  Importing TensorFlow 2.21 logs oneDNN and CUDA-probing lines from C++ before any setting
+  (`TF_CPP_MIN_LOG_LEVEL` included) is read. An import error still shows: it is raised after
+  stderr is restored.
+  """
+  sys.stderr.flush()
+  saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 2)
+  try:
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  finally:
+    os.dup2(saved, 2)
+    os.close(null)
+    os.close(saved)
+
+
+# TensorFlow's C++ logs after the import honour this (set before the import reads it).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+_import_tensorflow_quietly()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import contextlib
+import io
 import time
+import warnings
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from examples import data
 from examples import harness
@@ -54,10 +84,25 @@ def _fmt(value, spec):
   return "-" if value is None else format(value, spec)
 
 
+def _quiet():
+  """One line per stage: no absl/TFDS INFO or WARNING lines, no deprecation warnings."""
+  logging.set_verbosity(logging.ERROR)
+  warnings.filterwarnings("ignore", category=DeprecationWarning)
+  warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+
+
 def main(argv):
   del argv
+  _quiet()
   start = time.time()
-  task = tasks.CaptionsTask(data.config_for(_NOISE.value, sizes=_SIZES.value), _DATA_DIR.value)
+  built = io.StringIO()
+  with contextlib.redirect_stdout(built):  # TFDS prints two lines when it builds the data
+    task = tasks.CaptionsTask(data.config_for(_NOISE.value, sizes=_SIZES.value),
+                              _DATA_DIR.value)
+  if built.getvalue():
+    print(f"data: built {task.config_name} offline (tfjest.datasets)")
   print(f"data: {task.describe()} ({time.time() - start:.0f} s)")
 
   reference = reference_lib.train(task, epochs=_REF_EPOCHS.value, log=print)

@@ -74,6 +74,11 @@ class ExamplesSmokeTest(tf.test.TestCase):
     self.assertIn(f"plot: {path}", result.stdout)
     with open(path, "rb") as f:
       self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+    # Quiet: one line per stage; no log lines of TensorFlow, absl or TFDS, no warnings.
+    self.assertEqual(result.stderr, "")
+    for line in result.stdout.splitlines():
+      self.assertNotRegex(line, r"^[IWEF]\d{4} |INFO|WARNING|Warning|[Dd]eprecat|Downloading",
+                          line)
 
   def test_demo_with_a_proxy(self):
     out = os.path.join(self.get_temp_dir(), "demo_proxy")
