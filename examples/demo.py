@@ -1,4 +1,4 @@
-r"""The demo: JEST against uniform sampling on the offline benchmark's noisy web split.
+r"""The demo: JEST against uniform sampling and the reference alone, at uniform's plateau.
 
     python -m examples.demo
 
@@ -6,14 +6,16 @@ On the default config (`noise_0.5`: half of the 100k web image-caption pairs cor
 builds the dataset and its vocabulary if needed (into `--data_dir`, TFDS' default
 `~/tensorflow_datasets`), trains a reference dual encoder on the 4k clean curated pairs, caches
 its embeddings of the web split (`tfjest.cache_reference`, into `--output_dir/reference_cache`;
-`--nocache_reference` calls the reference every step instead, with the same selections), then
-two learners on the web stream for the same number of steps: one with uniform sampling and one
-with JEST (learnability, `--filter_ratio` 0.8), both through `tfjest.select`. It prints a table
-(the steps uniform needs to reach its best zero-shot accuracy and the steps JEST needs to reach
-the same accuracy, final accuracies, the share of corrupted examples each selected) and writes
-`--output_dir/accuracy.png`. About 2 minutes on 2 CPU cores (10 at most). With
-`--proxy_filters=4,8,16` a small online proxy scores for the learner (Bad Students): the same
-steps for about half the FLOPs per step at f = 0.8 (1.36x a uniform step instead of 2.70x).
+reused on the next run), then three learners on the web stream for `--steps` steps each, all
+through `tfjest.select`: uniform sampling; JEST with learnability scores (f = 0.8) where a small
+online proxy (`tfjest.OnlineProxy`, `--proxy_filters`, Bad Students) scores for the learner,
+the cheapest learner scoring measured (BENCHMARKS.md); and JEST with the reference's scores
+alone (`easy_reference`). The budget is one at which uniform has plateaued (JEST_SPEC section 9;
+the demo prints the rule's check). It prints one line per stage and a table: steps and compute
+(FLOPs) to reach uniform's best accuracy and the speedups, FLOPs per step, final accuracy, the
+share of corrupted examples selected, examples read and reads per web example; and writes
+`--output_dir/accuracy.png`. About 12 minutes on 2 CPU cores (`--steps=1000` for a quick look,
+below the plateau: the speedups are then capped by the budget).
 """
 
 import os
@@ -63,8 +65,9 @@ _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default:
 _NOISE = flags.DEFINE_float("noise", 0.5, "Share of corrupted web examples (a registered config).")
 _SIZES = flags.DEFINE_list(
     "sizes", None, "web,curated,test sizes for a small config (tests); default: the full one.")
-_STEPS = flags.DEFINE_integer("steps", 1000, "Training steps of each learner.")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 50, "Steps between evaluations on test.")
+_STEPS = flags.DEFINE_integer("steps", 15000, "Training steps of each learner (uniform "
+                             "plateaus by about 9,000 on the default config).")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 500, "Steps between evaluations on test.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per training step (b).")
 _RATIO = flags.DEFINE_float("filter_ratio", 0.8, "JEST's filter ratio f (N = b / (1 - f)).")
 _CHUNKS = flags.DEFINE_integer("num_chunks", 16, "JEST's chunks per batch (must divide b).")
@@ -74,10 +77,9 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the learners and the selection.
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/demo",
                                   "Where the plot (and the reference cache) are written.")
 _PROXY = flags.DEFINE_list(
-    "proxy_filters", [], "With three convolution widths (e.g. 4,8,16), a small online proxy "
-    "(tfjest.OnlineProxy, Bad Students) scores for the learner: less compute per step.")
-_CACHE = flags.DEFINE_bool("cache_reference", True,
-                           "Cache the reference's web embeddings once (else call it every step).")
+    "proxy_filters", ["4", "8", "16"], "The convolution widths of the small online proxy that "
+    "scores for the learner (tfjest.OnlineProxy); empty: the learner scores itself (2.7x a "
+    "uniform step at f = 0.8).")
 
 
 def _fmt(value, spec):
@@ -91,6 +93,33 @@ def _quiet():
   warnings.filterwarnings("ignore", category=UserWarning, module="keras")
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
+
+
+def _table(names, runs, summaries):
+  def row(label, fn):
+    return [label] + [fn(name) for name in names]
+
+  uniform = summaries["uniform"]
+  rows = [
+      row(f"steps to reach {uniform['target']:.3f} (uniform's best)",
+          lambda n: _fmt(summaries[n]["steps"], "d")),
+      row("step speedup", lambda n: _fmt(summaries[n]["step_speedup"], ".1f") + "x"),
+      row("compute speedup (FLOPs)",
+          lambda n: _fmt(summaries[n]["compute_speedup"], ".2f") + "x"),
+      row("FLOPs per step (uniform = 1)",
+          lambda n: f"{summaries[n]['flops_per_step_ratio']:.2f}"),
+      row("final zero-shot accuracy", lambda n: f"{runs[n]['accuracy'][-1]:.3f}"),
+      row("share of corrupted examples selected",
+          lambda n: f"{runs[n]['corrupted_share'][-1]:.2f}"),
+      row("examples read to the target",
+          lambda n: _fmt(summaries[n]["examples_read_to_target"], ",d")),
+      row("reads per web example, whole budget",
+          lambda n: _fmt(summaries[n]["reads_per_example"], ".1f")),
+  ]
+  width = max(len(r[0]) for r in rows)
+  lines = [f"{'':<{width}}" + "".join(f"  {n:>20}" for n in names)]
+  lines += [f"{r[0]:<{width}}" + "".join(f"  {c:>20}" for c in r[1:]) for r in rows]
+  return "\n".join(lines)
 
 
 def main(argv):
@@ -109,45 +138,35 @@ def main(argv):
   metrics = task.evaluate(reference)
   print(f"reference: zero-shot accuracy {metrics['accuracy']:.3f}, "
         f"recall@1 {metrics['recall_at_1']:.3f}")
-  cache = None
-  if _CACHE.value:
-    cache = reference_lib.cached(reference, task,
-                                 os.path.join(_OUTPUT_DIR.value, "reference_cache"), log=print)
+  cache = reference_lib.cached(reference, task,
+                               os.path.join(_OUTPUT_DIR.value, "reference_cache"), log=print)
 
+  proxy = [int(f) for f in _PROXY.value] or None
+  jest_name = "jest (proxy)" if proxy else "jest"
+  configs = {"uniform": dict(method="uniform"),
+             jest_name: dict(method="jest", score="learnability", proxy_filters=proxy),
+             "easy_reference": dict(method="jest", score="easy_reference")}
   runs = {}
-  for name, method in (("uniform", "uniform"), ("jest", "jest")):
-    proxy = [int(f) for f in _PROXY.value] if method == "jest" and _PROXY.value else None
-    config = harness.RunConfig(
-        method=method, score="learnability", batch_size=_BATCH.value, steps=_STEPS.value,
-        seed=_SEED.value, eval_every=_EVAL_EVERY.value, filter_ratio=_RATIO.value,
-        num_chunks=_CHUNKS.value, proxy_filters=proxy)
+  for name, kwargs in configs.items():
+    config = harness.RunConfig(batch_size=_BATCH.value, steps=_STEPS.value, seed=_SEED.value,
+                               eval_every=_EVAL_EVERY.value, filter_ratio=_RATIO.value,
+                               num_chunks=_CHUNKS.value, **kwargs)
     runs[name] = harness.run(config, task, reference=reference, reference_cache=cache)
-    print(f"{name}: {_STEPS.value} steps in {runs[name]['wall_seconds']:.0f} s")
+    print(f"{name}: {_STEPS.value} steps in {runs[name]['wall_seconds']:.0f} s, final accuracy "
+          f"{runs[name]['accuracy'][-1]:.3f}")
 
-  jest = efficiency.summarize([runs["jest"]], [runs["uniform"]])
-  uniform = efficiency.summarize([runs["uniform"]], [runs["uniform"]])
-  jest_name = (f"jest (learnability, f={_RATIO.value}"
-               f"{', proxy' if _PROXY.value else ''})")
-  uniform_cost = runs["uniform"]["flops_per_step"]["total"]
-  rows = [
-      (f"steps to reach {jest['target']:.3f} (uniform's best)",
-       _fmt(uniform["steps"], "d"), _fmt(jest["steps"], "d")),
-      ("final zero-shot accuracy", f"{runs['uniform']['accuracy'][-1]:.3f}",
-       f"{runs['jest']['accuracy'][-1]:.3f}"),
-      ("final recall@1", f"{runs['uniform']['recall_at_1'][-1]:.3f}",
-       f"{runs['jest']['recall_at_1'][-1]:.3f}"),
-      ("share of corrupted examples selected", f"{runs['uniform']['corrupted_share'][-1]:.2f}",
-       f"{runs['jest']['corrupted_share'][-1]:.2f}"),
-      ("FLOPs per step (uniform = 1)", "1.00", f"{jest['flops_per_step_ratio']:.2f}"),
-      ("  of which reference scoring", "0.00",
-       f"{runs['jest']['flops_per_step']['reference_scoring'] / uniform_cost:.2f}"),
-  ]
-  width = max(len(r[0]) for r in rows)
+  uniform = runs["uniform"]
+  summaries = {name: efficiency.summarize([run], [uniform]) for name, run in runs.items()}
+  window = len(uniform["steps"]) > 4 and efficiency.plateau(uniform["steps"], uniform["accuracy"])
   print()
-  print(f"{'':<{width}}  {'uniform':>10}  {jest_name:>28}")
-  for label, a, b in rows:
-    print(f"{label:<{width}}  {a:>10}  {b:>28}")
-  print(f"step speedup: {_fmt(jest['step_speedup'], '.1f')}x, compute speedup: "
+  print(_table(list(runs), runs, summaries))
+  if window:
+    print(f"uniform {'has' if window.plateaued else 'has NOT'} plateaued: it gains "
+          f"{window.gain_last_window:+.3f} over the last quarter of the budget (JEST_SPEC "
+          f"section 9: less than 0.01)" + ("" if window.plateaued else
+                                           "; the speedups are capped by the budget"))
+  jest = summaries[jest_name]
+  print(f"{jest_name}: step speedup {_fmt(jest['step_speedup'], '.1f')}x, compute speedup "
         f"{_fmt(jest['compute_speedup'], '.2f')}x (JEST_SPEC section 9)")
 
   panels = []
@@ -155,15 +174,12 @@ def main(argv):
     panels.append({
         "title": f"zero-shot accuracy on test against {label}", "xlabel": label,
         "ylabel": "zero-shot accuracy", "hline": (jest["target"], "uniform's best"),
-        "series": [{"label": "uniform", "x": runs["uniform"][axis],
-                    "y": runs["uniform"]["accuracy"]},
-                   {"label": jest_name, "x": runs["jest"][axis],
-                    "y": runs["jest"]["accuracy"]}]})
-  name = task.config_name
+        "series": [{"label": name, "x": run[axis], "y": run["accuracy"]}
+                   for name, run in runs.items()]})
   path = plots.save_panels(
       os.path.join(_OUTPUT_DIR.value, "accuracy.png"), panels, columns=2,
-      title=f"{name}: reference accuracy {metrics['accuracy']:.3f}, b={_BATCH.value}, "
-            f"seed {_SEED.value}")
+      title=f"{task.config_name}: reference accuracy {metrics['accuracy']:.3f}, "
+            f"b={_BATCH.value}, f={_RATIO.value}, seed {_SEED.value}")
   print(f"plot: {path}")
   print(f"total time: {time.time() - start:.0f} s")
 
