@@ -6,21 +6,16 @@ under Bazel this file is its own process). No test here runs a collective, so th
 strategy cannot clash with the one of replica_step_test.py in a shared pytest process.
 """
 
+from tfjest import testing
+
+testing.configure_cpu_devices(2)  # before any op; a no-op if conftest.py did it
+
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf
-
-_CPU = tf.config.list_physical_devices("CPU")[0]
-if tf.config.get_logical_device_configuration(_CPU) is None:
-  try:
-    tf.config.set_logical_device_configuration(
-        _CPU, [tf.config.LogicalDeviceConfiguration() for _ in range(2)])
-  except RuntimeError:  # devices already initialised: setUpModule says so
-    pass
 
 import numpy as np
 
 import tfjest
-from tfjest import testing
 
 
 def setUpModule():

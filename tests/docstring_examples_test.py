@@ -50,9 +50,9 @@ class DocstringExamplesTest(tf.test.TestCase, parameterized.TestCase):
     for test in tests:
       result = runner.run(test, out=report.append, clear_globs=True)
       failed, attempted = failed + result.failed, attempted + result.attempted
-    if failed:
-      self.fail(f"{failed} of {attempted} examples in the docstring of tfjest.{name} failed:\n"
-                + "".join(report))
+    self.assertGreater(attempted, 0)
+    self.assertEqual(failed, 0, f"{failed} of {attempted} examples in the docstring of "
+                     f"tfjest.{name} failed:\n" + "".join(report))
 
 
 if __name__ == "__main__":
