@@ -74,6 +74,9 @@ _SCORING_RESOLUTION = flags.DEFINE_integer(
 _CACHE = flags.DEFINE_bool("cache_reference", True,
                            "Cache the reference's web embeddings once (else call it every step).")
 _ORACLE = flags.DEFINE_bool("oracle", True, "Also run the oracle_clean baseline (noise > 0).")
+_UNIFORM = flags.DEFINE_bool(
+    "uniform", True, "Run uniform. --nouniform adds rows to a file whose uniform runs are in "
+    "another (the table and plots then need uniform's runs: see benchmarks/plateau_table.py).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny dataset and grid, for tests.")
 
 _SMOKE_SIZES = (2000, 400, 200)
@@ -108,7 +111,7 @@ def _settings():
 
 def _proxy_settings():
   # Each only when set, so that results files written before it existed stay resumable.
-  settings = {}
+  settings = {} if _UNIFORM.value else {"uniform": False}
   if _PROXY.value:
     settings.update(proxy_filters=[int(f) for f in _PROXY.value],
                     proxy_width=_PROXY_WIDTH.value)
@@ -137,7 +140,7 @@ def _reads_learner(method, score):
 
 def _grid(settings, noise):
   """(method, score, filter_ratio) of every configuration at one noise level."""
-  grid = [("uniform", None, None)]
+  grid = [("uniform", None, None)] if settings.get("uniform", True) else []
   if settings["oracle"] and noise > 0:
     grid.append(("oracle_clean", None, None))
   for f in settings["filter_ratios"]:
