@@ -59,9 +59,8 @@ class ExamplesSmokeTest(tf.test.TestCase):
   def test_demo_prints_the_table_and_writes_the_plot(self):
     out = os.path.join(self.get_temp_dir(), "demo")
     result = _run("examples.demo", f"--data_dir={self.data_dir}", f"--sizes={_SIZES}",
-                  "--steps=20", "--eval_every=5", "--batch_size=8", "--num_chunks=4",
-                  "--reference_epochs=1",
-                  f"--output_dir={out}")
+                  "--steps=20", "--selection_steps=10", "--eval_every=5", "--batch_size=8",
+                  "--num_chunks=4", "--reference_epochs=1", f"--output_dir={out}")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     columns = r" +uniform +jest \(proxy\) +easy_reference"
     for pattern in (columns,
@@ -69,7 +68,9 @@ class ExamplesSmokeTest(tf.test.TestCase):
                     r"compute speedup \(FLOPs\) +1\.00x +\S+x +\S+x",
                     r"final zero-shot accuracy +\d\.\d{3} +\d\.\d{3} +\d\.\d{3}",
                     r"share of corrupted examples selected +\d\.\d\d +\d\.\d\d +\d\.\d\d",
-                    r"reads per web example, whole budget +0\.1 +0\.4 +0\.4",
+                    r"steps run +20 +10 +10",
+                    # uniform reads 20 x 8 of 2000, the selecting runs 10 x 40
+                    r"reads per web example, steps run +0\.1 +0\.2 +0\.2",
                     r"reference cache: computed \(no cache at this path\), 2000 examples",
                     r"uniform has (NOT )?plateaued: it gains [-+]\d\.\d{3} over the last quarter",
                     r"jest \(proxy\): step speedup \S+x, compute speedup \S+x"):
@@ -92,11 +93,17 @@ class ExamplesSmokeTest(tf.test.TestCase):
       self.assertNotRegex(line, r"^[IWEF]\d{4} |INFO|WARNING|Warning|[Dd]eprecat|Downloading",
                           line)
 
+  def test_demo_refuses_selection_steps_beyond_the_budget(self):
+    result = _run("examples.demo", "--steps=10", "--selection_steps=20")
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("--selection_steps=20, --steps=10", result.stderr)
+
   def test_demo_without_a_proxy(self):
     out = os.path.join(self.get_temp_dir(), "demo_learner")
     result = _run("examples.demo", f"--data_dir={self.data_dir}", f"--sizes={_SIZES}",
-                  "--steps=10", "--eval_every=5", "--batch_size=8", "--num_chunks=4",
-                  "--reference_epochs=1", "--proxy_filters=", f"--output_dir={out}")
+                  "--steps=10", "--selection_steps=10", "--eval_every=5", "--batch_size=8",
+                  "--num_chunks=4", "--reference_epochs=1", "--proxy_filters=",
+                  f"--output_dir={out}")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     # The learner scores N = 40 itself: (3b + N) / 3b = 2.67x a uniform step.
     self.assertRegex(result.stdout, r"FLOPs per step \(uniform = 1\) +1\.00 +2\.67 +1\.0\d")
