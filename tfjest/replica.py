@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfjest import adapters
+from tfjest import devices
 from tfjest import keras_compat
 from tfjest import step as step_lib
 from tfjest import transform
@@ -195,6 +196,18 @@ class ReplicaSelection:
         selector.rule, selector.scorer, selector.stats, batch_size=selector.batch_size,
         super_batch_size=selector.super_batch_size, jit_compile=jit_compile)
 
+  def record_on(self, device: str):
+    """Records this selection's statistics (and an online proxy's step count) on `device`.
+
+    For a train step that Keras compiles whole with XLA on one device: such a program updates
+    only variables on its own device (that of the model's variables), so the counters must live
+    there (`SelectionStats.on_device`; tested on CPU with a model on a second logical CPU
+    device; untested on a GPU). Readings of `selector.stats` include them.
+    """
+    self.step.stats = self.selector.stats.on_device(device)
+    if self.selector.proxy is not None:
+      self.selector.proxy.place_steps(device)
+
   def prepare(self, element_spec):
     """Builds and checks the scoring models for elements of `element_spec` (single examples).
 
@@ -285,23 +298,25 @@ class TrainStepSelection:
     return super_batches.map(join)
 
 
-def _can_record(model: keras.Model) -> bool:
-  """Whether a train step of `model` can update the host-side statistics variables.
+def _can_record(model: keras.Model, stats_device: str) -> bool:
+  """Whether a train step of `model` can update statistics counters on `stats_device`.
 
-  A whole-step XLA compile (`compile(jit_compile=True)`, Keras' default "auto" on one GPU)
-  updates them in the compiled program when the model's variables are on the host CPU (tested:
-  the same counts as without XLA). On an accelerator the compiled program cannot reach host
-  variables; the statistics are then not recorded, and a warning says so once.
+  A step that Keras compiles whole with XLA (`compile(jit_compile=True)`, the default "auto" on
+  one GPU) can only update variables on its own device, the device of the model's variables.
+  Without a strategy `attach` creates the step's counters there (`SelectionStats.on_device`),
+  so this holds; it is the guard for set-ups where it does not (the statistics are then not
+  recorded, and a warning says so once).
   """
   if not getattr(model, "jit_compile", False):
     return True
-  devices = {getattr(_tf_variable(v), "device", "") or "" for v in model.weights}
-  if all("CPU" in d.upper() or not d for d in devices):
+  found = devices.variable_devices(model)
+  if all(devices.same_device(d, stats_device) for d in found):
     return True
   logging.warning(
-      "tfjest.attach: model %r trains in a whole-step XLA program on %s; selection runs there "
-      "but its statistics are not recorded (selector.stats stays at zero). Compile with "
-      "jit_compile=False to record them.", model.name, sorted(devices))
+      "tfjest.attach: model %r trains in a whole-step XLA program on %s, but the selection "
+      "statistics live on %s, which it cannot update; selection runs there but selector.stats "
+      "is not updated. Compile with jit_compile=False to record them.", model.name,
+      sorted(found), stats_device)
   return False
 
 
@@ -409,7 +424,8 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
     raise ValueError("This selector is already attached to a model. Create one selector per "
                      f"model. Received: selector attached to {_ATTACHED[selector]!r}")
   strategy = model_strategy(model)
-  if placement == "auto" and strategy is None:
+  if placement == "auto" and strategy is None and (
+      selector.models_location() == devices.HOST):
     return selector
   replicas = strategy.num_replicas_in_sync if strategy is not None else 1
   _check_divisible(selector, replicas)
@@ -417,7 +433,12 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   if strategy is not None:
     keras_compat.ensure_multi_worker_fit(strategy)
     _align_reference_replicas(selector, strategy)
-  # TPU replicas cannot update the host-side statistics variables.
+  if strategy is None:
+    # One device: the step's counters live with the model's variables, where a step compiled
+    # whole with XLA can update them (on a GPU as on the host CPU).
+    selection.record_on(devices.model_device(model))
+  # Under TPUStrategy the replicas cannot update the host-side statistics variables (recording
+  # there through replicated counters is not known to work: untested without a TPU).
   record_stats = strategy is None or not _is_tpu(strategy)
   own_train_step = model.train_step
 
@@ -426,7 +447,7 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
     if optimizer is None:
       raise ValueError("tfjest.attach: compile the model before training it. "
                        f"Received: model={model.name!r} with optimizer=None")
-    selection.record_stats = record_stats and _can_record(model)
+    selection.record_stats = record_stats and _can_record(model, selection.step.stats.device)
     return own_train_step(selection(data, optimizer.iterations))
 
   train_step._tfjest_selection = selection  # pylint: disable=protected-access
