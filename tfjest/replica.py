@@ -12,8 +12,11 @@ that so with one line and no change to the model's class:
 
 Selection is per replica by default; `replica_selection="global"` conditions every chunk of
 joint selection on every replica's choices (JEST_SPEC section 6, `global_scores.GlobalScores`).
-Without a strategy (on CPU), `attach` leaves the model alone and selection stays in the
-`tf.data` map, so the same user code runs everywhere.
+Without a strategy, `attach` leaves the model alone and selection stays in the `tf.data` map
+when the models it reads live on the host CPU; when one of them lives on a GPU or TPU
+(`tfjest.devices`), selection goes into the train step, with its statistics' counters on the
+model's device so that a step Keras compiles whole with XLA (its default on one GPU) updates
+them. So the same user code runs everywhere.
 """
 
 import contextlib
@@ -358,7 +361,8 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   >>> stats["batches"], stats["selected"]  # 2 super-batches of 32: 2 steps of 8 examples
   (2, 16)
 
-  Without a strategy the selector is returned unchanged and selects in the `tf.data` map:
+  Without a strategy, with the models on the host CPU, the selector is returned unchanged and
+  selects in the `tf.data` map:
 
   >>> model = testing.classifier(seed=0)
   >>> selector = tfjest.select(learner=model, reference=testing.classifier(seed=1), batch_size=8,
@@ -372,7 +376,17 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   the model's own `train_step` on them. The noise is keyed by `(seed,
   optimizer.iterations * R + replica id)`: different per step and replica, reproducible and
   resumable. Without a strategy (`placement="auto"`), the model is left unchanged and the
-  selector selects in the `tf.data` map as usual.
+  selector selects in the `tf.data` map as usual, unless a model the selection reads (learner,
+  proxy, reference; a cached reference reads none) has its variables on a GPU or TPU: the
+  pipeline runs on the host, so selection then goes into the train step (`tfjest.devices`).
+
+  On one device the train step records the statistics into counters created on the device of
+  the model's variables (`SelectionStats.on_device`), which a step compiled whole with XLA
+  (`compile(jit_compile=True)`, Keras' "auto" on one GPU) can update; an online proxy's step
+  count moves there too. This is tested on CPU with the model on a second logical CPU device;
+  on a GPU it is untested. Under `TPUStrategy` the statistics are not recorded (not known to
+  work without a TPU to test on); under other strategies they are recorded on the host
+  through the replica context (a `merge_call`), with `jit_compile=False` as those need.
 
   The frozen reference must score alike on every replica. A reference trained under the
   strategy can end with replicas a little apart (plain `fit` is not bitwise deterministic
@@ -388,8 +402,9 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
       "global": JEST chunks are chosen per replica but conditioned on every replica's choices
       (their embeddings are all-gathered after each chunk; examples never move). Only joint
       selection of dual encoders differs; per-example scores have no cross terms.
-    placement: "auto" (in the train step under a strategy, in the pipeline otherwise) or
-      "train_step" (always in the train step, e.g. on one accelerator).
+    placement: "auto" (in the train step under a strategy or when a model the selection reads
+      lives on a GPU or TPU, in the pipeline otherwise) or "train_step" (always in the train
+      step).
     jit_compile: compile the selection maths with XLA inside the step (an inner
       `tf.function(jit_compile=True)`; the models run in the step's own graph).
 
@@ -397,8 +412,9 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
     With the selection in the train step: a `TrainStepSelection`, the transformation to apply
     to the training dataset (it emits super-batches of `N` and shares `selector.stats`; pass
     either to `SelectionStatsCallback` or `selection_checkpoint`). Otherwise `selector`
-    itself, unchanged. The selector is never modified (the reference's replicas may be
-    aligned, as above).
+    itself, unchanged. The selector's configuration is never modified (the reference's
+    replicas may be aligned, and on one device its `stats` gain counters on the model's
+    device and a proxy's `steps` moves there, as above).
 
   Raises:
     TypeError: if `model` is not a `keras.Model` or `selector` not a `tfjest.Selector`.
