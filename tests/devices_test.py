@@ -18,6 +18,7 @@ import tensorflow as tf
 
 import tfjest
 from tfjest import devices
+from tfjest import replica
 
 GPU = "/job:localhost/replica:0/task:0/device:GPU:0"
 TPU = "/job:worker/replica:0/task:0/device:TPU:1"
@@ -133,6 +134,17 @@ class PlacementTest(tf.test.TestCase, parameterized.TestCase):
     with mock.patch.object(devices, "variable_devices", _on({"learner"})):
       batch = next(iter(testing.stream("classification").apply(selector)))
     self.assertEqual(batch[1].shape, [8])
+
+
+class TpuTest(tf.test.TestCase):
+
+  def test_statistics_are_not_recorded_under_tpu_strategy(self):
+    # What CPU can show: `attach` recognises TPUStrategy (and its subclasses) by class and
+    # records no statistics there; whether replicated counters would work is not known.
+    tpu = type("TPUStrategyV2", (type("TPUStrategy", (), {}),), {})()
+    # pylint: disable=protected-access
+    self.assertTrue(replica._is_tpu(tpu))
+    self.assertFalse(replica._is_tpu(tf.distribute.get_strategy()))
 
 
 class StatsOnDeviceTest(tf.test.TestCase):
