@@ -24,16 +24,14 @@ Targets on a 2-core CPU: N = 65,536 in at most 20 s and at most 2 GB peak reside
 
 import json
 import os
-import resource
 import subprocess
 import sys
 
 from absl import app
 from absl import flags
-import tensorflow as tf
 
 import tfjest
-from benchmarks import timing
+from benchmarks import measures
 
 _SIZES = flags.DEFINE_list("sizes", ["4096", "16384", "65536"], "Super-batch sizes N.")
 _RATIO = flags.DEFINE_float("filter_ratio", 0.9, "Filter ratio f; b = N (1 - f), rounded.")
@@ -57,40 +55,13 @@ def batch_size_for(n: int, filter_ratio: float, num_chunks: int) -> int:
   return above if abs(above - exact) < abs(exact - below) and above <= n else below
 
 
-def peak_rss_bytes() -> int:
-  """This process's peak resident set size (VmHWM; getrusage where /proc is missing)."""
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("VmHWM:"):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def current_rss_bytes() -> int:
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith("VmRSS:"):
-        return int(line.split()[1]) * 1024
-  return 0
-
-
-def _embeddings(n, d, seed):
-  def unit(stream):
-    return tf.math.l2_normalize(tf.random.stateless_normal([n, d], [seed, stream]), axis=-1)
-
-  return tfjest.Embeddings(unit(0), unit(1), tf.constant(10.0), tf.constant(-10.0))
-
-
 def oracle_check(sizes, filter_ratio, width, num_chunks, steps):
   """Dense (materialised N x N) and streaming selections on small N; returns mismatches."""
   lines, mismatches = [], 0
   for n in sizes:
     b = batch_size_for(n, filter_ratio, num_chunks)
-    learner = _embeddings(n, width, 1)
-    reference = _embeddings(n, width, 2)
+    learner = measures.embeddings(n, width, 1)
+    reference = measures.embeddings(n, width, 2)
     streaming = tfjest.PairwiseScores("learnability", learner, reference)
     dense = tfjest.DenseScores(streaming.block())  # the full N x N matrix
     same = 0
@@ -107,31 +78,10 @@ def oracle_check(sizes, filter_ratio, width, num_chunks, steps):
 
 def measure(n: int) -> dict:
   """Runs in the subprocess: times the selection of one N and reads its peak memory."""
-  d, k = _WIDTH.value, _CHUNKS.value
-  b = batch_size_for(n, _RATIO.value, k)
-  learner = _embeddings(n, d, 1)
-  reference = _embeddings(n, d, 2)
-  rss_before = current_rss_bytes()
-
-  # The embeddings are arguments, not captured constants, as in a pipeline.
-  @tf.function(jit_compile=_JIT.value)
-  def select(learner, reference, step):
-    scores = tfjest.PairwiseScores("learnability", learner, reference)
-    return tfjest.joint_selection(scores, b, num_chunks=k, seed=0, step=step)
-
-  def step(i):
-    return learner, reference, tf.constant(i, tf.int64)
-
-  with timing.stopwatch() as first:  # tracing included
-    picks = select(*step(0)).numpy()
-  assert len(set(picks.tolist())) == b, "duplicate picks"
-  runs = timing.time_calls(select, [step(i) for i in range(1, 1 + _REPEATS.value)])
-  return {"n": n, "b": b, "d": d, "k": k, "first_s": first.wall, "first_cpu_s": first.cpu,
-          "median_s": runs.wall, "min_s": min(runs.walls), "max_s": max(runs.walls),
-          "median_cpu_s": runs.cpu, "rss_before_bytes": rss_before,
-          "peak_rss_bytes": peak_rss_bytes(),
-          "selection_flops": tfjest.selection_flops(
-              n, b, width=d, num_chunks=k, num_models=2, task="contrastive")}
+  k = _CHUNKS.value
+  return measures.measure_selection(
+      n, batch_size_for(n, _RATIO.value, k), width=_WIDTH.value, num_chunks=k,
+      repeats=_REPEATS.value, jit_compile=_JIT.value)
 
 
 def main(argv):

@@ -40,9 +40,9 @@ import keras
 import tensorflow as tf
 
 import tfjest
+from benchmarks import measures
 from benchmarks import models
 from benchmarks import timing
-from tfjest import testing
 
 _BATCH = flags.DEFINE_integer("batch_size", 128, "b, examples per training step.")
 _RATIO = flags.DEFINE_float("filter_ratio", 0.8,
@@ -63,23 +63,16 @@ def main(argv):
   n = tfjest.super_batch_size_for(b, _RATIO.value)
   size = _IMAGE.value
   keras.utils.set_random_seed(_SEED.value)
-  data = testing.make_pairs(_EXAMPLES.value, 0.5, seed=_SEED.value)
-  images = models.images_at(data["image"], size)
-  stream = tf.data.Dataset.from_tensor_slices(
-      {"image": images, "text": data["text"], "id": data["id"]})
-  learner = models.built(models.ConvDualEncoder(name="learner"), size)
-  learner.compile(optimizer=keras.optimizers.Adam(1e-3))
-  reference = models.built(models.ConvDualEncoder(name="reference"), size)
-  reference.trainable = False
+  stream = measures.conv_stream(_EXAMPLES.value, size, _SEED.value)
+  learner, reference = measures.conv_models(size)
   cache_dir = tempfile.mkdtemp(prefix="tfjest_step_overhead_")
   with timing.stopwatch() as cache_build:
     cache = tfjest.cache_reference(reference, stream, os.path.join(cache_dir, "reference"),
                                    id_key="id", batch_size=512)
 
-  steps = _WARMUP.value + _STEPS.value
   # One super-batch, as constants, for timing the parts alone.
+  x_of = measures.pair_inputs
   sb = tf.nest.map_structure(tf.constant, next(stream.batch(n).as_numpy_iterator()))
-  x_of = lambda sb: {"image": sb["image"], "text": sb["text"]}
 
   configs = [("cached reference", dict(reference_cache=cache, id_key="id"), False)]
   if _LIVE.value:
@@ -89,37 +82,16 @@ def main(argv):
         f"(f={_RATIO.value}), K={k}, {os.cpu_count()} CPU cores; reference cache of "
         f"{cache.num_examples} examples built in {cache_build.wall:.1f} s")
   for name, select_args, live in configs:
-    @tf.function
-    def by_hand(super_batch, live=live):
-      # The scoring forward passes on N (their outputs feed nothing: only their cost counts).
-      scored = learner(x_of(super_batch), training=False)
-      sink = tf.reduce_sum(scored["image_embeddings"])
-      if live:
-        sink += tf.reduce_sum(reference(x_of(super_batch), training=False)["image_embeddings"])
-      batch = tf.nest.map_structure(lambda t: t[:b], x_of(super_batch))
-      logs = learner.train_step((batch,))
-      return logs["loss"], sink
-
+    by_hand = measures.by_hand_step(learner, reference, b, live=live)
     selector = tfjest.select(learner=learner, batch_size=b, super_batch_size=n,
                              num_chunks=k, seed=_SEED.value, **select_args)
     # The selector's rule, built from the same arguments, for timing the maths alone.
     rule = tfjest.Rule(num_chunks=k, seed=_SEED.value)
     selected = stream.repeat().apply(selector)
-
-    hand_rounds, tfjest_rounds, hand_cpu, tfjest_cpu = [], [], [], []
-    for _ in range(_ROUNDS.value):
-      # The same stream, read the usual way; each round starts a fresh iterator, as fit does.
-      reads = ((sb,) for sb in stream.repeat().batch(n).prefetch(1).take(steps))
-      hand_timings = timing.time_calls(by_hand, reads, warmup=_WARMUP.value)
-      hand_rounds.append(hand_timings.wall)
-      hand_cpu.append(hand_timings.cpu)
-      timer = timing.StepTimer(warmup=_WARMUP.value)
-      learner.fit(selected, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
-      tfjest_rounds.append(timer.timings.wall)
-      tfjest_cpu.append(timer.timings.cpu)
-    hand, with_tfjest = statistics.median(hand_rounds), statistics.median(tfjest_rounds)
-    ratio = statistics.median(t / h for t, h in zip(tfjest_rounds, hand_rounds))
-    cpu_ratio = statistics.median(t / h for t, h in zip(tfjest_cpu, hand_cpu))
+    comparison = measures.compare(by_hand, learner, selected, stream, n,
+                                  rounds=_ROUNDS.value, warmup=_WARMUP.value,
+                                  steps=_STEPS.value)
+    with_tfjest = statistics.median(comparison.tfjest_rounds)
 
     # The parts of (b), each alone: median of 4 calls after 2 warm-up ones.
     def alone(fn, args_list):
@@ -156,15 +128,7 @@ def main(argv):
 
     cost = selector.step_cost()
     print(f"\n[{name}]")
-    print(f"  (a) by hand, no tfjest: {hand * 1e3:8.1f} ms/step  (rounds: "
-          + ", ".join(f"{t * 1e3:.1f}" for t in hand_rounds) + ")")
-    print(f"  (b) select + fit:       {with_tfjest * 1e3:8.1f} ms/step  (rounds: "
-          + ", ".join(f"{t * 1e3:.1f}" for t in tfjest_rounds) + ")")
-    print(f"  ratio (b)/(a) = {ratio:.3f}, median of the rounds' ratios (target <= 1.10: "
-          f"{'met' if ratio <= 1.10 else 'MISSED'}; rounds: "
-          + ", ".join(f"{t / h:.2f}" for t, h in zip(tfjest_rounds, hand_rounds)) + ")")
-    print(f"  CPU time per step: (a) {statistics.median(hand_cpu) * 1e3:.1f} ms, (b) "
-          f"{statistics.median(tfjest_cpu) * 1e3:.1f} ms, ratio {cpu_ratio:.3f}")
+    measures.print_comparison(comparison)
     print("  breakdown of (b), each part alone:")
     for label, seconds in parts.items():
       print(f"    {label:<40} {seconds * 1e3:8.1f} ms")

@@ -218,13 +218,14 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
         first_chunk=config.first_chunk, normalization=config.normalization, proxy=proxy,
         scoring_view=(data.lower_resolution(config.scoring_resolution)
                       if config.scoring_resolution else None))
-    if strategy is not None:
+    # Under a strategy, or with a scoring model on a GPU/TPU, selection runs in the train step.
+    if strategy is not None or selector.models_location() == "accelerator":
       selector = tfjest.attach(learner, selector, replica_selection=config.replica_selection)
   log(f"selection: {config.name} keeps {config.batch_size} of {selector.super_batch_size} per "
       f"step, in the {selector.placement}")
   stream = task.stream(config.seed, clean_only=config.oracle_clean)
   counter = None
-  if strategy is None:
+  if selector.placement == "pipeline":
     counter = data.CorruptionCounter()
     stream = stream.apply(selector).map(data.strip_meta(counter))
     if config.train_resolutions:

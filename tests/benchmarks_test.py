@@ -48,6 +48,23 @@ class BenchmarksTest(tf.test.TestCase):
         self.assertLess(r["learner_scoring_vs_full"], 0.6)
     self.assertRegex(result.stdout, r"view 8 +\d\.\d\d +0\.\d\d")
 
+  def test_accelerator_check_smoke(self):
+    # On CPU: the pipeline is accepted, attach keeps it, and the whole-step XLA program records
+    # its statistics; on a GPU the same program checks the opposite placement.
+    result = _run("accelerator_check", "--smoke")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertRegex(result.stdout, r"\[1\] placement rule: learner variables on \S+CPU:0 "
+                     r"\(host\); attach\(placement='auto'\) chose 'pipeline'; the plain "
+                     r"selector in the pipeline was accepted")
+    self.assertRegex(result.stdout, r"\[2\] JEST selection of b=64 of N=256, d=16, K=4, XLA: "
+                     r"first call \d+\.\d\d s, median \d+\.\d+ s")
+    self.assertRegex(result.stdout, r"ratio \(b\)/\(a\) = \d+\.\d+")
+    self.assertIn("statistics of the whole-step XLA program: batches=3, read=240, selected=48 "
+                  "for 3 steps: recorded", result.stdout)
+    self.assertRegex(result.stdout, r"\n  train step +\d+\.\d ms wall")
+    self.assertRegex(result.stdout, r"\n  pipeline +\d+\.\d ms wall")
+    self.assertIn("checks: all passed", result.stdout)
+
   def test_selection_scale(self):
     result = _run("selection_scale", "--sizes=1024", "--oracle_sizes=96,160",
                   "--repeats=1", "--oracle_steps=2")

@@ -3,15 +3,27 @@
 The statistics must count what they count without XLA, for both model contracts, with an online
 proxy and with a cached reference (whose values the attached pipeline joins, so the compiled step
 looks nothing up). Each case compiles a train step with XLA (several seconds on CPU).
+
+On a GPU the compiled step runs on the GPU and can update only variables there, so the step's
+counters are created on the model's device. No GPU here: a second logical CPU device stands in
+for it (the model built and `fit` run under `tf.device("/cpu:1")`; counters left on `/cpu:0`
+fail there exactly as on a GPU: "Trying to access resource ... located in device CPU:0 from
+device CPU:1"). The devices are configured when this module is imported (conftest.py does it
+earlier under pytest).
 """
 
+from tfjest import testing
+
+testing.configure_cpu_devices(2)  # before any op; a no-op if conftest.py did it
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl.testing import parameterized
 import keras
 import numpy as np
 import tensorflow as tf
 
 import tfjest
-from tfjest import testing
+from tfjest import devices
 
 
 class WholeStepXlaTest(tf.test.TestCase, parameterized.TestCase):
@@ -36,6 +48,26 @@ class WholeStepXlaTest(tf.test.TestCase, parameterized.TestCase):
       self.assertIn("batch_score", stats)
       if variant == "proxy":
         self.assertEqual(int(kwargs["proxy"].steps.numpy()), 5)
+
+  @parameterized.parameters(("classification", "plain"), ("contrastive", "proxy"),
+                            ("classification", "cache"))
+  def test_statistics_recorded_on_the_device_of_the_compiled_step(self, task, variant):
+    want = {"read": 160, "selected": 40, "filtered": 120, "non_finite": 23}
+    with tf.device("/cpu:1"):  # stands in for the accelerator
+      learner, kwargs = testing.selection_setup(task, variant)
+      learner.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True,
+                      loss=None if task == "contrastive" else "sparse_categorical_crossentropy")
+      selector = tfjest.attach(learner, tfjest.select(**kwargs), placement="train_step")
+      history = learner.fit(testing.stream(task, nan_every=7).apply(selector), epochs=1,
+                            verbose=0)
+    self.assertTrue(np.isfinite(history.history["loss"][-1]))
+    self.assertTrue(devices.same_device(selector.selection.step.stats.device, "/cpu:1"))
+    stats = selector.stats.result()
+    self.assertEqual({k: stats[k] for k in want}, want)
+    self.assertIn("batch_score", stats)
+    if variant == "proxy":
+      self.assertTrue(devices.same_device(kwargs["proxy"].steps.device, "/cpu:1"))
+      self.assertEqual(int(kwargs["proxy"].steps.numpy()), 5)
 
 
 if __name__ == "__main__":

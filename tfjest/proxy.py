@@ -20,6 +20,7 @@ import keras
 import tensorflow as tf
 
 from tfjest import adapters
+from tfjest import devices
 from tfjest import losses
 
 
@@ -81,6 +82,14 @@ class OnlineProxy:
     self._task = None
     self._embedding_keys = None
     self._train_loss_fn = None
+
+  def place_steps(self, device: str):
+    """Recreates `steps` on `device`, keeping its value (a train step compiled whole with XLA
+    updates only variables on its own device). Call it before checkpointing `steps`."""
+    if devices.same_device(self.steps.device, device):
+      return
+    with tf.init_scope(), tf.device(device):
+      self.steps = tf.Variable(self.steps.read_value(), trainable=False, name="proxy_steps")
 
   def prepare(self, task: str, embedding_keys=("image_embeddings", "text_embeddings")):
     """Fixes the task and builds the optimizer (eagerly, once the model is built)."""

@@ -12,8 +12,11 @@ that so with one line and no change to the model's class:
 
 Selection is per replica by default; `replica_selection="global"` conditions every chunk of
 joint selection on every replica's choices (JEST_SPEC section 6, `global_scores.GlobalScores`).
-Without a strategy (on CPU), `attach` leaves the model alone and selection stays in the
-`tf.data` map, so the same user code runs everywhere.
+Without a strategy, `attach` leaves the model alone and selection stays in the `tf.data` map
+when the models it reads live on the host CPU; when one of them lives on a GPU or TPU
+(`tfjest.devices`), selection goes into the train step, with its statistics' counters on the
+model's device so that a step Keras compiles whole with XLA (its default on one GPU) updates
+them. So the same user code runs everywhere.
 """
 
 import contextlib
@@ -26,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfjest import adapters
+from tfjest import devices
 from tfjest import keras_compat
 from tfjest import step as step_lib
 from tfjest import transform
@@ -195,6 +199,18 @@ class ReplicaSelection:
         selector.rule, selector.scorer, selector.stats, batch_size=selector.batch_size,
         super_batch_size=selector.super_batch_size, jit_compile=jit_compile)
 
+  def record_on(self, device: str):
+    """Records this selection's statistics (and an online proxy's step count) on `device`.
+
+    For a train step that Keras compiles whole with XLA on one device: such a program updates
+    only variables on its own device (that of the model's variables), so the counters must live
+    there (`SelectionStats.on_device`; tested on CPU with a model on a second logical CPU
+    device; untested on a GPU). Readings of `selector.stats` include them.
+    """
+    self.step.stats = self.selector.stats.on_device(device)
+    if self.selector.proxy is not None:
+      self.selector.proxy.place_steps(device)
+
   def prepare(self, element_spec):
     """Builds and checks the scoring models for elements of `element_spec` (single examples).
 
@@ -285,23 +301,25 @@ class TrainStepSelection:
     return super_batches.map(join)
 
 
-def _can_record(model: keras.Model) -> bool:
-  """Whether a train step of `model` can update the host-side statistics variables.
+def _can_record(model: keras.Model, stats_device: str) -> bool:
+  """Whether a train step of `model` can update statistics counters on `stats_device`.
 
-  A whole-step XLA compile (`compile(jit_compile=True)`, Keras' default "auto" on one GPU)
-  updates them in the compiled program when the model's variables are on the host CPU (tested:
-  the same counts as without XLA). On an accelerator the compiled program cannot reach host
-  variables; the statistics are then not recorded, and a warning says so once.
+  A step that Keras compiles whole with XLA (`compile(jit_compile=True)`, the default "auto" on
+  one GPU) can only update variables on its own device, the device of the model's variables.
+  Without a strategy `attach` creates the step's counters there (`SelectionStats.on_device`),
+  so this holds; it is the guard for set-ups where it does not (the statistics are then not
+  recorded, and a warning says so once).
   """
   if not getattr(model, "jit_compile", False):
     return True
-  devices = {getattr(_tf_variable(v), "device", "") or "" for v in model.weights}
-  if all("CPU" in d.upper() or not d for d in devices):
+  found = devices.variable_devices(model)
+  if all(devices.same_device(d, stats_device) for d in found):
     return True
   logging.warning(
-      "tfjest.attach: model %r trains in a whole-step XLA program on %s; selection runs there "
-      "but its statistics are not recorded (selector.stats stays at zero). Compile with "
-      "jit_compile=False to record them.", model.name, sorted(devices))
+      "tfjest.attach: model %r trains in a whole-step XLA program on %s, but the selection "
+      "statistics live on %s, which it cannot update; selection runs there but selector.stats "
+      "is not updated. Compile with jit_compile=False to record them.", model.name,
+      sorted(found), stats_device)
   return False
 
 
@@ -343,7 +361,8 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   >>> stats["batches"], stats["selected"]  # 2 super-batches of 32: 2 steps of 8 examples
   (2, 16)
 
-  Without a strategy the selector is returned unchanged and selects in the `tf.data` map:
+  Without a strategy, with the models on the host CPU, the selector is returned unchanged and
+  selects in the `tf.data` map:
 
   >>> model = testing.classifier(seed=0)
   >>> selector = tfjest.select(learner=model, reference=testing.classifier(seed=1), batch_size=8,
@@ -357,7 +376,17 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   the model's own `train_step` on them. The noise is keyed by `(seed,
   optimizer.iterations * R + replica id)`: different per step and replica, reproducible and
   resumable. Without a strategy (`placement="auto"`), the model is left unchanged and the
-  selector selects in the `tf.data` map as usual.
+  selector selects in the `tf.data` map as usual, unless a model the selection reads (learner,
+  proxy, reference; a cached reference reads none) has its variables on a GPU or TPU: the
+  pipeline runs on the host, so selection then goes into the train step (`tfjest.devices`).
+
+  On one device the train step records the statistics into counters created on the device of
+  the model's variables (`SelectionStats.on_device`), which a step compiled whole with XLA
+  (`compile(jit_compile=True)`, Keras' "auto" on one GPU) can update; an online proxy's step
+  count moves there too. This is tested on CPU with the model on a second logical CPU device;
+  on a GPU it is untested. Under `TPUStrategy` the statistics are not recorded (not known to
+  work without a TPU to test on); under other strategies they are recorded on the host
+  through the replica context (a `merge_call`), with `jit_compile=False` as those need.
 
   The frozen reference must score alike on every replica. A reference trained under the
   strategy can end with replicas a little apart (plain `fit` is not bitwise deterministic
@@ -373,8 +402,9 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
       "global": JEST chunks are chosen per replica but conditioned on every replica's choices
       (their embeddings are all-gathered after each chunk; examples never move). Only joint
       selection of dual encoders differs; per-example scores have no cross terms.
-    placement: "auto" (in the train step under a strategy, in the pipeline otherwise) or
-      "train_step" (always in the train step, e.g. on one accelerator).
+    placement: "auto" (in the train step under a strategy or when a model the selection reads
+      lives on a GPU or TPU, in the pipeline otherwise) or "train_step" (always in the train
+      step).
     jit_compile: compile the selection maths with XLA inside the step (an inner
       `tf.function(jit_compile=True)`; the models run in the step's own graph).
 
@@ -382,8 +412,9 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
     With the selection in the train step: a `TrainStepSelection`, the transformation to apply
     to the training dataset (it emits super-batches of `N` and shares `selector.stats`; pass
     either to `SelectionStatsCallback` or `selection_checkpoint`). Otherwise `selector`
-    itself, unchanged. The selector is never modified (the reference's replicas may be
-    aligned, as above).
+    itself, unchanged. The selector's configuration is never modified (the reference's
+    replicas may be aligned, and on one device its `stats` gain counters on the model's
+    device and a proxy's `steps` moves there, as above).
 
   Raises:
     TypeError: if `model` is not a `keras.Model` or `selector` not a `tfjest.Selector`.
@@ -409,7 +440,8 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
     raise ValueError("This selector is already attached to a model. Create one selector per "
                      f"model. Received: selector attached to {_ATTACHED[selector]!r}")
   strategy = model_strategy(model)
-  if placement == "auto" and strategy is None:
+  if placement == "auto" and strategy is None and (
+      selector.models_location() == devices.HOST):
     return selector
   replicas = strategy.num_replicas_in_sync if strategy is not None else 1
   _check_divisible(selector, replicas)
@@ -417,7 +449,12 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   if strategy is not None:
     keras_compat.ensure_multi_worker_fit(strategy)
     _align_reference_replicas(selector, strategy)
-  # TPU replicas cannot update the host-side statistics variables.
+  if strategy is None:
+    # One device: the step's counters live with the model's variables, where a step compiled
+    # whole with XLA can update them (on a GPU as on the host CPU).
+    selection.record_on(devices.model_device(model))
+  # Under TPUStrategy the replicas cannot update the host-side statistics variables (recording
+  # there through replicated counters is not known to work: untested without a TPU).
   record_stats = strategy is None or not _is_tpu(strategy)
   own_train_step = model.train_step
 
@@ -426,7 +463,7 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
     if optimizer is None:
       raise ValueError("tfjest.attach: compile the model before training it. "
                        f"Received: model={model.name!r} with optimizer=None")
-    selection.record_stats = record_stats and _can_record(model)
+    selection.record_stats = record_stats and _can_record(model, selection.step.stats.device)
     return own_train_step(selection(data, optimizer.iterations))
 
   train_step._tfjest_selection = selection  # pylint: disable=protected-access

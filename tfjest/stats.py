@@ -87,11 +87,21 @@ class SelectionStats(tf.Module):
 
   A `tf.Module`, so it can be saved in a `tf.train.Checkpoint` next to the model and the input
   iterator, and restored with them.
+
+  The `tf.data` pipeline records on the host. A train step that Keras compiles whole with XLA
+  (`compile(jit_compile=True)`, the default "auto" on one GPU) can update only variables on its
+  own device, so selection in such a step records into a second set of the same counters
+  created on the model's device (`on_device`), which XLA updates like an optimizer's slots;
+  every reading (`snapshot`, `result`) adds the two sets, and `reset` clears both.
+
+  Args:
+    name: the module's name.
+    device: where the counters live ("/cpu:0", the host, by default).
   """
 
-  def __init__(self, name: str = "selection_stats"):
+  def __init__(self, name: str = "selection_stats", *, device: str = "/cpu:0"):
     super().__init__(name=name)
-    with tf.init_scope(), tf.device("/cpu:0"):
+    with tf.init_scope(), tf.device(device):
       self._counts = {k: tf.Variable(0, dtype=tf.int64, trainable=False, name=k)
                       for k in COUNTS}
       self._sums = {k: tf.Variable(0.0, dtype=tf.float64, trainable=False, name=k)
@@ -99,6 +109,23 @@ class SelectionStats(tf.Module):
       self._valued = {k: tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{k}_batches")
                       for k in SUMS}
     self._unit_costs = None
+    self._step_totals = None
+
+  @property
+  def device(self) -> str:
+    """The device of this set of counters."""
+    return self._counts["read"].device
+
+  def on_device(self, device: str) -> "SelectionStats":
+    """The counters a train step on `device` records into (`record_batch`).
+
+    Created on the first call; later calls return the same counters (a selector is attached
+    to one model, whose train step runs on one device). Their totals are part of this
+    object's readings.
+    """
+    if self._step_totals is None:
+      self._step_totals = SelectionStats(f"{self.name}_step", device=device)
+    return self._step_totals
 
   def set_unit_costs(self, costs: Optional[Dict[str, Optional[float]]]):
     """Sets FLOPs per unit (`PER_SELECTED` parts per selected example, the others per
@@ -113,6 +140,8 @@ class SelectionStats(tf.Module):
     for v in (list(self._counts.values()) + list(self._sums.values()) +
               list(self._valued.values())):
       v.assign(tf.zeros_like(v))
+    if self._step_totals is not None:
+      self._step_totals.reset()
 
   def record_batch(self, values: Dict[str, tf.Tensor]):
     """Adds one selection's `batch_statistics` (graph-safe). Returns the update op."""
@@ -149,6 +178,9 @@ class SelectionStats(tf.Module):
     out = {k: int(v.numpy()) for k, v in self._counts.items()}
     out.update({k: float(v.numpy()) for k, v in self._sums.items()})
     out.update({f"{k}_batches": int(v.numpy()) for k, v in self._valued.items()})
+    if self._step_totals is not None:
+      step = self._step_totals.snapshot()
+      out = {k: value + step[k] for k, value in out.items()}
     return out
 
   def result(self) -> Dict[str, float]:
@@ -183,3 +215,4 @@ def summarize(now: Dict[str, float], before, costs: Optional[Dict[str, float]] =
     if units["batches"] > 0:
       out["flops_per_step"] = out["flops_total"] / units["batches"]
   return out
+

@@ -19,6 +19,7 @@ from tfjest import adapters
 from tfjest import batching
 from tfjest import cache as cache_lib
 from tfjest import cost as cost_lib
+from tfjest import devices
 from tfjest import proxy as proxy_lib
 from tfjest import scoring
 from tfjest import selection
@@ -78,7 +79,16 @@ class Selector:
             "pipeline. Call `tfjest.attach(model, selector)` and apply what it returns "
             "(the same code then also runs without a strategy). "
             f"Received: strategy={type(strategy).__name__}")
-    self.prepare(dataset.element_spec)
+    self.prepare(dataset.element_spec)  # builds unbuilt models, where their variables go
+    if self.models_location() == devices.ACCELERATOR:
+      role, model = next((r, m) for r, m in self.scorer.models.items()
+                         if devices.location([m]) == devices.ACCELERATOR)
+      raise ValueError(
+          "On a GPU or TPU the scoring models' variables live on the accelerator and the input "
+          "pipeline runs on the host CPU, so tfjest scores and selects inside the train step, "
+          "not in the input pipeline. Call `tfjest.attach(model, selector)` and apply what it "
+          "returns (the same code then also runs on CPU). Received: "
+          f"{role}={model.name!r} with variables on {devices.model_device(model)}")
     selected = self.super_batches(dataset, cardinality).map(self._select_super_batch)
     # The map reads the models' variables and updates `stats`, state that lives outside the
     # iterator. An iterator checkpoint is correct only together with that state, which
@@ -90,6 +100,14 @@ class Selector:
     selected = selected.with_options(options)
     return _with_cardinality(selected, cardinality, self.super_batch_size,
                              self.sizes.remainder)
+
+  def models_location(self) -> str:
+    """"accelerator" if a model this selection reads has variables on a GPU or TPU, else "host".
+
+    The models read are the learner (or the online proxy scoring for it) and the reference; a
+    cached reference and uniform selection read none. See `tfjest.devices`.
+    """
+    return devices.location(self.scorer.models.values() if self.scorer is not None else ())
 
   def check_dataset(self, dataset):
     """Unbatches if asked and checks the elements; returns `(dataset, cardinality)`."""
@@ -401,9 +419,10 @@ def select(*, learner: Optional[keras.Model] = None,
     A `Selector`: a `Dataset` transformation function, which can be passed to
     `tf.data.Dataset.apply`. Its `stats` attribute holds the selection statistics.
 
-  Under a `tf.distribute` strategy, pass the selector to `tfjest.attach(model, selector)` and
-  apply what it returns: scoring and selection then run in the model's replicated train step,
-  and the transformation emits super-batches of `N`.
+  Under a `tf.distribute` strategy, or when a model it reads has its variables on a GPU or TPU,
+  pass the selector to `tfjest.attach(model, selector)` and apply what it returns: scoring and
+  selection then run in the model's (replicated) train step, and the transformation emits
+  super-batches of `N`.
 
   Examples with `sample_weight` 0 are not selected while others remain (and stay out of the
   statistics' means); other weights do not change the scores and weigh the training loss as
@@ -413,8 +432,8 @@ def select(*, learner: Optional[keras.Model] = None,
     ValueError: if an argument is outside its domain (each message names the argument and the
       value received); if `reference` is the learner; if `reference_cache` was computed for
       other reference weights; when applied, if the elements cannot be stacked or scored, are
-      batches (without `input_batched=True`), do not fit the cache, or under a strategy
-      without `tfjest.attach`.
+      batches (without `input_batched=True`), do not fit the cache, or under a strategy or
+      with a scoring model on a GPU or TPU, without `tfjest.attach`.
     TypeError: if a model argument is not a `keras.Model`, `reference_cache` not a
       `ReferenceCache` or `proxy` not an `OnlineProxy`.
   """
