@@ -204,6 +204,7 @@ class ReLAAid(keras.Model):
     with self.distribute_strategy.scope():
       self.head = keras.layers.Dense(target_width, name="transport_head")
       self.head.build((None, feature_width))
+    self.built = True
 
   def fit(self, x=None, *args, **kwargs):
     if self.head is None:
