@@ -14,7 +14,8 @@ then learners for `--steps` steps, `--seeds` seeds each:
 * rela/<prior>: uniform data, `tfjest.ReLAAid` regressing the learner's image embeddings onto
   the prior's targets until the switch (`--switch`: a fraction of the budget, a step, or
   "adaptive", the released rule), then the SigLIP loss;
-* rela+jest/<prior>: both, the targets joined to JEST's selected batches by id;
+* rela+jest/<prior>: both, the targets joined to JEST's selected batches by id (the priors of
+  `--rela_jest_priors`, default `--priors`);
 * with `--adaptive_row`, rela/reference with the released switch rule as well.
 
 Each result is written to `--output` as soon as it exists (resumable with the same flags). The
@@ -48,6 +49,8 @@ _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config)
 _PRIORS = flags.DEFINE_list("priors", list(priors_lib.KINDS), "Priors (examples.priors.KINDS).")
 _SWITCH = flags.DEFINE_string("switch", "0.1", "ReLA switch: a fraction of the budget (0.1), "
                               "a step (300) or 'adaptive' (the released rule).")
+_RELA_JEST = flags.DEFINE_list("rela_jest_priors", None, "Priors of the rela+jest rows "
+                                "(default: --priors).")
 _ADAPTIVE = flags.DEFINE_bool("adaptive_row", True, "Also rela/reference with switch=adaptive.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0, 1, ...).")
 _STEPS = flags.DEFINE_integer("steps", 3000, "Training steps per run (the budget).")
@@ -76,7 +79,8 @@ def _settings():
     return {**common, "smoke": True, "sizes": _SMOKE_SIZES, "priors": ["random"],
             "adaptive_row": False, "seeds": 1, "steps": 20, "eval_every": 10,
             "batch_size": 16, "reference_epochs": 2}
-  return {**common, "smoke": False, "sizes": None, "priors": _PRIORS.value,
+  rela_jest = {} if _RELA_JEST.value is None else {"rela_jest_priors": _RELA_JEST.value}
+  return {**common, **rela_jest, "smoke": False, "sizes": None, "priors": _PRIORS.value,
           "adaptive_row": _ADAPTIVE.value, "seeds": _SEEDS.value, "steps": _STEPS.value,
           "eval_every": _EVAL_EVERY.value, "batch_size": _BATCH.value,
           "reference_epochs": _REF_EPOCHS.value}
@@ -89,7 +93,7 @@ def _grid(settings):
     grid.append((f"rela/{prior}", "uniform", prior, settings["switch"]))
   if settings["adaptive_row"] and "reference" in settings["priors"]:
     grid.append(("rela/reference (adaptive switch)", "uniform", "reference", "adaptive"))
-  for prior in settings["priors"]:
+  for prior in settings.get("rela_jest_priors", settings["priors"]):
     grid.append((f"rela+jest/{prior}", "jest", prior, settings["switch"]))
   return grid
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAMS = ("examples.demo", "examples.quickstart", "examples.train_reference",
             "examples.train_learner", "benchmarks.cheap_scoring", "benchmarks.data_efficiency",
-            "benchmarks.scoring_view",
+            "benchmarks.scoring_view", "examples.rela", "benchmarks.rela",
             "benchmarks.selection_overhead", "benchmarks.selection_scale",
             "benchmarks.step_overhead")
 
