@@ -25,9 +25,9 @@ the wrapper holds it as `aid.model` and trains its variables in place; save, eva
 
 Design: one `train_step` whose two losses sit in the branches of a `tf.cond` on the `switched`
 variable, so that only one forward runs per step and the step stays one graph (no retrace at
-the switch) under `fit`, a strategy and XLA. The gradients of both branches are applied by one
-optimizer call outside the `cond` (a `merge_call` inside a `cond` branch is not allowed under
-`MirroredStrategy`): variables the taken branch does not use get zero gradients (the head after
+the switch) under `fit` and under a strategy (not tried under XLA). The gradients of both
+branches are applied by one optimizer call outside the `cond` (a `merge_call` inside a `cond`
+branch is not allowed under `MirroredStrategy`): variables the taken branch does not use get zero gradients (the head after
 the switch; e.g. a dual encoder's logit scale before it). With Adam, a zero gradient moves a
 variable only through its earlier momentum; decoupled weight decay still applies.
 
