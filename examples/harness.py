@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import hashlib
 import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -69,6 +69,9 @@ class RunConfig:
       only the training examples whose corruption is "none" (the curve of a perfect filter).
     replica_selection: under a strategy, "local" or "global" (`tfjest.attach`).
     backup_dir: when given, `tfjest.backup_and_restore` there (resume after preemption).
+    rela_switch: with `train(..., prior_targets=...)` (ReLA): `tfjest.ReLAAid`'s `switch`
+      ("adaptive", a step, or a fraction of `steps`).
+    rela_features: the learner's output the ReLA head reads.
   """
 
   method: str = "jest"
@@ -92,6 +95,8 @@ class RunConfig:
   oracle_clean: bool = False
   replica_selection: str = "local"
   backup_dir: str = ""
+  rela_switch: Union[str, int, float] = "adaptive"
+  rela_features: str = "image_embeddings"
 
   def __post_init__(self):
     if self.method not in METHODS:
@@ -171,6 +176,7 @@ def run(config: RunConfig, task, **kwargs) -> Dict:
 
 def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
           reference_cache: Optional[tfjest.ReferenceCache] = None, strategy=None,
+          prior_targets: Optional[tfjest.PriorTargets] = None,
           log: Callable[[str], None] = lambda s: None):
   """Trains a learner of `task` on selected data; returns `(learner, result)`.
 
@@ -183,6 +189,9 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
       when the score reads the reference, selection reads the cache instead of calling it
       (the same selections, no reference scoring FLOPs).
     strategy: a `tf.distribute.Strategy`: select in the replicated train step.
+    prior_targets: ReLA: a prior's targets of the training split (`tfjest.prior_targets`),
+      joined to the selected batches by id; the learner trains through `tfjest.ReLAAid`
+      (`config.rela_switch`, `config.rela_features`). Not with a strategy.
     log: called with one line per evaluation.
 
   Returns:
@@ -194,6 +203,9 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
     `identical_replica_weights` (learner and reference, this worker's replicas) and
     `weights_digest` (of the learner: equal across workers iff their weights are).
   """
+  if prior_targets is not None and strategy is not None:
+    raise ValueError("The harness joins ReLA targets in the tf.data pipeline, without a "
+                     "strategy. Received: prior_targets and a strategy")
   needs_reference = "reference" in config.models_read
   use_cache = needs_reference and reference_cache is not None
   if needs_reference and reference is None and not use_cache:
@@ -227,7 +239,10 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
   counter = None
   if selector.placement == "pipeline":
     counter = data.CorruptionCounter()
-    stream = stream.apply(selector).map(data.strip_meta(counter))
+    stream = stream.apply(selector)
+    if prior_targets is not None:
+      stream = stream.apply(prior_targets.join(task.id_key))
+    stream = stream.map(data.strip_meta(counter))
     if config.train_resolutions:
       stream = stream.apply(tfjest.multi_resolution(list(config.train_resolutions)))
   else:
@@ -259,7 +274,12 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
   callbacks = [_Evaluate(record, config.eval_every)]
   if config.backup_dir:
     callbacks.append(tfjest.backup_and_restore(config.backup_dir, strategy))
-  learner.fit(stream, steps_per_epoch=config.eval_every,
+  trained = learner
+  if prior_targets is not None:
+    trained = tfjest.ReLAAid(learner, features=config.rela_features, switch=config.rela_switch,
+                             total_steps=config.steps)
+    trained.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+  trained.fit(stream, steps_per_epoch=config.eval_every,
               epochs=config.steps // config.eval_every, verbose=0, shuffle=False,
               callbacks=callbacks)
   shares = counter.result() if counter is not None else {}
@@ -285,6 +305,10 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
       "selection_stats": {k: float(v) for k, v in selector.stats.result().items()},
       "wall_seconds": time.time() - start,
   }
+  if prior_targets is not None:
+    result["rela"] = {"switch_step": int(trained.switch_step.numpy()),
+                      "prior": prior_targets.metadata["reference"]["name"],
+                      "target_width": prior_targets.width}
   result.update(replicas=strategy.num_replicas_in_sync if strategy is not None else 1,
                 identical_replica_weights=all(
                     testing.replicas_identical(m, strategy)

@@ -10,13 +10,13 @@ over the same examples.
 
 import contextlib
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import keras
 
 import tfjest
 from examples import data
-from examples import models  # pylint: disable=unused-import  (registers the saved classes)
+from examples import models  # also registers the saved classes
 
 # The recipe's defaults, sized for 2 CPU cores (see BENCHMARKS.md).
 EPOCHS = 100
@@ -27,18 +27,20 @@ WIDTH = 64
 
 def train(task, *, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
           learning_rate: float = LEARNING_RATE, seed: int = 0, width: int = WIDTH,
+          filters: Sequence[int] = models.FILTERS, name: str = "reference",
           strategy=None, log: Callable[[str], None] = lambda s: None) -> keras.Model:
   """Trains the task's reference model on its clean data; returns it frozen.
 
   `epochs` epochs of `task.reference_examples // batch_size` steps of Adam at `learning_rate`
-  over `task.reference_stream(seed)`, the model initialised from `seed`. (For the captions task
+  over `task.reference_stream(seed)`, the model (`width`, convolution `filters`, `name`)
+  initialised from `seed`. (For the captions task
   the curated split does not depend on the noise level, so one reference serves every noise
   level of a seed.)
   """
   keras.utils.set_random_seed(seed)
   scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
   with scope:
-    model = task.make_model("reference", width=width)
+    model = task.make_model(name, width=width, filters=filters)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
   steps = task.reference_examples // batch_size
   stream = (task.reference_stream(seed).batch(batch_size, drop_remainder=True)
@@ -46,7 +48,7 @@ def train(task, *, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
   start = time.time()
   model.fit(stream, steps_per_epoch=steps, epochs=epochs, verbose=0, shuffle=False)
   model.trainable = False
-  log(f"reference: {epochs} epochs of {steps} steps on {task.reference_examples} clean examples "
+  log(f"{name}: {epochs} epochs of {steps} steps on {task.reference_examples} clean examples "
       f"in {time.time() - start:.0f} s")
   return model
 

@@ -23,6 +23,10 @@ _OBJECTS = {
     "selection_checkpoint": tfjest.selection_checkpoint,
     "deterministic_options": tfjest.deterministic_options,
     "backup_and_restore": tfjest.backup_and_restore,
+    "prior_targets": tfjest.prior_targets,
+    "ReLAAid": tfjest.ReLAAid,
+    "rela_switch_update": tfjest.rela_switch_update,
+    "epoch_subsets": tfjest.epoch_subsets,
 }
 _OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -11,9 +11,9 @@ import tensorflow as tf
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRAMS = ("examples.demo", "examples.quickstart", "examples.train_reference",
-            "examples.train_learner", "benchmarks.accelerator_check",
+            "examples.train_learner", "examples.rela", "benchmarks.accelerator_check",
             "benchmarks.cheap_scoring", "benchmarks.data_efficiency",
-            "benchmarks.plateau_table", "benchmarks.scoring_view",
+            "benchmarks.plateau_table", "benchmarks.rela", "benchmarks.scoring_view",
             "benchmarks.selection_overhead", "benchmarks.selection_scale",
             "benchmarks.step_overhead")
 

@@ -1,4 +1,5 @@
-"""README.md keeps its promises: the dual-encoder example runs, the `select` table is the API."""
+"""README.md keeps its promises: the dual-encoder and ReLA examples run, the `select` table is the
+API."""
 
 import ast
 import inspect
@@ -32,8 +33,8 @@ def _section(text, heading):
   return lines[start:end]
 
 
-def _dual_encoder_block(text):
-  lines = _section(text, "## Model contracts")
+def _dual_encoder_block(text, heading="## Model contracts"):
+  lines = _section(text, heading)
   start = lines.index(_BLOCK_MARKER) + 1
   if lines[start] != "```python":
     raise ValueError(f"Expected a ```python block right after the marker. "
@@ -94,6 +95,16 @@ def _table_problems(text, signature):
       problems.append(f"`{name}` defaults to {shown} in tfjest.select; the README table says "
                       f"{cell}")
   return problems
+
+
+class RelaExampleTest(tf.test.TestCase):
+
+  def test_rela_example_runs(self):
+    namespace = {"__name__": "readme_rela"}
+    block = _dual_encoder_block(_readme(), "## ReLA: a prior model's representations as early "
+                                "training targets")
+    exec(compile(block, _README, "exec"), namespace)  # pylint: disable=exec-used
+    self.assertEqual(int(namespace["aid"].switch_step), 2)
 
 
 class DualEncoderExampleTest(tf.test.TestCase, parameterized.TestCase):

@@ -1,5 +1,10 @@
 """tfjest: learnability-based data selection (JEST, RHO-LOSS, Bad Students) for tf.data."""
 
+from tfjest.aid import ReLAAid
+from tfjest.aid import rela_switch_update
+from tfjest.priors import PriorTargets
+from tfjest.priors import prior_targets
+from tfjest.subsets import epoch_subsets
 from tfjest.batching import super_batch_size_for
 from tfjest.cache import ReferenceCache
 from tfjest.cache import cache_reference
@@ -49,6 +54,8 @@ __all__ = [
     "GlobalScores",
     "OnlineProxy",
     "PairwiseScores",
+    "PriorTargets",
+    "ReLAAid",
     "ReferenceCache",
     "ReplicaSelection",
     "Rule",
@@ -67,12 +74,15 @@ __all__ = [
     "deterministic_options",
     "efficiency",
     "ensure_multi_worker_fit",
+    "epoch_subsets",
     "forward_flops",
     "independent_selection",
     "joint_selection",
     "multi_resolution",
     "models_read",
     "per_example_loss",
+    "prior_targets",
+    "rela_switch_update",
     "select",
     "selection_checkpoint",
     "selection_flops",

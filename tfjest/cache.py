@@ -132,7 +132,9 @@ def reference_fingerprint(model: keras.Model, task: str) -> str:
 class ReferenceCache:
   """Reference outputs per example id, loaded in memory (see the module docstring).
 
-  Create one with `cache_reference` or `ReferenceCache.load`.
+  Create one with `cache_reference` or `ReferenceCache.load`. (`priors.PriorTargets`, a prior's
+  ReLA targets, is the same per-id store with other outputs: the class attributes `FORMAT`,
+  `KIND` and `BUILDER` name what the messages talk about.)
 
   Attributes:
     path: the cache directory.
@@ -145,6 +147,10 @@ class ReferenceCache:
     rebuild_reason: when `cache_reference(..., reuse=True)` computed the cache, why the one at
       `path` could not be reused (e.g. "no cache at this path"); else None.
   """
+
+  FORMAT = FORMAT
+  KIND = "reference cache"
+  BUILDER = "tfjest.cache_reference(...)"
 
   def __init__(self, path: str, metadata: dict, arrays: dict, verify_inputs: bool = True):
     self.path = path
@@ -179,7 +185,7 @@ class ReferenceCache:
     Raises:
       ValueError: if the directory is not a tfjest reference cache of a known version.
     """
-    metadata = _read_metadata(path)
+    metadata = read_metadata(path, cls)
     data = tf.data.Dataset.load(os.path.join(os.fspath(path), _DATA))
     chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in data.batch(1 << 16)]
     arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
@@ -207,12 +213,12 @@ class ReferenceCache:
     got = "string" if ids.dtype == tf.string else ("int64" if ids.dtype.is_integer else None)
     if got != want or ids.shape.rank != 0:
       raise ValueError(
-          f"The reference cache at {self.path!r} is keyed by scalar {want} ids. "
+          f"The {self.KIND} at {self.path!r} is keyed by scalar {want} ids. "
           f"Received: id feature {id_key!r} of dtype {ids.dtype.name} and shape {ids.shape}")
     structure = input_structure(element_spec)
     if self.verify_inputs and structure != self.metadata["inputs"]:
       raise ValueError(
-          f"The reference cache at {self.path!r} was built from elements of another structure "
+          f"The {self.KIND} at {self.path!r} was built from elements of another structure "
           f"(another dataset or preprocessing): it is stale for these elements. Recorded "
           f"inputs: {self.metadata['inputs']}. Received: inputs {structure}")
 
@@ -247,9 +253,9 @@ class ReferenceCache:
     rows = self._table.lookup(ids)
     missing = rows < 0
     checks = [tf.debugging.Assert(tf.logical_not(tf.reduce_any(missing)), [tf.strings.format(
-        "The reference cache at {} has no entry for example id {} ({} ids of this super-batch "
-        "are missing): the stream holds examples the cache was not built from. Rebuild the "
-        "cache with tfjest.cache_reference(...) over this dataset. Received: id={}",
+        f"The {self.KIND} at {{}} has no entry for example id {{}} ({{}} ids of this batch "
+        f"are missing): the stream holds examples the cache was not built from. Rebuild the "
+        f"cache with {self.BUILDER} over this dataset. Received: id={{}}",
         [self.path, _first(ids, missing), tf.reduce_sum(tf.cast(missing, tf.int32)),
          _first(ids, missing)])])]
     rows = tf.maximum(rows, 0)
@@ -258,29 +264,35 @@ class ReferenceCache:
                              input_fingerprints(super_batch)) & ~missing
       checks.append(tf.debugging.Assert(tf.logical_not(tf.reduce_any(changed)), [
           tf.strings.format(
-              "The reference cache entry for example id {} was computed from other inputs "
+              f"The {self.KIND} entry for example id {{}} was computed from other inputs "
               "(the dataset or its preprocessing changed since the cache was built, or two "
               "examples share an id): the cache at {} is stale. Rebuild it, or load it with "
               "verify_inputs=False to accept stale outputs. Received: id={}",
               [_first(ids, changed), self.path, _first(ids, changed)])]))
     with tf.control_dependencies(checks):
       rows = tf.identity(rows)
-    keys = (("image_embeddings", "text_embeddings") if self.task == "contrastive"
+    return {k: tf.gather(self._values[k], rows) for k in self.output_keys()}
+
+  def output_keys(self) -> Tuple[str, ...]:
+    """The per-example values `values_for` returns."""
+    return (("image_embeddings", "text_embeddings") if self.task == "contrastive"
             else ("loss",))
-    return {k: tf.gather(self._values[k], rows) for k in keys}
 
 
-def _read_metadata(path) -> dict:
-  """The parsed `metadata.json` of a cache directory, checked for format and version."""
+def read_metadata(path, kind=ReferenceCache) -> dict:
+  """The parsed `metadata.json` of a cache directory, checked for format and version.
+
+  `kind`: the cache class (`ReferenceCache` or a subclass) whose `FORMAT` is expected.
+  """
   meta_path = os.path.join(os.fspath(path), _METADATA)
   try:
     with open(meta_path) as f:
       metadata = json.load(f)
   except (OSError, ValueError) as e:
-    raise ValueError(f"No readable tfjest reference cache at this path ({e}). Build one with "
-                     f"tfjest.cache_reference(...). Received: path={os.fspath(path)!r}") from e
-  if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
-    raise ValueError(f"Expected a {FORMAT} of version {VERSION}. Received: "
+    raise ValueError(f"No readable tfjest {kind.KIND} at this path ({e}). Build one with "
+                     f"{kind.BUILDER}. Received: path={os.fspath(path)!r}") from e
+  if metadata.get("format") != kind.FORMAT or metadata.get("version") != VERSION:
+    raise ValueError(f"Expected a {kind.FORMAT} of version {VERSION}. Received: "
                      f"format={metadata.get('format')!r}, version={metadata.get('version')!r}")
   return metadata
 
@@ -408,7 +420,7 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
   task = scorer.task
 
   def compute(batch):
-    out = _ids_and_fingerprints(batch, id_key)
+    out = ids_and_fingerprints(batch, id_key)
     outputs = scorer.outputs(batch)["reference"]
     if task == "contrastive":
       out["image_embeddings"] = tf.cast(outputs.image, tf.float32)
@@ -417,27 +429,17 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
       out["loss"] = outputs
     return out
 
-  # `map` passes a tuple element's parts as separate arguments.
-  pipeline = dataset.batch(batch_size).map(lambda *parts: compute(
-      parts if len(parts) > 1 else parts[0]))
-  if service is not None:
-    pipeline = pipeline.apply(tf.data.experimental.service.distribute(
-        processing_mode=processing_mode, service=service))
-  chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in pipeline]
-  if not chunks:
+  arrays = collect(dataset, compute, batch_size=batch_size, service=service,
+                   processing_mode=processing_mode)
+  if arrays is None:
     raise ValueError("cache_reference(...) was given an empty dataset. Received: dataset with "
                      "no elements")
-  arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-  arrays = _unique_by_id(arrays)
 
   metadata = {
       "format": FORMAT, "version": VERSION, "task": task,
       "reference": {"name": reference.name,
                     "fingerprint": reference_fingerprint(reference, task)},
-      "dataset": {"num_examples": int(len(arrays["id"])),
-                  "id_dtype": "string" if id_spec.dtype == tf.string else "int64",
-                  "ids_fingerprint": _digest(arrays["id"]),
-                  "content_fingerprint": _digest(arrays["id"], arrays["input_fingerprint"])},
+      "dataset": dataset_metadata(arrays, id_spec),
       "inputs": input_structure(spec),
       "outputs": {k: list(v.shape[1:]) for k, v in arrays.items()
                   if k not in ("id", "input_fingerprint")},
@@ -446,17 +448,55 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
     scale, bias = adapters.logit_parameters(reference)
     metadata.update(logit_scale=float(scale.numpy()), logit_bias=float(bias.numpy()),
                     embedding_keys=list(embedding_keys))
-  if overwrite:
-    shutil.rmtree(os.path.join(path, _DATA), ignore_errors=True)
-  tf.data.Dataset.from_tensor_slices(arrays).save(os.path.join(path, _DATA))
-  with open(os.path.join(path, _METADATA), "w") as f:
-    json.dump(metadata, f, indent=1)
+  write(path, metadata, arrays, overwrite=overwrite)
   cache = ReferenceCache(path, metadata, arrays)
   cache.rebuild_reason = rebuild_reason
   return cache
 
 
-def _ids_and_fingerprints(batch, id_key: str):
+def collect(dataset: tf.data.Dataset, compute: Callable, *, batch_size: int,
+            service: Optional[str] = None, processing_mode: str = "distributed_epoch"):
+  """`compute(batch)` over `dataset` in batches (on tf.data service workers with `service`).
+
+  `compute` returns a dict with at least `id` and `input_fingerprint` (`ids_and_fingerprints`).
+  Returns the concatenated numpy arrays sorted by id (repeats dropped, `_unique_by_id`), or None
+  for an empty dataset.
+  """
+  # `map` passes a tuple element's parts as separate arguments.
+  pipeline = dataset.batch(batch_size).map(lambda *parts: compute(
+      parts if len(parts) > 1 else parts[0]))
+  if service is not None:
+    pipeline = pipeline.apply(tf.data.experimental.service.distribute(
+        processing_mode=processing_mode, service=service))
+  chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in pipeline]
+  if not chunks:
+    return None
+  return _unique_by_id({k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]})
+
+
+def dataset_metadata(arrays, id_spec) -> dict:
+  """The `dataset` entry of a cache's metadata: size, id dtype, ids and content fingerprints."""
+  return {"num_examples": int(len(arrays["id"])),
+          "id_dtype": "string" if id_spec.dtype == tf.string else "int64",
+          "ids_fingerprint": _digest(arrays["id"]),
+          "content_fingerprint": _digest(arrays["id"], arrays["input_fingerprint"])}
+
+
+def write(path: str, metadata: dict, arrays: dict, *, overwrite: bool):
+  """Writes a cache directory: `metadata.json` and the per-example arrays under `data/`."""
+  if overwrite:
+    shutil.rmtree(os.path.join(path, _DATA), ignore_errors=True)
+  tf.data.Dataset.from_tensor_slices(arrays).save(os.path.join(path, _DATA))
+  with open(os.path.join(path, _METADATA), "w") as f:
+    json.dump(metadata, f, indent=1)
+
+
+def has_cache(path: str) -> bool:
+  """Whether a cache directory (its metadata) exists at `path`."""
+  return os.path.exists(os.path.join(os.fspath(path), _METADATA))
+
+
+def ids_and_fingerprints(batch, id_key: str):
   """`{"id", "input_fingerprint"}` of a batch of elements, as the cache stores them."""
   ids = find_id(batch, id_key)
   return {"id": ids if ids.dtype == tf.string else tf.cast(ids, tf.int64),
@@ -469,10 +509,10 @@ def _reusable(reference, dataset, path: str, *, id_key: str, batch_size: int, ta
 
   Cheap checks first (metadata, weights), then one pass over the ids and inputs of `dataset`.
   """
-  if not os.path.exists(os.path.join(path, _METADATA)):
+  if not has_cache(path):
     return None, "no cache at this path"
   try:
-    metadata = _read_metadata(path)
+    metadata = read_metadata(path)
   except ValueError as e:
     return None, f"the cache there is unreadable ({e})"
   cached_task = metadata["task"]
@@ -488,26 +528,36 @@ def _reusable(reference, dataset, path: str, *, id_key: str, batch_size: int, ta
   if fingerprint != metadata["reference"]["fingerprint"]:
     return None, (f"the reference weights differ from those the cache was built with (model "
                   f"{metadata['reference']['name']!r})")
-  spec = dataset.element_spec
-  id_dtype = "string" if find_id(spec, id_key).dtype == tf.string else "int64"
-  if id_dtype != metadata["dataset"]["id_dtype"] or input_structure(spec) != metadata["inputs"]:
-    return None, "the dataset's elements have another structure or id dtype"
-  # `map` passes a tuple element's parts as separate arguments.
-  pipeline = dataset.batch(batch_size).map(lambda *parts: _ids_and_fingerprints(
-      parts if len(parts) > 1 else parts[0], id_key))
-  chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in pipeline]
-  if not chunks:
-    return None, "the dataset is empty"
-  arrays = _unique_by_id({k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]})
-  recorded = metadata["dataset"]
-  if _digest(arrays["id"]) != recorded["ids_fingerprint"]:
-    return None, (f"the dataset holds other example ids ({len(arrays['id'])} examples, the "
-                  f"cache {recorded['num_examples']})")
-  if _digest(arrays["id"], arrays["input_fingerprint"]) != recorded["content_fingerprint"]:
-    return None, "the inputs of some examples differ from those the cache was built from"
+  why = other_examples(metadata, dataset, id_key=id_key, batch_size=batch_size)
+  if why is not None:
+    return None, why
   cache = ReferenceCache.load(path)
   cache.reused = True
   return cache, None
+
+
+def other_examples(metadata: dict, dataset: tf.data.Dataset, *, id_key: str,
+                   batch_size: int) -> Optional[str]:
+  """Why `dataset` holds other examples than the cache of `metadata` was built from, else None.
+
+  Checks the element structure and id dtype, then (one pass over the ids and inputs, no model
+  call) the ids and every example's input fingerprint.
+  """
+  spec = dataset.element_spec
+  id_dtype = "string" if find_id(spec, id_key).dtype == tf.string else "int64"
+  if id_dtype != metadata["dataset"]["id_dtype"] or input_structure(spec) != metadata["inputs"]:
+    return "the dataset's elements have another structure or id dtype"
+  arrays = collect(dataset, lambda batch: ids_and_fingerprints(batch, id_key),
+                   batch_size=batch_size)
+  if arrays is None:
+    return "the dataset is empty"
+  recorded = metadata["dataset"]
+  if _digest(arrays["id"]) != recorded["ids_fingerprint"]:
+    return (f"the dataset holds other example ids ({len(arrays['id'])} examples, the "
+            f"cache {recorded['num_examples']})")
+  if _digest(arrays["id"], arrays["input_fingerprint"]) != recorded["content_fingerprint"]:
+    return "the inputs of some examples differ from those the cache was built from"
+  return None
 
 
 def _unique_by_id(arrays):

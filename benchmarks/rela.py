@@ -1,0 +1,239 @@
+r"""ReLA (a frozen prior's targets early in training) alone and with JEST, against uniform.
+
+    nohup nice -n 10 python -m benchmarks.rela \
+      --output=benchmarks/results/rela/results.json > benchmarks/results/rela/log.txt 2>&1 &
+
+On the offline captions benchmark (`--noise`, web split), trains one reference on `curated` and
+the priors of `--priors` (`examples.priors`: "reference" is that same reference, "other_arch"
+another architecture trained on `curated`, "random" a random initialisation), computes each
+prior's ReLA targets of the web split once (`tfjest.prior_targets`, cached next to the results),
+then learners for `--steps` steps, `--seeds` seeds each:
+
+* uniform;
+* jest: learnability, `--filter_ratio`, the reference's embeddings cached;
+* rela/<prior>: uniform data, `tfjest.ReLAAid` regressing the learner's image embeddings onto
+  the prior's targets until the switch (`--switch`: a fraction of the budget, a step, or
+  "adaptive", the released rule), then the SigLIP loss;
+* rela+jest/<prior>: both, the targets joined to JEST's selected batches by id (the priors of
+  `--rela_jest_priors`, default `--priors`);
+* with `--adaptive_row`, rela/reference with the released switch rule as well.
+
+Each result is written to `--output` as soon as it exists (resumable with the same flags). The
+FLOPs of a ReLA run count the prior's one-off pass over the web split (forward FLOPs x examples)
+from step 0; the head's FLOPs are negligible and not counted. The table gives steps and compute
+to uniform's best mean accuracy (`tfjest.efficiency`). `--smoke` runs a tiny grid in about a
+minute (tests/rela_benchmark_test.py).
+"""
+
+import datetime
+import json
+import os
+import platform
+import time
+
+from absl import app
+from absl import flags
+import tensorflow as tf
+
+from examples import data
+from examples import harness
+from examples import priors as priors_lib
+from examples import reference as reference_lib
+from examples import tasks
+from tfjest import efficiency
+
+_OUTPUT = flags.DEFINE_string("output", "out/rela/results.json",
+                              "Results file (JSON). Resumed if present.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
+_NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config).")
+_PRIORS = flags.DEFINE_list("priors", list(priors_lib.KINDS), "Priors (examples.priors.KINDS).")
+_SWITCH = flags.DEFINE_string("switch", "0.1", "ReLA switch: a fraction of the budget (0.1), "
+                              "a step (300) or 'adaptive' (the released rule).")
+_RELA_JEST = flags.DEFINE_list("rela_jest_priors", None, "Priors of the rela+jest rows "
+                                "(default: --priors).")
+_ADAPTIVE = flags.DEFINE_bool("adaptive_row", True, "Also rela/reference with switch=adaptive.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0, 1, ...).")
+_STEPS = flags.DEFINE_integer("steps", 3000, "Training steps per run (the budget).")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between evaluations.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per training step (b).")
+_RATIO = flags.DEFINE_float("filter_ratio", 0.8, "JEST's filter ratio f.")
+_LR = flags.DEFINE_float("learning_rate", harness.LEARNING_RATE, "Learner's Adam rate.")
+_REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
+                                   "Epochs of reference (and trained prior) training.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny dataset and grid, for tests.")
+
+_SMOKE_SIZES = (2000, 400, 200)
+
+
+def _switch(text):
+  if text == "adaptive":
+    return text
+  value = float(text)
+  return value if 0 < value < 1 else int(value)
+
+
+def _settings():
+  common = {"noise": _NOISE.value, "switch": _switch(_SWITCH.value),
+            "filter_ratio": _RATIO.value, "learning_rate": _LR.value}
+  if _SMOKE.value:
+    return {**common, "smoke": True, "sizes": _SMOKE_SIZES, "priors": ["random"],
+            "adaptive_row": False, "seeds": 1, "steps": 20, "eval_every": 10,
+            "batch_size": 16, "reference_epochs": 2}
+  rela_jest = {} if _RELA_JEST.value is None else {"rela_jest_priors": _RELA_JEST.value}
+  return {**common, **rela_jest, "smoke": False, "sizes": None, "priors": _PRIORS.value,
+          "adaptive_row": _ADAPTIVE.value, "seeds": _SEEDS.value, "steps": _STEPS.value,
+          "eval_every": _EVAL_EVERY.value, "batch_size": _BATCH.value,
+          "reference_epochs": _REF_EPOCHS.value}
+
+
+def _grid(settings):
+  """(row name, method, prior, switch) of every configuration."""
+  grid = [("uniform", "uniform", None, None), ("jest", "jest", None, None)]
+  for prior in settings["priors"]:
+    grid.append((f"rela/{prior}", "uniform", prior, settings["switch"]))
+  if settings["adaptive_row"] and "reference" in settings["priors"]:
+    grid.append(("rela/reference (adaptive switch)", "uniform", "reference", "adaptive"))
+  for prior in settings.get("rela_jest_priors", settings["priors"]):
+    grid.append((f"rela+jest/{prior}", "jest", prior, settings["switch"]))
+  return grid
+
+
+def _key(row, seed):
+  return f"{row}|seed={seed}"
+
+
+def _write(path, results):
+  partial = f"{path}.partial"
+  with open(partial, "w") as file:
+    json.dump(results, file, indent=1)
+  os.replace(partial, path)
+
+
+def _prior(kind, settings, task, results, directory):
+  """A prior: trained (or made) once, saved next to the results, reused when resuming."""
+  path = os.path.join(directory, f"prior_{kind}.keras")
+  if os.path.exists(path) and kind in results["priors"]:
+    return reference_lib.load(path)
+  start = time.time()
+  model = priors_lib.make(kind, task, epochs=settings["reference_epochs"],
+                          log=lambda line: print(line, flush=True))
+  reference_lib.save(model, path)
+  metrics = task.evaluate(model)
+  results["priors"][kind] = {"path": path, "seconds": time.time() - start,
+                             "pass_flops": priors_lib.pass_flops(model, task), **metrics}
+  print(f"prior {kind}: accuracy {metrics['accuracy']:.3f}", flush=True)
+  return model
+
+
+def _summaries(settings, results):
+  groups = {}
+  for key, run in results["runs"].items():
+    groups.setdefault(key.rsplit("|seed=", 1)[0], []).append(run)
+  uniform = groups.get("uniform")
+  rows = []
+  if not uniform:
+    return rows
+  for row, _, prior, switch in _grid(settings):
+    runs = groups.get(row)
+    if runs:
+      switches = [r["rela"]["switch_step"] for r in runs if "rela" in r]
+      rows.append({"row": row, "prior": prior, "switch": switch,
+                   "switch_steps": switches, **efficiency.summarize(runs, uniform)})
+  return rows
+
+
+def _pm(stats, spec):
+  if stats["mean"] is None:
+    return "-"
+  return f"{format(stats['mean'], spec)} ± {format(stats['std'], spec)}"
+
+
+def _table(rows):
+  lines = ["| row | switch | step speedup | per seed (reached) | compute speedup | steps to "
+           "target | final accuracy | switched at (per seed) |", "|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    step = "-" if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
+    compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
+    switched = ", ".join(str(s) for s in r["switch_steps"]) or "-"
+    lines.append(
+        f"| {r['row']} | {r['switch'] if r['switch'] is not None else '-'} | {step} | "
+        f"{_pm(r['step_speedup_seeds'], '.2f')} ({r['seeds_reaching']}/{r['seeds']}) | "
+        f"{compute} | {r['steps'] if r['steps'] is not None else '-'} | "
+        f"{_pm(r['final_accuracy'], '.3f')} | {switched} |")
+  return "\n".join(lines)
+
+
+def _report(settings, results):
+  results["summary"] = _summaries(settings, results)
+  _write(_OUTPUT.value, results)
+  if results["summary"]:
+    print(f"target (uniform's best mean accuracy): {results['summary'][0]['target']:.4f}")
+  print(_table(results["summary"]), flush=True)
+
+
+def main(argv):
+  del argv
+  settings = _settings()
+  directory = os.path.dirname(os.path.abspath(_OUTPUT.value))
+  os.makedirs(directory, exist_ok=True)
+  if os.path.exists(_OUTPUT.value):
+    with open(_OUTPUT.value) as file:
+      results = json.load(file)
+    ours = {k: v for k, v in json.loads(json.dumps(settings)).items() if k != "seeds"}
+    if {k: v for k, v in results["settings"].items() if k != "seeds"} != ours:
+      raise ValueError(
+          f"{_OUTPUT.value} holds results of other settings; pass another --output (or "
+          f"delete it). Received: settings={settings}, file settings={results['settings']}")
+    results["settings"]["seeds"] = settings["seeds"]
+    print(f"resuming: {len(results['runs'])} runs already in {_OUTPUT.value}", flush=True)
+  else:
+    results = {"settings": settings, "priors": {}, "runs": {}, "summary": []}
+  results["machine"] = {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices(
+      "GPU")), "platform": platform.platform(), "tensorflow": tf.__version__,
+                        "date": datetime.date.today().isoformat()}
+
+  log = lambda line: print(line, flush=True)  # pylint: disable=unnecessary-lambda-assignment
+  task = tasks.CaptionsTask(data.config_for(settings["noise"], sizes=settings["sizes"]),
+                            _DATA_DIR.value)
+  models = {kind: _prior(kind, settings, task, results, directory)
+            for kind in sorted(set(settings["priors"]) | {"reference"})}
+  _write(_OUTPUT.value, results)
+  cache = reference_lib.cached(models["reference"], task,
+                               os.path.join(directory, "reference_cache"), log=log)
+  targets = {kind: priors_lib.targets(models[kind], task,
+                                      os.path.join(directory, f"targets_{kind}"),
+                                      width=harness.WIDTH, log=log)
+             for kind in settings["priors"]}
+
+  todo = len(_grid(settings)) * settings["seeds"]
+  done, start = len(results["runs"]), time.time()
+  for seed in range(settings["seeds"]):
+    for row, method, prior, switch in _grid(settings):
+      key = _key(row, seed)
+      if key in results["runs"]:
+        continue
+      config = harness.RunConfig(
+          method=method, filter_ratio=settings["filter_ratio"],
+          batch_size=settings["batch_size"], steps=settings["steps"], seed=seed,
+          eval_every=settings["eval_every"], learning_rate=settings["learning_rate"],
+          num_chunks=4 if settings["smoke"] else 16, rela_switch=switch or "adaptive")
+      run = harness.run(config, task, reference=models["reference"], reference_cache=cache,
+                        prior_targets=targets[prior] if prior else None)
+      if prior:
+        pass_flops = results["priors"][prior]["pass_flops"]
+        run["prior_pass_flops"] = pass_flops
+        run["flops"] = [f + pass_flops for f in run["flops"]]
+      results["runs"][key] = run
+      _write(_OUTPUT.value, results)
+      done += 1
+      print(f"[{done}/{todo}] {key}: final accuracy {run['accuracy'][-1]:.3f}"
+            + (f", switched at {run['rela']['switch_step']}" if prior else "")
+            + f", {run['wall_seconds']:.0f} s (elapsed {time.time() - start:.0f} s)",
+            flush=True)
+    _report(settings, results)
+  _report(settings, results)
+  print(f"results: {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
