@@ -129,28 +129,40 @@ def reference_fingerprint(model: keras.Model, task: str) -> str:
   return digest.hexdigest()
 
 
-class ReferenceCache:
-  """Reference outputs per example id, loaded in memory (see the module docstring).
+class PerIdValues:
+  """Values computed once per example id, held in memory and joined to a stream by id.
 
-  Create one with `cache_reference` or `ReferenceCache.load`.
+  The part a reference cache shares with other per-id stores built from it (DnC's cluster ids,
+  `tfjest.clusters`): a directory of `metadata.json` (format, version, the reference's and the
+  dataset's fingerprints, the input structure) and a `data/` snapshot of `id`,
+  `input_fingerprint` and the values; the in-graph join with its missing-id and stale-input
+  checks. Subclasses name themselves (`KIND`, `BUILDER`, `FORMAT`, `VERSION`) and say which
+  values the join returns (`JOINED`).
 
   Attributes:
-    path: the cache directory.
+    path: the directory.
     metadata: the parsed `metadata.json`.
-    task: "contrastive" or "classification".
-    num_examples: `M`, examples in the cache.
+    task: "contrastive" or "classification" (the reference's).
+    num_examples: `M`, examples held.
+    ids: `[M]` the ids (int64 or bytes), sorted.
     verify_inputs: whether every super-batch's inputs are checked against the fingerprints.
-    reused: True when `cache_reference(..., reuse=True)` returned the cache it found at `path`
-      (the reference was not called).
-    rebuild_reason: when `cache_reference(..., reuse=True)` computed the cache, why the one at
+    reused: True when the builder (`reuse=True`) returned what it found at `path`.
+    rebuild_reason: when the builder (`reuse=True`) computed the values again, why the ones at
       `path` could not be reused (e.g. "no cache at this path"); else None.
   """
+
+  KIND = "reference cache"
+  BUILDER = "tfjest.cache_reference(...)"
+  FORMAT = "tfjest.reference_cache"
+  VERSION = 1
+  JOINED = ()
 
   def __init__(self, path: str, metadata: dict, arrays: dict, verify_inputs: bool = True):
     self.path = path
     self.metadata = metadata
     self.task = metadata["task"]
     self.num_examples = int(metadata["dataset"]["num_examples"])
+    self.ids = arrays["id"]
     self.verify_inputs = verify_inputs
     self.reused = False
     self.rebuild_reason = None
@@ -162,13 +174,27 @@ class ReferenceCache:
           default_value=-1)
       self._values = {k: tf.Variable(v, trainable=False, name=f"cached_{k}")
                       for k, v in arrays.items() if k != "id"}
-      if self.task == "contrastive":
-        self._scale = tf.constant(metadata["logit_scale"], tf.float32)
-        self._bias = tf.constant(metadata["logit_bias"], tf.float32)
 
   @classmethod
-  def load(cls, path: str, *, verify_inputs: bool = True) -> "ReferenceCache":
-    """Reads a cache directory written by `cache_reference`.
+  def read_arrays(cls, path: str):
+    """`(metadata, arrays)` of a directory written by the builder, checked for format."""
+    metadata = _read_metadata(path, cls.FORMAT, cls.VERSION, cls.KIND, cls.BUILDER)
+    data = tf.data.Dataset.load(os.path.join(os.fspath(path), _DATA))
+    chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in data.batch(1 << 16)]
+    return metadata, {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+  @staticmethod
+  def write_arrays(path: str, metadata: dict, arrays: dict, overwrite: bool):
+    """Writes `metadata.json` and the `data/` snapshot (replacing them with `overwrite`)."""
+    if overwrite:
+      shutil.rmtree(os.path.join(path, _DATA), ignore_errors=True)
+    tf.data.Dataset.from_tensor_slices(arrays).save(os.path.join(path, _DATA))
+    with open(os.path.join(path, _METADATA), "w") as f:
+      json.dump(metadata, f, indent=1)
+
+  @classmethod
+  def load(cls, path: str, *, verify_inputs: bool = True):
+    """Reads a directory written by the builder (`cache_reference` for a reference cache).
 
     Args:
       path: the directory.
@@ -177,13 +203,21 @@ class ReferenceCache:
         the inputs the reference saw (e.g. random augmentation), accepting stale outputs.
 
     Raises:
-      ValueError: if the directory is not a tfjest reference cache of a known version.
+      ValueError: if the directory is not one of this kind (`KIND`) of a known version.
     """
-    metadata = _read_metadata(path)
-    data = tf.data.Dataset.load(os.path.join(os.fspath(path), _DATA))
-    chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in data.batch(1 << 16)]
-    arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    metadata, arrays = cls.read_arrays(path)
     return cls(os.fspath(path), metadata, arrays, verify_inputs=verify_inputs)
+
+  def array(self, key: str) -> np.ndarray:
+    """The `[M, ...]` values stored under `key`, row `i` for `ids[i]` (a NumPy copy).
+
+    Raises:
+      ValueError: if there is no such value.
+    """
+    if key not in self._values:
+      raise ValueError(f"The {self.KIND} at {self.path!r} holds {sorted(self._values)}. "
+                       f"Received: key={key!r}")
+    return self._values[key].numpy()
 
   @property
   def reference_fingerprint(self) -> str:
@@ -194,10 +228,10 @@ class ReferenceCache:
     got = reference_fingerprint(model, self.task)
     if got != self.reference_fingerprint:
       raise ValueError(
-          f"The reference cache at {self.path!r} was computed with other reference weights "
+          f"The {self.KIND} at {self.path!r} was computed with other reference weights "
           f"(cache fingerprint {self.reference_fingerprint[:16]}..., built from model "
           f"{self.metadata['reference']['name']!r}): it is stale for this reference. Rebuild "
-          f"it with tfjest.cache_reference(reference, dataset, path). "
+          f"it with {self.BUILDER}. "
           f"Received: reference={model.name!r} with fingerprint {got[:16]}...")
 
   def check_element_spec(self, element_spec, id_key: str):
@@ -207,14 +241,77 @@ class ReferenceCache:
     got = "string" if ids.dtype == tf.string else ("int64" if ids.dtype.is_integer else None)
     if got != want or ids.shape.rank != 0:
       raise ValueError(
-          f"The reference cache at {self.path!r} is keyed by scalar {want} ids. "
+          f"The {self.KIND} at {self.path!r} is keyed by scalar {want} ids. "
           f"Received: id feature {id_key!r} of dtype {ids.dtype.name} and shape {ids.shape}")
     structure = input_structure(element_spec)
     if self.verify_inputs and structure != self.metadata["inputs"]:
       raise ValueError(
-          f"The reference cache at {self.path!r} was built from elements of another structure "
+          f"The {self.KIND} at {self.path!r} was built from elements of another structure "
           f"(another dataset or preprocessing): it is stale for these elements. Recorded "
           f"inputs: {self.metadata['inputs']}. Received: inputs {structure}")
+
+  def values_for(self, super_batch, id_key: str):
+    """The cached per-example values of `N` stacked elements, a dict of `[N, ...]` tensors.
+
+    The join runs where `tf.data` runs: with selection in a train step (`tfjest.attach`) the
+    pipeline joins these values to each super-batch, so the step (possibly XLA-compiled, on an
+    accelerator) never looks up a hash table.
+
+    Returns:
+      `{key: [N, ...]}` for the keys of `joined_keys()`.
+
+    Raises:
+      tf.errors.InvalidArgumentError: when run, if an id is not in the cache or (with
+        `verify_inputs`) an example's inputs differ from those the cache was built from.
+    """
+    ids = find_id(super_batch, id_key)
+    ids = ids if self._string_ids else tf.cast(ids, tf.int64)
+    rows = self._table.lookup(ids)
+    missing = rows < 0
+    checks = [tf.debugging.Assert(tf.logical_not(tf.reduce_any(missing)), [tf.strings.format(
+        "The {} at {} has no entry for example id {} ({} ids of this super-batch "
+        "are missing): the stream holds examples the cache was not built from. Rebuild the "
+        "cache with {} over this dataset. Received: id={}",
+        [self.KIND, self.path, _first(ids, missing),
+         tf.reduce_sum(tf.cast(missing, tf.int32)), self.BUILDER, _first(ids, missing)])])]
+    rows = tf.maximum(rows, 0)
+    if self.verify_inputs:
+      changed = tf.not_equal(tf.gather(self._values["input_fingerprint"], rows),
+                             input_fingerprints(super_batch)) & ~missing
+      checks.append(tf.debugging.Assert(tf.logical_not(tf.reduce_any(changed)), [
+          tf.strings.format(
+              "The {} entry for example id {} was computed from other inputs "
+              "(the dataset or its preprocessing changed since the cache was built, or two "
+              "examples share an id): the cache at {} is stale. Rebuild it, or load it with "
+              "verify_inputs=False to accept stale outputs. Received: id={}",
+              [self.KIND, _first(ids, changed), self.path, _first(ids, changed)])]))
+    with tf.control_dependencies(checks):
+      rows = tf.identity(rows)
+    return {k: tf.gather(self._values[k], rows) for k in self.joined_keys()}
+
+  def joined_keys(self) -> Tuple[str, ...]:
+    """The values `values_for` returns."""
+    return self.JOINED
+
+
+class ReferenceCache(PerIdValues):
+  """Reference outputs per example id, loaded in memory (see the module docstring).
+
+  Create one with `cache_reference` or `ReferenceCache.load`. Attributes as `PerIdValues`'
+  (`path`, `metadata`, `task`, `num_examples`, `ids`, `verify_inputs`, `reused`,
+  `rebuild_reason`).
+  """
+
+  def __init__(self, path: str, metadata: dict, arrays: dict, verify_inputs: bool = True):
+    super().__init__(path, metadata, arrays, verify_inputs=verify_inputs)
+    if self.task == "contrastive":
+      with tf.init_scope(), tf.device("/cpu:0"):
+        self._scale = tf.constant(metadata["logit_scale"], tf.float32)
+        self._bias = tf.constant(metadata["logit_bias"], tf.float32)
+
+  def joined_keys(self) -> Tuple[str, ...]:
+    return (("image_embeddings", "text_embeddings") if self.task == "contrastive"
+            else ("loss",))
 
   def outputs_for(self, super_batch, id_key: str):
     """The cached outputs of `N` stacked elements (graph-safe): `outputs_from(values_for(...))`.
@@ -231,56 +328,20 @@ class ReferenceCache:
                                self._scale, self._bias)
     return values["loss"]
 
-  def values_for(self, super_batch, id_key: str):
-    """The cached per-example values of `N` stacked elements, a dict of `[N, ...]` tensors.
 
-    The join runs where `tf.data` runs: with selection in a train step (`tfjest.attach`) the
-    pipeline joins these values to each super-batch, so the step (possibly XLA-compiled, on an
-    accelerator) never looks up a hash table.
-
-    Raises:
-      tf.errors.InvalidArgumentError: when run, if an id is not in the cache or (with
-        `verify_inputs`) an example's inputs differ from those the cache was built from.
-    """
-    ids = find_id(super_batch, id_key)
-    ids = ids if self._string_ids else tf.cast(ids, tf.int64)
-    rows = self._table.lookup(ids)
-    missing = rows < 0
-    checks = [tf.debugging.Assert(tf.logical_not(tf.reduce_any(missing)), [tf.strings.format(
-        "The reference cache at {} has no entry for example id {} ({} ids of this super-batch "
-        "are missing): the stream holds examples the cache was not built from. Rebuild the "
-        "cache with tfjest.cache_reference(...) over this dataset. Received: id={}",
-        [self.path, _first(ids, missing), tf.reduce_sum(tf.cast(missing, tf.int32)),
-         _first(ids, missing)])])]
-    rows = tf.maximum(rows, 0)
-    if self.verify_inputs:
-      changed = tf.not_equal(tf.gather(self._values["input_fingerprint"], rows),
-                             input_fingerprints(super_batch)) & ~missing
-      checks.append(tf.debugging.Assert(tf.logical_not(tf.reduce_any(changed)), [
-          tf.strings.format(
-              "The reference cache entry for example id {} was computed from other inputs "
-              "(the dataset or its preprocessing changed since the cache was built, or two "
-              "examples share an id): the cache at {} is stale. Rebuild it, or load it with "
-              "verify_inputs=False to accept stale outputs. Received: id={}",
-              [_first(ids, changed), self.path, _first(ids, changed)])]))
-    with tf.control_dependencies(checks):
-      rows = tf.identity(rows)
-    keys = (("image_embeddings", "text_embeddings") if self.task == "contrastive"
-            else ("loss",))
-    return {k: tf.gather(self._values[k], rows) for k in keys}
-
-
-def _read_metadata(path) -> dict:
+def _read_metadata(path, fmt: str = FORMAT, version: int = VERSION,
+                   kind: str = "reference cache",
+                   builder: str = "tfjest.cache_reference(...)") -> dict:
   """The parsed `metadata.json` of a cache directory, checked for format and version."""
   meta_path = os.path.join(os.fspath(path), _METADATA)
   try:
     with open(meta_path) as f:
       metadata = json.load(f)
   except (OSError, ValueError) as e:
-    raise ValueError(f"No readable tfjest reference cache at this path ({e}). Build one with "
-                     f"tfjest.cache_reference(...). Received: path={os.fspath(path)!r}") from e
-  if metadata.get("format") != FORMAT or metadata.get("version") != VERSION:
-    raise ValueError(f"Expected a {FORMAT} of version {VERSION}. Received: "
+    raise ValueError(f"No readable tfjest {kind} at this path ({e}). Build one with "
+                     f"{builder}. Received: path={os.fspath(path)!r}") from e
+  if metadata.get("format") != fmt or metadata.get("version") != version:
+    raise ValueError(f"Expected a {fmt} of version {version}. Received: "
                      f"format={metadata.get('format')!r}, version={metadata.get('version')!r}")
   return metadata
 
@@ -446,11 +507,7 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
     scale, bias = adapters.logit_parameters(reference)
     metadata.update(logit_scale=float(scale.numpy()), logit_bias=float(bias.numpy()),
                     embedding_keys=list(embedding_keys))
-  if overwrite:
-    shutil.rmtree(os.path.join(path, _DATA), ignore_errors=True)
-  tf.data.Dataset.from_tensor_slices(arrays).save(os.path.join(path, _DATA))
-  with open(os.path.join(path, _METADATA), "w") as f:
-    json.dump(metadata, f, indent=1)
+  ReferenceCache.write_arrays(path, metadata, arrays, overwrite)
   cache = ReferenceCache(path, metadata, arrays)
   cache.rebuild_reason = rebuild_reason
   return cache
