@@ -171,6 +171,7 @@ def run(config: RunConfig, task, **kwargs) -> Dict:
 
 def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
           reference_cache: Optional[tfjest.ReferenceCache] = None, strategy=None,
+          before_selection: Optional[Callable[[tf.data.Dataset], tf.data.Dataset]] = None,
           log: Callable[[str], None] = lambda s: None):
   """Trains a learner of `task` on selected data; returns `(learner, result)`.
 
@@ -183,6 +184,8 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
       when the score reads the reference, selection reads the cache instead of calling it
       (the same selections, no reference scoring FLOPs).
     strategy: a `tf.distribute.Strategy`: select in the replicated train step.
+    before_selection: a transformation applied to the task's stream of single examples
+      before selection (e.g. `tfjest.by_cluster(...)`: cluster-conditioned super-batches).
     log: called with one line per evaluation.
 
   Returns:
@@ -223,6 +226,8 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
   log(f"selection: {config.name} keeps {config.batch_size} of {selector.super_batch_size} per "
       f"step, in the {selector.placement}")
   stream = task.stream(config.seed, clean_only=config.oracle_clean)
+  if before_selection is not None:
+    stream = stream.apply(before_selection)
   counter = None
   if strategy is None:
     counter = data.CorruptionCounter()
