@@ -16,7 +16,8 @@ How (all in `tf.data`, deterministic for a deterministic input order):
    cluster size), each window is numbered within its slot (a `scan`), and windows are grouped
    by that number: a group takes exactly one window from each slot, so its `m` windows come
    from `m` different clusters;
-4. the groups are flattened back into single examples.
+4. with `negatives="per_replica"`, `R` consecutive units of `N / R` make a group of `N`;
+5. the groups are flattened back into single examples.
 
 Nothing is dropped silently: at the end of a finite stream the windows and groups that could
 not be completed are dropped and counted (`stats.left_over`), so after a full pass
@@ -149,6 +150,13 @@ class ClusterGrouping:
                  .filter(lambda group: self._full_or_count(group, m))
                  .map(lambda group: tf.nest.map_structure(
                      lambda t: tf.reshape(t, tf.concat([[m * w], tf.shape(t)[2:]], 0)), group)))
+    per_group = self.group_size // self.unit
+    if per_group > 1:  # "per_replica": R units of N / R make a group of N
+      windows = (windows.batch(per_group)
+                 .filter(lambda units: self._full_or_count(units, per_group))
+                 .map(lambda units: tf.nest.map_structure(
+                     lambda t: tf.reshape(t, tf.concat([[self.group_size], tf.shape(t)[2:]],
+                                                       0)), units)))
     out = windows.map(self._count_emitted).unbatch().map(lambda e: e["element"])
     options = tf.data.Options()
     options.experimental_external_state_policy = (
