@@ -23,6 +23,9 @@ _OBJECTS = {
     "selection_checkpoint": tfjest.selection_checkpoint,
     "deterministic_options": tfjest.deterministic_options,
     "backup_and_restore": tfjest.backup_and_restore,
+    "kmeans": tfjest.kmeans,
+    "cluster_reference": tfjest.cluster_reference,
+    "by_cluster": tfjest.by_cluster,
 }
 _OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
