@@ -49,6 +49,12 @@ _WORK_DIR = flags.DEFINE_string(
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config).")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per row (0, 1, ...).")
+_FIRST_SEED = flags.DEFINE_integer(
+    "first_seed", 0, "Run seeds first_seed .. first_seed + seeds - 1 (several processes can "
+    "share --work_dir, each with its own --output; --merge joins their files).")
+_MERGE = flags.DEFINE_list(
+    "merge", [], "Results files of the same settings whose runs are added to --output before "
+    "the table is printed (nothing is trained when every run is there).")
 _STEPS = flags.DEFINE_integer("steps", 3000, "Training steps per run (the budget).")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between evaluations.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per training step (b).")
@@ -102,9 +108,21 @@ def _base(settings, task, results, directory):
 
 
 def _experts(settings, task, base, clusters, results, directory):
-  """The experts' embedding caches (trained and cached once, then reused)."""
+  """The experts' embedding caches: trained and cached once per work directory, then reused.
+
+  Several processes may share the directory: the first to need the experts trains them (an
+  exclusive lock file), the others wait for `experts.json`.
+  """
   paths = [os.path.join(directory, f"expert_{c}_cache") for c in range(clusters.num_clusters)]
-  if "experts" in results and all(os.path.exists(p) for p in paths):
+  done = os.path.join(directory, "experts.json")
+  try:
+    os.close(os.open(os.path.join(directory, "experts.lock"), os.O_CREAT | os.O_EXCL))
+  except FileExistsError:
+    while not os.path.exists(done):
+      time.sleep(10)
+  if os.path.exists(done):
+    with open(done) as file:
+      results["experts"] = json.load(file)
     return [tfjest.ReferenceCache.load(p) for p in paths]
   start = time.time()
   experts = dnc.train_experts(task, base, clusters, steps=settings["expert_steps"],
@@ -115,6 +133,7 @@ def _experts(settings, task, base, clusters, results, directory):
             for e, p in zip(experts, paths)]
   results["experts"] = {"seconds": time.time() - start,
                         "accuracy": [task.evaluate(e)["accuracy"] for e in experts]}
+  _write(done, results["experts"])
   return caches
 
 
@@ -212,8 +231,17 @@ def main(argv):
                          "inertia": clusters.metadata["kmeans"]["inertia"]}
   _write(_OUTPUT.value, results)
   expert_caches = None
+  for other in _MERGE.value:
+    with open(other) as file:
+      theirs = json.load(file)
+    if ({k: v for k, v in theirs["settings"].items() if k != "seeds"} !=
+        {k: v for k, v in results["settings"].items() if k != "seeds"}):
+      raise ValueError(f"Only results of the same settings can be merged. Received: {other} "
+                       f"with settings={theirs['settings']}")
+    results["runs"].update(theirs["runs"])
+    results.setdefault("experts", theirs.get("experts"))
   start = time.time()
-  for seed in range(settings["seeds"]):
+  for seed in range(_FIRST_SEED.value, _FIRST_SEED.value + settings["seeds"]):
     for row in ROWS:
       key = f"{row}|seed={seed}"
       if key in results["runs"]:
