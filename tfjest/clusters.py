@@ -27,6 +27,7 @@ groups that `tfjest.select` reads as super-batches.
 """
 
 import dataclasses
+import hashlib
 import numbers
 import os
 from typing import Optional
@@ -309,10 +310,11 @@ def cluster_reference(cache: cache_lib.ReferenceCache, path: str, *, num_cluster
   if exists and not (overwrite or reuse):
     raise ValueError(f"Clusters already exist there; pass overwrite=True to replace them or "
                      f"reuse=True to keep them if current. Received: path={path!r}")
+  given = None
+  if initial_centroids is not None:  # recorded by a digest of the exact float64 values
+    given = hashlib.sha256(np.ascontiguousarray(initial_centroids, np.float64)).hexdigest()
   settings = {"num_clusters": num_clusters, "features": features, "seed": seed,
-              "iterations": iterations,
-              "initial_centroids": None if initial_centroids is None else cache_lib._digest(  # pylint: disable=protected-access
-                  np.asarray(initial_centroids, np.float64).view(np.int64).ravel())}
+              "iterations": iterations, "initial_centroids": given}
   source = {"reference": cache.metadata["reference"], "dataset": cache.metadata["dataset"],
             "inputs": cache.metadata["inputs"], "embedding_keys": cache.metadata.get(
                 "embedding_keys")}

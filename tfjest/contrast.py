@@ -6,7 +6,8 @@ examples is reordered so that every consecutive group of `group_size` examples c
 controlled cluster mix; `tfjest.select` (which cuts its input into super-batches of `N`
 consecutive examples) then picks from cluster-conditioned candidates:
 
-    ds.apply(tfjest.by_cluster(clusters, group_size=N)).apply(tfjest.select(..., super_batch_size=N))
+    ds.apply(tfjest.by_cluster(clusters, group_size=N)).apply(
+        tfjest.select(..., super_batch_size=N))
 
 How (all in `tf.data`, deterministic for a deterministic input order):
 1. join each example's cluster id by example id (`Clusters.values_for`; a missing id or stale
@@ -40,7 +41,6 @@ cluster mix holds, and so what a contrastive loss's negatives are:
 import numbers
 import sys
 
-import numpy as np
 import tensorflow as tf
 
 from tfjest import batching
