@@ -8,8 +8,10 @@ BENCHMARKS.md; this keeps the programs from rotting and checks what they write.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import tensorflow as tf
 
@@ -26,7 +28,12 @@ class DnCProgramsTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.data_dir = os.path.join(cls.get_temp_dir(cls), "tfds")
+    cls.data_dir = tempfile.mkdtemp()  # both programs build the small config here once
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.data_dir, ignore_errors=True)
+    super().tearDownClass()
 
   def test_example_runs_the_recipe(self):
     out = os.path.join(self.get_temp_dir(), "dnc")
