@@ -10,6 +10,7 @@ Rows, each for `--seeds` seeds, all `--steps` steps of `--batch_size` at noise `
   (`tfjest.by_cluster(clusters, group_size=N)` before `select`): every batch from one cluster;
 - `jest`: JEST learnability with the cached reference;
 - `clusters+jest`: JEST learnability over cluster-conditioned super-batches (hard candidates);
+- `distil_base` (an ablation): the same student distilled from the reference alone;
 - `dnc`: the distilled DnC student (`examples.divide_and_contrast`): k-means on the
   reference's cached image embeddings, one expert per cluster (from the reference, trained on
   its cluster for `--expert_steps`), then `--steps` distillation steps. Its `steps` count
@@ -67,7 +68,7 @@ _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
                                    "Epochs of reference (base) training on curated.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny dataset and budget, for tests.")
 
-ROWS = ("uniform", "clusters", "jest", "clusters+jest", "dnc")
+ROWS = ("uniform", "clusters", "jest", "clusters+jest", "dnc", "distil_base")
 
 
 def _settings():
@@ -138,13 +139,15 @@ def _experts(settings, task, base, clusters, results, directory):
 
 
 def _run(row, seed, settings, task, reference, cache, clusters, expert_caches):
-  if row == "dnc":
+  if row in ("dnc", "distil_base"):
+    # distil_base: the same student distilled from the base alone (the experts' term weighs
+    # 0 and is not paid for), to tell what the experts add to distilling the reference.
     _, run = dnc.distill(task, cache, expert_caches, clusters, steps=settings["steps"],
                          eval_every=settings["eval_every"], batch_size=settings["batch_size"],
                          learning_rate=settings["learning_rate"], seed=seed,
                          width=harness.WIDTH, expert_steps=settings["expert_steps"],
-                         log=print)
-    return {"method": "dnc", "seed": seed, **run}
+                         expert_weight=1.0 if row == "dnc" else 0.0, log=print)
+    return {"method": row, "seed": seed, **run}
   config = harness.RunConfig(
       method="jest" if "jest" in row else "uniform", filter_ratio=settings["filter_ratio"],
       batch_size=settings["batch_size"], steps=settings["steps"], seed=seed,
@@ -246,7 +249,7 @@ def main(argv):
       key = f"{row}|seed={seed}"
       if key in results["runs"]:
         continue
-      if row == "dnc" and expert_caches is None:
+      if row in ("dnc", "distil_base") and expert_caches is None:
         expert_caches = _experts(settings, task, reference, clusters, results, directory)
       run = _run(row, seed, settings, task, reference, cache, clusters, expert_caches)
       results["runs"][key] = run

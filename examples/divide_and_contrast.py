@@ -85,11 +85,15 @@ class Distilled(keras.Model):
     student: an unbuilt dual encoder of the task (`image_tower`, `text_tower`).
     num_experts: `k`.
     width: the teachers' embedding width.
+    expert_weight: weight of the experts' term in the loss (0: distil from the base alone, the
+      ablation that tells what the experts add).
   """
 
-  def __init__(self, student: keras.Model, num_experts: int, width: int, **kwargs):
+  def __init__(self, student: keras.Model, num_experts: int, width: int,
+               expert_weight: float = 1.0, **kwargs):
     super().__init__(**kwargs)
     self.student, self.num_experts, self.width = student, num_experts, width
+    self.expert_weight = expert_weight
     self.base_head = keras.layers.Dense(width, use_bias=False, name="base_head")
     self.expert_heads = keras.layers.Dense(num_experts * width, use_bias=False,
                                            name="expert_heads")
@@ -120,7 +124,8 @@ class Distilled(keras.Model):
       expert = keras.ops.normalize(tf.gather(experts, targets["cluster"], batch_dims=1),
                                    axis=-1)
       total += tf.reduce_mean(1.0 - tf.reduce_sum(base * targets[f"base_{kind}"], -1))
-      total += tf.reduce_mean(1.0 - tf.reduce_sum(expert * targets[f"expert_{kind}"], -1))
+      total += self.expert_weight * tf.reduce_mean(
+          1.0 - tf.reduce_sum(expert * targets[f"expert_{kind}"], -1))
     return total / 2.0
 
   def train_step(self, batch):
@@ -158,7 +163,10 @@ def distillation_stream(task, base_cache: tfjest.ReferenceCache,
 
 def dnc_flops(task, student: keras.Model, *, num_experts: int, expert_steps: int,
               batch_size: int) -> dict:
-  """FLOPs of the recipe: `once` (experts' training and caches) and `per_step` (distillation)."""
+  """FLOPs of the recipe: `once` (experts' training and caches) and `per_step` (distillation).
+
+  `num_experts=0`: distillation from the base alone.
+  """
   spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype),
                                task.example_inputs(1))
   forward = tfjest.forward_flops(student.student, spec)
@@ -172,18 +180,21 @@ def dnc_flops(task, student: keras.Model, *, num_experts: int, expert_steps: int
 
 def distill(task, base_cache: tfjest.ReferenceCache, expert_caches, clusters, *, steps: int,
             eval_every: int, batch_size: int, learning_rate: float, seed: int, width: int,
-            expert_steps: int, log: Callable[[str], None] = lambda s: None):
+            expert_steps: int, expert_weight: float = 1.0,
+            log: Callable[[str], None] = lambda s: None):
   """Trains the distilled student; returns `(model, curve)` in the harness's curve format.
 
   The curve's `flops` start at the experts' one-off cost (`dnc_flops`), so that compute to a
-  target includes them; `steps` count distillation steps only.
+  target includes them; `steps` count distillation steps only. `expert_weight=0` distils from
+  the base alone (no expert is paid for).
   """
   keras.utils.set_random_seed(seed)
   model = Distilled(task.make_model("student", width=width), clusters.num_clusters,
-                    base_cache.array("image_embeddings").shape[1], name="distilled")
+                    base_cache.array("image_embeddings").shape[1],
+                    expert_weight=expert_weight, name="distilled")
   model(task.example_inputs(1))
   model.compile(optimizer=keras.optimizers.Adam(learning_rate))
-  flops = dnc_flops(task, model, num_experts=clusters.num_clusters,
+  flops = dnc_flops(task, model, num_experts=clusters.num_clusters if expert_weight else 0,
                     expert_steps=expert_steps, batch_size=batch_size)
   curve = {"steps": [], "flops": [], "corrupted_share": []}
 

@@ -56,7 +56,8 @@ class DnCProgramsTest(tf.test.TestCase):
       results = json.load(f)
     runs = results["runs"]
     self.assertCountEqual(runs, [f"{row}|seed=0" for row in
-                                 ("uniform", "clusters", "jest", "clusters+jest", "dnc")])
+                                 ("uniform", "clusters", "jest", "clusters+jest", "dnc",
+                                  "distil_base")])
     for key, run in runs.items():
       self.assertEqual(run["steps"], [0, 5, 10], key)
       self.assertLen(run["accuracy"], 3)
@@ -67,8 +68,9 @@ class DnCProgramsTest(tf.test.TestCase):
     dnc = runs["dnc|seed=0"]
     self.assertGreater(dnc["dnc_flops"]["once"], 0)
     self.assertEqual(dnc["flops"][0], dnc["dnc_flops"]["once"])  # the experts are paid first
+    self.assertEqual(runs["distil_base|seed=0"]["flops"][0], 0.0)  # no expert to pay for
     self.assertEqual([r["row"] for r in results["summary"]],
-                     ["uniform", "clusters", "jest", "clusters+jest", "dnc"])
+                     ["uniform", "clusters", "jest", "clusters+jest", "dnc", "distil_base"])
     self.assertIn("| clusters+jest | 1 |", result.stdout)
 
 
