@@ -10,6 +10,7 @@ Rooms (importable from the repository root, e.g. `from examples import harness`)
 * `reference`: the one recipe for the frozen reference (train, save, load, cache).
 * `strategies`: the `tf.distribute` strategy of a program's `--strategy`.
 * `harness`: one run (a learner trained on selected data, with or without a strategy).
+* `divide_and_contrast`: the DnC recipe (clusters, one expert per cluster, distillation).
 * `plots`: curves as PNG files.
 
 Programs (run from the repository root; each docstring gives its command):
@@ -18,6 +19,7 @@ Programs (run from the repository root; each docstring gives its command):
     python -m examples.demo             # make demo: JEST against uniform on the captions data
     python -m examples.train_reference  # a reference saved as .keras
     python -m examples.train_learner    # any strategy: default, mirrored, multi_worker, tpu
+    python -m examples.dnc              # Divide and Contrast: k-means, experts, distillation
 
 `tfjest.efficiency` (in the library) turns the harness's curves into JEST_SPEC section 9's
 speedups.

@@ -177,6 +177,7 @@ def run(config: RunConfig, task, **kwargs) -> Dict:
 def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
           reference_cache: Optional[tfjest.ReferenceCache] = None, strategy=None,
           prior_targets: Optional[tfjest.PriorTargets] = None,
+          before_selection: Optional[Callable[[tf.data.Dataset], tf.data.Dataset]] = None,
           log: Callable[[str], None] = lambda s: None):
   """Trains a learner of `task` on selected data; returns `(learner, result)`.
 
@@ -192,6 +193,8 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
     prior_targets: ReLA: a prior's targets of the training split (`tfjest.prior_targets`),
       joined to the selected batches by id; the learner trains through `tfjest.ReLAAid`
       (`config.rela_switch`, `config.rela_features`). Not with a strategy.
+    before_selection: a transformation applied to the task's stream of single examples
+      before selection (e.g. `tfjest.by_cluster(...)`: cluster-conditioned super-batches).
     log: called with one line per evaluation.
 
   Returns:
@@ -236,6 +239,8 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
   log(f"selection: {config.name} keeps {config.batch_size} of {selector.super_batch_size} per "
       f"step, in the {selector.placement}")
   stream = task.stream(config.seed, clean_only=config.oracle_clean)
+  if before_selection is not None:
+    stream = stream.apply(before_selection)
   counter = None
   if selector.placement == "pipeline":
     counter = data.CorruptionCounter()

@@ -27,6 +27,9 @@ _OBJECTS = {
     "ReLAAid": tfjest.ReLAAid,
     "rela_switch_update": tfjest.rela_switch_update,
     "epoch_subsets": tfjest.epoch_subsets,
+    "kmeans": tfjest.kmeans,
+    "cluster_reference": tfjest.cluster_reference,
+    "by_cluster": tfjest.by_cluster,
 }
 _OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -34,6 +34,7 @@ def _section(text, heading):
 
 
 def _dual_encoder_block(text, heading="## Model contracts"):
+  """The code block after the marker in the section under `heading`."""
   lines = _section(text, heading)
   start = lines.index(_BLOCK_MARKER) + 1
   if lines[start] != "```python":
@@ -129,6 +130,20 @@ class DualEncoderExampleTest(tf.test.TestCase, parameterized.TestCase):
     history = model.fit(pairs.apply(selector), epochs=1, verbose=0).history
     self.assertEqual(int(model.optimizer.iterations.numpy()), 2)
     self.assertTrue(np.isfinite(history["loss"][0]), history)
+
+
+class DivideAndContrastBlockTest(tf.test.TestCase):
+
+  def test_the_block_runs_and_accounts_for_every_example(self):
+    namespace = {"__name__": "readme_divide_and_contrast"}
+    block = _dual_encoder_block(
+        _readme(), "## Divide and Contrast: cluster-conditioned super-batches")
+    exec(compile(block, _README, "exec"), namespace)  # pylint: disable=exec-used
+    self.assertEqual(int(namespace["model"].optimizer.iterations), 4)
+    stats = namespace["grouping"].stats.result()
+    self.assertGreaterEqual(stats["emitted"], 4 * 32)
+    self.assertEqual(stats["left_over"], 0)  # an endless stream leaves nothing over
+    self.assertLessEqual(stats["emitted"], stats["read"])
 
 
 class SelectTableTest(tf.test.TestCase):

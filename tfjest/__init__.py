@@ -9,6 +9,10 @@ from tfjest.batching import super_batch_size_for
 from tfjest.cache import ReferenceCache
 from tfjest.cache import cache_reference
 from tfjest.callbacks import SelectionStatsCallback
+from tfjest.clusters import Clusters
+from tfjest.clusters import cluster_reference
+from tfjest.clusters import kmeans
+from tfjest.contrast import by_cluster
 from tfjest.cost import StepCost
 from tfjest.cost import forward_flops
 from tfjest.cost import selection_flops
@@ -48,6 +52,7 @@ from tfjest.transform import select
 from tfjest.version import __version__
 
 __all__ = [
+    "Clusters",
     "DenseScores",
     "DiagonalScores",
     "Embeddings",
@@ -69,7 +74,9 @@ __all__ = [
     "attach",
     "backup_and_restore",
     "batch_score",
+    "by_cluster",
     "cache_reference",
+    "cluster_reference",
     "conditional_gains",
     "deterministic_options",
     "efficiency",
@@ -78,6 +85,7 @@ __all__ = [
     "forward_flops",
     "independent_selection",
     "joint_selection",
+    "kmeans",
     "multi_resolution",
     "models_read",
     "per_example_loss",

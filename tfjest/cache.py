@@ -129,28 +129,35 @@ def reference_fingerprint(model: keras.Model, task: str) -> str:
   return digest.hexdigest()
 
 
-class ReferenceCache:
-  """Reference outputs per example id, loaded in memory (see the module docstring).
+class PerIdValues:
+  """Values computed once per example id, held in memory and joined to a stream by id.
 
-  Create one with `cache_reference` or `ReferenceCache.load`. (`priors.PriorTargets`, a prior's
-  ReLA targets, is the same per-id store with other outputs: the class attributes `FORMAT`,
-  `KIND` and `BUILDER` name what the messages talk about.)
+  The part a reference cache shares with the per-id stores built like it (a prior's ReLA
+  targets, `tfjest.PriorTargets`; DnC's cluster ids, `tfjest.Clusters`): a directory of
+  `metadata.json` (format, version, the model's and the dataset's fingerprints, the input
+  structure) and a `data/` snapshot of `id`, `input_fingerprint` and the values; the in-graph
+  join with its missing-id and stale-input checks. Subclasses name themselves (`KIND`,
+  `BUILDER`, `FORMAT`, `VERSION`: what the messages talk about) and say which values the join
+  returns (`JOINED`, or `joined_keys()`).
 
   Attributes:
-    path: the cache directory.
+    path: the directory.
     metadata: the parsed `metadata.json`.
-    task: "contrastive" or "classification".
-    num_examples: `M`, examples in the cache.
+    task: "contrastive" or "classification" (the model's).
+    num_examples: `M`, examples held.
+    ids: `[M]` the ids (int64 or bytes), sorted.
     verify_inputs: whether every super-batch's inputs are checked against the fingerprints.
-    reused: True when `cache_reference(..., reuse=True)` returned the cache it found at `path`
-      (the reference was not called).
-    rebuild_reason: when `cache_reference(..., reuse=True)` computed the cache, why the one at
+    reused: True when the builder (`reuse=True`) returned what it found at `path` (the model
+      was not called).
+    rebuild_reason: when the builder (`reuse=True`) computed the values again, why the ones at
       `path` could not be reused (e.g. "no cache at this path"); else None.
   """
 
-  FORMAT = FORMAT
   KIND = "reference cache"
   BUILDER = "tfjest.cache_reference(...)"
+  FORMAT = FORMAT
+  VERSION = VERSION
+  JOINED = ()
 
   def __init__(self, path: str, metadata: dict, arrays: dict, verify_inputs: bool = True):
     self.path = path
@@ -160,6 +167,7 @@ class ReferenceCache:
     self.verify_inputs = verify_inputs
     self.reused = False
     self.rebuild_reason = None
+    self.ids = arrays["id"]
     self._string_ids = metadata["dataset"]["id_dtype"] == "string"
     with tf.init_scope(), tf.device("/cpu:0"):
       keys = tf.constant(arrays["id"], tf.string if self._string_ids else tf.int64)
@@ -168,13 +176,23 @@ class ReferenceCache:
           default_value=-1)
       self._values = {k: tf.Variable(v, trainable=False, name=f"cached_{k}")
                       for k, v in arrays.items() if k != "id"}
-      if self.task == "contrastive":
-        self._scale = tf.constant(metadata["logit_scale"], tf.float32)
-        self._bias = tf.constant(metadata["logit_bias"], tf.float32)
 
   @classmethod
-  def load(cls, path: str, *, verify_inputs: bool = True) -> "ReferenceCache":
-    """Reads a cache directory written by `cache_reference`.
+  def read_arrays(cls, path: str):
+    """`(metadata, arrays)` of a directory written by the builder, checked for format."""
+    metadata = read_metadata(path, cls)
+    data = tf.data.Dataset.load(os.path.join(os.fspath(path), _DATA))
+    chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in data.batch(1 << 16)]
+    return metadata, {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+  @staticmethod
+  def write_arrays(path: str, metadata: dict, arrays: dict, overwrite: bool):
+    """Writes `metadata.json` and the `data/` snapshot (replacing them with `overwrite`)."""
+    write(path, metadata, arrays, overwrite=overwrite)
+
+  @classmethod
+  def load(cls, path: str, *, verify_inputs: bool = True):
+    """Reads a directory written by the builder (`cache_reference` for a reference cache).
 
     Args:
       path: the directory.
@@ -183,13 +201,21 @@ class ReferenceCache:
         the inputs the reference saw (e.g. random augmentation), accepting stale outputs.
 
     Raises:
-      ValueError: if the directory is not a tfjest reference cache of a known version.
+      ValueError: if the directory is not one of this kind (`KIND`) of a known version.
     """
-    metadata = read_metadata(path, cls)
-    data = tf.data.Dataset.load(os.path.join(os.fspath(path), _DATA))
-    chunks = [tf.nest.map_structure(lambda t: t.numpy(), b) for b in data.batch(1 << 16)]
-    arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    metadata, arrays = cls.read_arrays(path)
     return cls(os.fspath(path), metadata, arrays, verify_inputs=verify_inputs)
+
+  def array(self, key: str) -> np.ndarray:
+    """The `[M, ...]` values stored under `key`, row `i` for `ids[i]` (a NumPy copy).
+
+    Raises:
+      ValueError: if there is no such value.
+    """
+    if key not in self._values:
+      raise ValueError(f"The {self.KIND} at {self.path!r} holds {sorted(self._values)}. "
+                       f"Received: key={key!r}")
+    return self._values[key].numpy()
 
   @property
   def reference_fingerprint(self) -> str:
@@ -200,10 +226,10 @@ class ReferenceCache:
     got = reference_fingerprint(model, self.task)
     if got != self.reference_fingerprint:
       raise ValueError(
-          f"The reference cache at {self.path!r} was computed with other reference weights "
+          f"The {self.KIND} at {self.path!r} was computed with other reference weights "
           f"(cache fingerprint {self.reference_fingerprint[:16]}..., built from model "
           f"{self.metadata['reference']['name']!r}): it is stale for this reference. Rebuild "
-          f"it with tfjest.cache_reference(reference, dataset, path). "
+          f"it with {self.BUILDER}. "
           f"Received: reference={model.name!r} with fingerprint {got[:16]}...")
 
   def check_element_spec(self, element_spec, id_key: str):
@@ -221,21 +247,6 @@ class ReferenceCache:
           f"The {self.KIND} at {self.path!r} was built from elements of another structure "
           f"(another dataset or preprocessing): it is stale for these elements. Recorded "
           f"inputs: {self.metadata['inputs']}. Received: inputs {structure}")
-
-  def outputs_for(self, super_batch, id_key: str):
-    """The cached outputs of `N` stacked elements (graph-safe): `outputs_from(values_for(...))`.
-
-    Returns:
-      `losses.Embeddings` for a dual encoder, `[N]` float32 losses for a classifier.
-    """
-    return self.outputs_from(self.values_for(super_batch, id_key))
-
-  def outputs_from(self, values):
-    """`losses.Embeddings` (dual encoder) or `[N]` losses (classifier) from `values_for`'s."""
-    if self.task == "contrastive":
-      return losses.Embeddings(values["image_embeddings"], values["text_embeddings"],
-                               self._scale, self._bias)
-    return values["loss"]
 
   def values_for(self, super_batch, id_key: str):
     """The cached per-example values of `N` stacked elements, a dict of `[N, ...]` tensors.
@@ -271,18 +282,53 @@ class ReferenceCache:
               [_first(ids, changed), self.path, _first(ids, changed)])]))
     with tf.control_dependencies(checks):
       rows = tf.identity(rows)
-    return {k: tf.gather(self._values[k], rows) for k in self.output_keys()}
+    return {k: tf.gather(self._values[k], rows) for k in self.joined_keys()}
 
-  def output_keys(self) -> Tuple[str, ...]:
+  def joined_keys(self) -> Tuple[str, ...]:
     """The per-example values `values_for` returns."""
+    return self.JOINED
+
+
+class ReferenceCache(PerIdValues):
+  """Reference outputs per example id, loaded in memory (see the module docstring).
+
+  Create one with `cache_reference` or `ReferenceCache.load`. Attributes as `PerIdValues`'
+  (`path`, `metadata`, `task`, `num_examples`, `ids`, `verify_inputs`, `reused`,
+  `rebuild_reason`).
+  """
+
+  def __init__(self, path: str, metadata: dict, arrays: dict, verify_inputs: bool = True):
+    super().__init__(path, metadata, arrays, verify_inputs=verify_inputs)
+    if self.task == "contrastive":
+      with tf.init_scope(), tf.device("/cpu:0"):
+        self._scale = tf.constant(metadata["logit_scale"], tf.float32)
+        self._bias = tf.constant(metadata["logit_bias"], tf.float32)
+
+  def joined_keys(self) -> Tuple[str, ...]:
     return (("image_embeddings", "text_embeddings") if self.task == "contrastive"
             else ("loss",))
+
+  def outputs_for(self, super_batch, id_key: str):
+    """The cached outputs of `N` stacked elements (graph-safe): `outputs_from(values_for(...))`.
+
+    Returns:
+      `losses.Embeddings` for a dual encoder, `[N]` float32 losses for a classifier.
+    """
+    return self.outputs_from(self.values_for(super_batch, id_key))
+
+  def outputs_from(self, values):
+    """`losses.Embeddings` (dual encoder) or `[N]` losses (classifier) from `values_for`'s."""
+    if self.task == "contrastive":
+      return losses.Embeddings(values["image_embeddings"], values["text_embeddings"],
+                               self._scale, self._bias)
+    return values["loss"]
 
 
 def read_metadata(path, kind=ReferenceCache) -> dict:
   """The parsed `metadata.json` of a cache directory, checked for format and version.
 
-  `kind`: the cache class (`ReferenceCache` or a subclass) whose `FORMAT` is expected.
+  `kind`: the class (`ReferenceCache` or another `PerIdValues`) whose `FORMAT` and `VERSION`
+  are expected.
   """
   meta_path = os.path.join(os.fspath(path), _METADATA)
   try:
@@ -291,8 +337,8 @@ def read_metadata(path, kind=ReferenceCache) -> dict:
   except (OSError, ValueError) as e:
     raise ValueError(f"No readable tfjest {kind.KIND} at this path ({e}). Build one with "
                      f"{kind.BUILDER}. Received: path={os.fspath(path)!r}") from e
-  if metadata.get("format") != kind.FORMAT or metadata.get("version") != VERSION:
-    raise ValueError(f"Expected a {kind.FORMAT} of version {VERSION}. Received: "
+  if metadata.get("format") != kind.FORMAT or metadata.get("version") != kind.VERSION:
+    raise ValueError(f"Expected a {kind.FORMAT} of version {kind.VERSION}. Received: "
                      f"format={metadata.get('format')!r}, version={metadata.get('version')!r}")
   return metadata
 

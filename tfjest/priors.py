@@ -113,27 +113,25 @@ def pca_standardize(features: np.ndarray, components: int) -> np.ndarray:
   return (projected / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
-class PriorTargets(cache.ReferenceCache):
+class PriorTargets(cache.PerIdValues):
   """A prior's ReLA targets per example id, held in memory (see the module docstring).
 
   Create one with `prior_targets` or `PriorTargets.load`.
 
   Attributes:
     width: `k`, the targets' width.
-    path, metadata, num_examples, verify_inputs, reused, rebuild_reason: as for
-      `tfjest.ReferenceCache`.
+    path, metadata, num_examples, ids, verify_inputs, reused, rebuild_reason: as for
+      `tfjest.ReferenceCache` (both are `PerIdValues`).
   """
 
   FORMAT = FORMAT
   KIND = "prior targets"
   BUILDER = "tfjest.prior_targets(...)"
+  JOINED = ("target",)
 
   @property
   def width(self) -> int:
     return int(self.metadata["outputs"]["target"][0])
-
-  def output_keys(self):
-    return ("target",)
 
   def check_prior(self, model: keras.Model):
     """Raises ValueError unless `model` is the prior (same weights) the targets came from."""
