@@ -178,6 +178,7 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
           reference_cache: Optional[tfjest.ReferenceCache] = None, strategy=None,
           prior_targets: Optional[tfjest.PriorTargets] = None,
           before_selection: Optional[Callable[[tf.data.Dataset], tf.data.Dataset]] = None,
+          proxy_model: Optional[keras.Model] = None,
           log: Callable[[str], None] = lambda s: None):
   """Trains a learner of `task` on selected data; returns `(learner, result)`.
 
@@ -195,6 +196,9 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
       (`config.rela_switch`, `config.rela_features`). Not with a strategy.
     before_selection: a transformation applied to the task's stream of single examples
       before selection (e.g. `tfjest.by_cluster(...)`: cluster-conditioned super-batches).
+    proxy_model: with `config.proxy_filters`, the proxy's model to train (built like
+      `task.make_model("proxy", ...)`), for a caller that scores with it afterwards; else the
+      harness builds it.
     log: called with one line per evaluation.
 
   Returns:
@@ -209,6 +213,9 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
   if prior_targets is not None and strategy is not None:
     raise ValueError("The harness joins ReLA targets in the tf.data pipeline, without a "
                      "strategy. Received: prior_targets and a strategy")
+  if proxy_model is not None and not config.proxy_filters:
+    raise ValueError("A proxy model trains only with config.proxy_filters set. Received: "
+                     f"proxy_model={proxy_model.name!r}, proxy_filters={config.proxy_filters!r}")
   needs_reference = "reference" in config.models_read
   use_cache = needs_reference and reference_cache is not None
   if needs_reference and reference is None and not use_cache:
@@ -221,7 +228,8 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
     learner(task.example_inputs(1))
     proxy = None
     if config.proxy_filters:
-      small = task.make_model("proxy", width=config.proxy_width, filters=config.proxy_filters)
+      small = proxy_model or task.make_model("proxy", width=config.proxy_width,
+                                             filters=config.proxy_filters)
       small(task.example_inputs(1))
       proxy = tfjest.OnlineProxy(small, optimizer=keras.optimizers.Adam(config.learning_rate))
     selector = tfjest.select(

@@ -35,7 +35,8 @@ class BenchmarksTest(tf.test.TestCase):
       rows = json.load(f)["rows"]
     self.assertEqual([(r["trained_at"], r["scoring"]) for r in rows],
                      [(t, s) for t in ("full", "32/16")
-                      for s in ("full 32", "view 16", "view 8", "uniform")])
+                      for s in ("full 32", "view 16", "view 8", "uniform")] +
+                     [("full, proxy 2/4/8", s) for s in ("full 32", "proxy", "uniform")])
     for r in rows:
       # Lower resolution scores for less; full-resolution scoring agrees with itself.
       self.assertBetween(r["corrupted"], 0.0, 1.0)
