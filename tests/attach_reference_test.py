@@ -24,13 +24,8 @@ def setUpModule():
                        "Run them with pytest (conftest.py) or as a script.")
 
 
-_STRATEGY = []
-
-
 def _strategy():
-  if not _STRATEGY:
-    _STRATEGY.append(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-  return _STRATEGY[0]
+  return testing.cpu_mirrored_strategy(2)
 
 
 def _models(strategy, reference_seed=1):

@@ -33,7 +33,7 @@ class ByClusterStrategyTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    cls.strategy = testing.cpu_mirrored_strategy(2)  # the process's one (collective keys)
     work = tempfile.mkdtemp()
     cls.stream = testing.stream("contrastive", n=128)
     cache = tfjest.cache_reference(testing.dual_encoder(seed=1, name="base"), cls.stream,

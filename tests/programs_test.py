@@ -10,10 +10,11 @@ from absl.testing import parameterized
 import tensorflow as tf
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROGRAMS = ("examples.demo", "examples.quickstart", "examples.train_reference",
-            "examples.train_learner", "examples.rela", "benchmarks.accelerator_check",
-            "benchmarks.cheap_scoring", "benchmarks.data_efficiency",
-            "benchmarks.plateau_table", "benchmarks.rela", "benchmarks.scoring_view",
+PROGRAMS = ("examples.demo", "examples.dnc", "examples.quickstart", "examples.rela",
+            "examples.train_reference", "examples.train_learner",
+            "benchmarks.accelerator_check", "benchmarks.cheap_scoring",
+            "benchmarks.data_efficiency", "benchmarks.dnc", "benchmarks.plateau_table",
+            "benchmarks.rela", "benchmarks.scoring_view",
             "benchmarks.selection_overhead", "benchmarks.selection_scale",
             "benchmarks.step_overhead")
 

@@ -28,15 +28,10 @@ def setUpModule():
                        "Run them with pytest (conftest.py) or as a script.")
 
 
-_STRATEGY = []
-
-
 def _strategy():
-  # One strategy for the module: collective ops of separately created MirroredStrategy objects
-  # in one process can share instance keys and then fail with "Shape mismatch in the collective".
-  if not _STRATEGY:
-    _STRATEGY.append(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
-  return _STRATEGY[0]
+  # The process's one strategy: collective ops of separately created MirroredStrategy objects
+  # in one process can share instance keys and then fail ("Shape mismatch in the collective").
+  return testing.cpu_mirrored_strategy(2)
 
 
 def _pairs(n=N, corrupt=0.5, seed=0):

@@ -164,6 +164,29 @@ def configure_cpu_devices(count: int) -> bool:
     return len(tf.config.list_logical_devices("CPU")) >= count
 
 
+_CPU_STRATEGIES = {}
+
+
+def cpu_mirrored_strategy(count: int = 2) -> tf.distribute.MirroredStrategy:
+  """A MirroredStrategy over `count` logical CPUs, one per process (`configure_cpu_devices`).
+
+  Several MirroredStrategy objects in one process number their collective ops independently,
+  so the collectives of one (an all-reduce) can take the keys of another's (an all-gather) and
+  fail with "Collective ... expected type ... but got type ...". Tests that run in one process
+  (pytest) share this one.
+
+  Raises:
+    RuntimeError: if fewer than `count` logical CPUs exist (configure them before any op).
+  """
+  if count not in _CPU_STRATEGIES:
+    if len(tf.config.list_logical_devices("CPU")) < count:
+      raise RuntimeError(f"Expected {count} logical CPU devices (call configure_cpu_devices "
+                         f"before any op). Received: count={count}")
+    _CPU_STRATEGIES[count] = tf.distribute.MirroredStrategy(
+        [f"/cpu:{i}" for i in range(count)])
+  return _CPU_STRATEGIES[count]
+
+
 def replica_values(variable, strategy=None) -> list:
   """A variable's value on each of this worker's replicas (one value without a strategy)."""
   value = getattr(variable, "value", variable)
