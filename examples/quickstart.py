@@ -7,7 +7,10 @@ nothing per step), then reports the share of corrupted pairs among the examples 
 `uniform`, `independent` and `jest` selection, and trains a learner with `model.fit` on the JEST
 stream for a few steps, reporting the FLOPs of a step.
 
-    python examples/quickstart.py
+The tour's models are tiny and live on the host CPU (`tf.device("/cpu:0")`) on any machine, so
+selection belongs in the tf.data pipeline, where the tour reads the chosen ids; with a model on
+a GPU or TPU, wrap the selector with `tfjest.attach(model, selector)` instead (README, "On a
+GPU or TPU").
 
 Runs in about a minute on 2 CPU cores. The last line reads
 `corrupted share selected: uniform=<x.xx> independent=<x.xx> jest=<x.xx>`.
@@ -42,6 +45,11 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed for data, models and selection.")
 
 def main(argv):
   del argv
+  with tf.device("/cpu:0"):
+    _tour()
+
+
+def _tour():
   seed = _SEED.value
   task = tasks.ToyTask(_CORRUPT.value, seed, training_examples=_STREAM.value,
                        reference_examples=_CLEAN.value)
