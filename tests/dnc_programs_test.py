@@ -73,6 +73,30 @@ class DnCProgramsTest(tf.test.TestCase):
                      ["uniform", "clusters", "jest", "clusters+jest", "dnc", "distil_base"])
     self.assertIn("| clusters+jest | 1 |", result.stdout)
 
+  def test_rows_flag_refuses_unknown_rows(self):
+    result = _run("benchmarks.dnc", "--rows=dnc,experts", f"--data_dir={self.data_dir}",
+                  f"--output={os.path.join(self.get_temp_dir(), 'rows', 'results.json')}")
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("--rows names unknown rows ['experts']", result.stderr)
+
+  def test_table_marks_rows_shorter_than_uniform(self):
+    from benchmarks import dnc  # pylint: disable=g-import-not-at-top
+
+    def run(accuracy):
+      steps = [10 * i for i in range(len(accuracy))]
+      return {"steps": steps, "flops": steps, "accuracy": accuracy}
+
+    uniform = run([0.0, 0.2, 0.4, 0.5])   # read with --uniform_from, 30 steps
+    results = {"uniform_from": {"runs": [uniform]}, "runs": {
+        "clusters|seed=0": run([0.0, 0.1, 0.2]), "dnc|seed=0": run([0.0, 0.5, 0.5])}}
+    summary = dnc._summaries({}, results)  # pylint: disable=protected-access
+    self.assertEqual([(r["row"], r["ran"], r["budget"]) for r in summary],
+                     [("uniform", 30, 30), ("clusters", 20, 30), ("dnc", 20, 30)])
+    table = dnc._table(summary)  # pylint: disable=protected-access
+    self.assertIn("| uniform | 1 | 1.00x |", table)
+    self.assertIn("| clusters (ran 20 steps) | 1 | - (not reached within 20 steps) |", table)
+    self.assertIn("| dnc (ran 20 steps) | 1 | 3.00x |", table)
+
 
 if __name__ == "__main__":
   tf.test.main()
