@@ -18,6 +18,12 @@ Rows, each for `--seeds` seeds, all `--steps` steps of `--batch_size` at noise `
   their embeddings). The clusters and the experts are computed once (seed 0) and shared by
   the seeds, whose student initialisations and streams differ.
 
+`--rows` runs some of the rows only; with `--uniform_from` (a `benchmarks.data_efficiency`
+results file) uniform is not run: its runs at the same noise, cut at `--uniform_steps` (default
+`--steps`), are the uniform group of the table (the same harness config, checked, gives the same
+runs); rows that ran fewer steps than uniform are marked, and a row that does not reach the
+target is "not reached within" its steps.
+
 The reference (base), its cache, the clusters and the experts' caches live next to the
 results and are reused. Each run is written to `--output` (JSON) as soon as it ends, so a
 stopped run continues where it stopped when started again with the same flags; the table

@@ -18,6 +18,12 @@ then learners for `--steps` steps, `--seeds` seeds each:
   `--rela_jest_priors`, default `--priors`);
 * with `--adaptive_row`, rela/reference with the released switch rule as well.
 
+`--rows` runs some of the rows only; with `--uniform_from` (a `benchmarks.data_efficiency`
+results file) uniform is not run: its runs at the same noise, cut at `--uniform_steps` (default
+`--steps`), are the uniform group of the table (the same harness config, checked, gives the same
+runs); rows that ran fewer steps than uniform are marked, and a row that does not reach the
+target is "not reached within" its steps.
+
 Each result is written to `--output` as soon as it exists (resumable with the same flags). The
 FLOPs of a ReLA run count the prior's one-off pass over the web split (forward FLOPs x examples)
 from step 0; the head's FLOPs are negligible and not counted. The table gives steps and compute
