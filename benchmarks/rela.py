@@ -196,19 +196,21 @@ def _pm(stats, spec):
 
 def _table(rows):
   lines = ["| row | switch | step speedup | per seed (reached) | compute speedup | steps to "
-           "target | final accuracy | switched at (per seed) |", "|---|---|---|---|---|---|---|---|"]
+           "target | final accuracy | cost/step | switched at (per seed) |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     ran = r.get("ran", r.get("budget"))
     never = "-" if ran is None else f"- (not reached within {ran:,} steps)"
     step = never if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
     compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
     switched = ", ".join(str(s) for s in r["switch_steps"]) or "-"
+    cost = "-" if r["flops_per_step_ratio"] is None else f"{r['flops_per_step_ratio']:.2f}"
     name = r["row"] + ("" if ran is None or ran >= r["budget"] else f" (ran {ran:,} steps)")
     lines.append(
         f"| {name} | {r['switch'] if r['switch'] is not None else '-'} | {step} | "
         f"{_pm(r['step_speedup_seeds'], '.2f')} ({r['seeds_reaching']}/{r['seeds']}) | "
         f"{compute} | {r['steps'] if r['steps'] is not None else '-'} | "
-        f"{_pm(r['final_accuracy'], '.3f')} | {switched} |")
+        f"{_pm(r['final_accuracy'], '.3f')} | {cost} | {switched} |")
   return "\n".join(lines)
 
 
