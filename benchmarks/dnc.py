@@ -18,6 +18,12 @@ Rows, each for `--seeds` seeds, all `--steps` steps of `--batch_size` at noise `
   their embeddings). The clusters and the experts are computed once (seed 0) and shared by
   the seeds, whose student initialisations and streams differ.
 
+`--rows` runs some of the rows only; with `--uniform_from` (a `benchmarks.data_efficiency`
+results file) uniform is not run: its runs at the same noise, cut at `--uniform_steps` (default
+`--steps`), are the uniform group of the table (the same harness config, checked, gives the same
+runs); rows that ran fewer steps than uniform are marked, and a row that does not reach the
+target is "not reached within" its steps.
+
 The reference (base), its cache, the clusters and the experts' caches live next to the
 results and are reused. Each run is written to `--output` (JSON) as soon as it ends, so a
 stopped run continues where it stopped when started again with the same flags; the table
@@ -36,6 +42,7 @@ from absl import flags
 import tensorflow as tf
 
 import tfjest
+from benchmarks import uniform_runs
 from examples import data
 from examples import divide_and_contrast as dnc
 from examples import harness
@@ -69,6 +76,41 @@ _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny dataset and budget, for tests.")
 
 ROWS = ("uniform", "clusters", "jest", "clusters+jest", "dnc", "distil_base")
+
+_ROWS = flags.DEFINE_list("rows", None, f"Rows to run, of {', '.join(ROWS)} (default: all).")
+_UNIFORM_FROM = flags.DEFINE_string(
+    "uniform_from", None, "A benchmarks.data_efficiency results file: uniform is not run, its "
+    "runs at --noise are read from there, cut at --uniform_steps (same eval_every, batch size, "
+    "learning rate and filter ratio, checked).")
+_UNIFORM_STEPS = flags.DEFINE_integer(
+    "uniform_steps", None, "Uniform's budget with --uniform_from (default --steps); rows that "
+    "ran fewer steps are marked in the table, and a row that does not reach the target is "
+    "'not reached within' its steps.")
+
+
+def _rows():
+  """The rows this invocation runs (--rows, less uniform when it is read from a file)."""
+  rows = ROWS
+  if _ROWS.value is not None:
+    unknown = [row for row in _ROWS.value if row not in ROWS]
+    if unknown:
+      raise app.UsageError(f"--rows names unknown rows {unknown}; the rows are {list(ROWS)}. "
+                           f"Received: --rows={','.join(_ROWS.value)}")
+    rows = tuple(row for row in ROWS if row in _ROWS.value)
+  if _UNIFORM_FROM.value:
+    rows = tuple(row for row in rows if row != "uniform")
+  return rows
+
+
+def _uniform_from(settings):
+  """Uniform's runs read from --uniform_from (None without it)."""
+  if not _UNIFORM_FROM.value:
+    return None
+  return uniform_runs.load(_UNIFORM_FROM.value, budget=_UNIFORM_STEPS.value or settings["steps"],
+                          noise=settings["noise"], eval_every=settings["eval_every"],
+                          batch_size=settings["batch_size"],
+                          learning_rate=settings["learning_rate"],
+                          filter_ratio=settings["filter_ratio"])
 
 
 def _settings():
@@ -167,9 +209,13 @@ def _run(row, seed, settings, task, reference, cache, clusters, expert_caches):
 def _summaries(settings, results):
   groups = {row: [results["runs"][k] for k in sorted(results["runs"])
                   if k.startswith(f"{row}|")] for row in ROWS}
-  if not groups["uniform"]:
+  if results.get("uniform_from"):
+    groups["uniform"] = results["uniform_from"]["runs"]
+  uniform = groups["uniform"]
+  if not uniform:
     return []
-  return [{"row": row, **efficiency.summarize(runs, groups["uniform"])}
+  return [{"row": row, "ran": runs[0]["steps"][-1], "budget": uniform[0]["steps"][-1],
+           **efficiency.summarize(runs, uniform)}
           for row, runs in groups.items() if runs]
 
 
@@ -183,11 +229,14 @@ def _table(rows):
   lines = ["| row | seeds | step speedup | per seed (reached) | compute speedup | final accuracy "
            "| corrupted selected | cost/step |", "|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    step = "-" if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
+    ran = r.get("ran", r.get("budget"))
+    never = "-" if ran is None else f"- (not reached within {ran:,} steps)"
+    step = never if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
     compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
     cost = "-" if r["flops_per_step_ratio"] is None else f"{r['flops_per_step_ratio']:.2f}"
+    name = r["row"] + ("" if ran is None or ran >= r["budget"] else f" (ran {ran:,} steps)")
     lines.append(
-        f"| {r['row']} | {r['seeds']} | {step} | {_pm(r['step_speedup_seeds'], '.2f')} "
+        f"| {name} | {r['seeds']} | {step} | {_pm(r['step_speedup_seeds'], '.2f')} "
         f"({r['seeds_reaching']}/{r['seeds']}) | {compute} | {_pm(r['final_accuracy'], '.3f')} "
         f"| {_pm(r['corrupted_share'], '.2f')} | {cost} |")
   return "\n".join(lines)
@@ -197,13 +246,17 @@ def _report(settings, results):
   results["summary"] = _summaries(settings, results)
   _write(_OUTPUT.value, results)
   if results["summary"]:
-    print(f"target (uniform's best mean accuracy): {results['summary'][0]['target']:.3f}")
+    source = results.get("uniform_from")
+    print(f"target (uniform's best mean accuracy): {results['summary'][0]['target']:.4f}"
+          + (f" (uniform: {len(source['runs'])} seeds of {source['path']}, cut at "
+             f"{source['budget']:,} steps)" if source else ""))
     print(_table(results["summary"]), flush=True)
 
 
 def main(argv):
   del argv
   settings = _settings()
+  rows, uniform = _rows(), _uniform_from(settings)  # checked before any training
   os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
   directory = _WORK_DIR.value or os.path.dirname(os.path.abspath(_OUTPUT.value))
   os.makedirs(directory, exist_ok=True)
@@ -219,6 +272,9 @@ def main(argv):
     print(f"resuming: {len(results['runs'])} runs already in {_OUTPUT.value}", flush=True)
   else:
     results = {"settings": settings, "runs": {}, "summary": []}
+  results.pop("uniform_from", None)
+  if uniform is not None:
+    results["uniform_from"] = uniform  # where uniform's runs (the group of the table) come from
   results["machine"] = {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices(
       "GPU")), "platform": platform.platform(), "tensorflow": tf.__version__,
                         "date": datetime.date.today().isoformat()}
@@ -245,7 +301,7 @@ def main(argv):
     results.setdefault("experts", theirs.get("experts"))
   start = time.time()
   for seed in range(_FIRST_SEED.value, _FIRST_SEED.value + settings["seeds"]):
-    for row in ROWS:
+    for row in rows:
       key = f"{row}|seed={seed}"
       if key in results["runs"]:
         continue

@@ -22,6 +22,7 @@ from typing import Dict, List, Sequence
 from absl import app
 from absl import flags
 
+from benchmarks import uniform_runs
 from tfjest import efficiency
 
 _RESULTS = flags.DEFINE_list("results", None, "data_efficiency results files (JSON).")
@@ -33,30 +34,8 @@ _OUTPUT = flags.DEFINE_string("output", None, "Where to write the rows as JSON (
 
 _SHARED_SETTINGS = ("batch_size", "learning_rate", "eval_every")
 
-
-def cut(run: Dict, budget: int) -> Dict:
-  """`run` with its curves cut at `budget` steps (the evaluations at steps <= budget)."""
-  keep = sum(1 for step in run["steps"] if step <= budget)
-  return {key: (value[:keep] if isinstance(value, list) and len(value) == len(run["steps"])
-                else value)
-          for key, value in run.items()}
-
-
-def label(run: Dict) -> str:
-  """A row's name: method, score, f and the cheap learner scoring its runs used."""
-  if run.get("oracle_clean"):
-    return "oracle_clean"
-  if run["method"] == "uniform":
-    return "uniform"
-  name = f"{run['method']} {run['score']}, f={run['filter_ratio']}"
-  proxy = run.get("proxy")
-  if proxy:
-    name += f" (proxy {'/'.join(str(f) for f in proxy['filters'])}, width {proxy['width']})"
-  if run.get("scoring_resolution"):
-    name += f" ({run['scoring_resolution']}px view)"
-  if run.get("train_resolutions"):
-    name += f" (trained at {'/'.join(str(s) for s in run['train_resolutions'])})"
-  return name
+cut = uniform_runs.cut
+label = uniform_runs.label
 
 
 def group(results: Sequence[Dict], noise: float) -> Dict[str, List[Dict]]:

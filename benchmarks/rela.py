@@ -18,6 +18,12 @@ then learners for `--steps` steps, `--seeds` seeds each:
   `--rela_jest_priors`, default `--priors`);
 * with `--adaptive_row`, rela/reference with the released switch rule as well.
 
+`--rows` runs some of the rows only; with `--uniform_from` (a `benchmarks.data_efficiency`
+results file) uniform is not run: its runs at the same noise, cut at `--uniform_steps` (default
+`--steps`), are the uniform group of the table (the same harness config, checked, gives the same
+runs); rows that ran fewer steps than uniform are marked, and a row that does not reach the
+target is "not reached within" its steps.
+
 Each result is written to `--output` as soon as it exists (resumable with the same flags). The
 FLOPs of a ReLA run count the prior's one-off pass over the web split (forward FLOPs x examples)
 from step 0; the head's FLOPs are negligible and not counted. The table gives steps and compute
@@ -34,6 +40,8 @@ import time
 from absl import app
 from absl import flags
 import tensorflow as tf
+
+from benchmarks import uniform_runs
 
 from examples import data
 from examples import harness
@@ -61,6 +69,15 @@ _LR = flags.DEFINE_float("learning_rate", harness.LEARNING_RATE, "Learner's Adam
 _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
                                    "Epochs of reference (and trained prior) training.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny dataset and grid, for tests.")
+_ROWS = flags.DEFINE_list("rows", None, "Rows to run (names as in the table, e.g. "
+                          "rela/reference; default: every row of the grid).")
+_UNIFORM_FROM = flags.DEFINE_string(
+    "uniform_from", None, "A benchmarks.data_efficiency results file: uniform is not run, its "
+    "runs at --noise are read from there, cut at --uniform_steps (same eval_every, batch size, "
+    "learning rate and filter ratio, checked).")
+_UNIFORM_STEPS = flags.DEFINE_integer(
+    "uniform_steps", None, "Uniform's budget with --uniform_from (default --steps); rows that "
+    "ran fewer steps are marked in the table.")
 
 _SMOKE_SIZES = (2000, 400, 200)
 
@@ -98,6 +115,32 @@ def _grid(settings):
   return grid
 
 
+def _rows(settings):
+  """The grid's configurations that this invocation runs (--rows, less uniform if read)."""
+  grid = _grid(settings)
+  names = [row for row, *_ in grid]
+  if _ROWS.value is not None:
+    unknown = [row for row in _ROWS.value if row not in names]
+    if unknown:
+      raise app.UsageError(f"--rows names unknown rows {unknown}; the rows of these settings "
+                           f"are {names}. Received: --rows={','.join(_ROWS.value)}")
+    grid = [config for config in grid if config[0] in _ROWS.value]
+  if _UNIFORM_FROM.value:
+    grid = [config for config in grid if config[0] != "uniform"]
+  return grid
+
+
+def _uniform_from(settings):
+  """Uniform's runs read from --uniform_from (None without it)."""
+  if not _UNIFORM_FROM.value:
+    return None
+  return uniform_runs.load(_UNIFORM_FROM.value, budget=_UNIFORM_STEPS.value or settings["steps"],
+                          noise=settings["noise"], eval_every=settings["eval_every"],
+                          batch_size=settings["batch_size"],
+                          learning_rate=settings["learning_rate"],
+                          filter_ratio=settings["filter_ratio"])
+
+
 def _key(row, seed):
   return f"{row}|seed={seed}"
 
@@ -129,6 +172,8 @@ def _summaries(settings, results):
   groups = {}
   for key, run in results["runs"].items():
     groups.setdefault(key.rsplit("|seed=", 1)[0], []).append(run)
+  if results.get("uniform_from"):
+    groups["uniform"] = results["uniform_from"]["runs"]
   uniform = groups.get("uniform")
   rows = []
   if not uniform:
@@ -137,8 +182,9 @@ def _summaries(settings, results):
     runs = groups.get(row)
     if runs:
       switches = [r["rela"]["switch_step"] for r in runs if "rela" in r]
-      rows.append({"row": row, "prior": prior, "switch": switch,
-                   "switch_steps": switches, **efficiency.summarize(runs, uniform)})
+      rows.append({"row": row, "prior": prior, "switch": switch, "switch_steps": switches,
+                   "ran": runs[0]["steps"][-1], "budget": uniform[0]["steps"][-1],
+                   **efficiency.summarize(runs, uniform)})
   return rows
 
 
@@ -150,16 +196,21 @@ def _pm(stats, spec):
 
 def _table(rows):
   lines = ["| row | switch | step speedup | per seed (reached) | compute speedup | steps to "
-           "target | final accuracy | switched at (per seed) |", "|---|---|---|---|---|---|---|---|"]
+           "target | final accuracy | cost/step | switched at (per seed) |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
-    step = "-" if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
+    ran = r.get("ran", r.get("budget"))
+    never = "-" if ran is None else f"- (not reached within {ran:,} steps)"
+    step = never if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
     compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
     switched = ", ".join(str(s) for s in r["switch_steps"]) or "-"
+    cost = "-" if r["flops_per_step_ratio"] is None else f"{r['flops_per_step_ratio']:.2f}"
+    name = r["row"] + ("" if ran is None or ran >= r["budget"] else f" (ran {ran:,} steps)")
     lines.append(
-        f"| {r['row']} | {r['switch'] if r['switch'] is not None else '-'} | {step} | "
+        f"| {name} | {r['switch'] if r['switch'] is not None else '-'} | {step} | "
         f"{_pm(r['step_speedup_seeds'], '.2f')} ({r['seeds_reaching']}/{r['seeds']}) | "
         f"{compute} | {r['steps'] if r['steps'] is not None else '-'} | "
-        f"{_pm(r['final_accuracy'], '.3f')} | {switched} |")
+        f"{_pm(r['final_accuracy'], '.3f')} | {cost} | {switched} |")
   return "\n".join(lines)
 
 
@@ -167,13 +218,17 @@ def _report(settings, results):
   results["summary"] = _summaries(settings, results)
   _write(_OUTPUT.value, results)
   if results["summary"]:
-    print(f"target (uniform's best mean accuracy): {results['summary'][0]['target']:.4f}")
+    source = results.get("uniform_from")
+    print(f"target (uniform's best mean accuracy): {results['summary'][0]['target']:.4f}"
+          + (f" (uniform: {len(source['runs'])} seeds of {source['path']}, cut at "
+             f"{source['budget']:,} steps)" if source else ""))
   print(_table(results["summary"]), flush=True)
 
 
 def main(argv):
   del argv
   settings = _settings()
+  grid, uniform = _rows(settings), _uniform_from(settings)  # checked before any training
   directory = os.path.dirname(os.path.abspath(_OUTPUT.value))
   os.makedirs(directory, exist_ok=True)
   if os.path.exists(_OUTPUT.value):
@@ -188,6 +243,9 @@ def main(argv):
     print(f"resuming: {len(results['runs'])} runs already in {_OUTPUT.value}", flush=True)
   else:
     results = {"settings": settings, "priors": {}, "runs": {}, "summary": []}
+  results.pop("uniform_from", None)
+  if uniform is not None:
+    results["uniform_from"] = uniform  # where uniform's runs (the group of the table) come from
   results["machine"] = {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices(
       "GPU")), "platform": platform.platform(), "tensorflow": tf.__version__,
                         "date": datetime.date.today().isoformat()}
@@ -205,10 +263,12 @@ def main(argv):
                                       width=harness.WIDTH, log=log)
              for kind in settings["priors"]}
 
-  todo = len(_grid(settings)) * settings["seeds"]
-  done, start = len(results["runs"]), time.time()
+  todo = len(grid) * settings["seeds"]
+  done = sum(_key(row, seed) in results["runs"] for row, *_ in grid
+             for seed in range(settings["seeds"]))
+  start = time.time()
   for seed in range(settings["seeds"]):
-    for row, method, prior, switch in _grid(settings):
+    for row, method, prior, switch in grid:
       key = _key(row, seed)
       if key in results["runs"]:
         continue

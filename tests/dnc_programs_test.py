@@ -73,6 +73,39 @@ class DnCProgramsTest(tf.test.TestCase):
                      ["uniform", "clusters", "jest", "clusters+jest", "dnc", "distil_base"])
     self.assertIn("| clusters+jest | 1 |", result.stdout)
 
+  def test_rows_flag_refuses_unknown_rows(self):
+    result = _run("benchmarks.dnc", "--rows=dnc,experts", f"--data_dir={self.data_dir}",
+                  f"--output={os.path.join(self.get_temp_dir(), 'rows', 'results.json')}")
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("--rows names unknown rows ['experts']", result.stderr)
+
+  def test_table_marks_rows_shorter_than_uniform(self):
+    # In a child process: benchmarks.dnc defines absl flags that other benchmark modules
+    # imported by the test suite's process (benchmarks.plateau_table) define too.
+    script = """if True:
+      import json
+      from benchmarks import dnc
+
+      def run(accuracy):
+        steps = [10 * i for i in range(len(accuracy))]
+        return {"steps": steps, "flops": steps, "accuracy": accuracy}
+
+      results = {"uniform_from": {"runs": [run([0.0, 0.2, 0.4, 0.5])]}, "runs": {
+          "clusters|seed=0": run([0.0, 0.1, 0.2]), "dnc|seed=0": run([0.0, 0.5, 0.5])}}
+      summary = dnc._summaries({}, results)
+      print(json.dumps([(r["row"], r["ran"], r["budget"]) for r in summary]))
+      print(dnc._table(summary))
+    """
+    result = subprocess.run([sys.executable, "-c", script], cwd=_ROOT, capture_output=True,
+                            text=True, timeout=300, check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    lines = result.stdout.splitlines()
+    self.assertEqual(json.loads(lines[0]), [["uniform", 30, 30], ["clusters", 20, 30],
+                                            ["dnc", 20, 30]])  # uniform read, 30 steps
+    table = "\n".join(lines[1:])
+    self.assertIn("| uniform | 1 | 1.00x |", table)
+    self.assertIn("| clusters (ran 20 steps) | 1 | - (not reached within 20 steps) |", table)
+    self.assertIn("| dnc (ran 20 steps) | 1 | 3.00x |", table)
 
 if __name__ == "__main__":
   tf.test.main()

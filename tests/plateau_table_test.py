@@ -11,6 +11,7 @@ from absl.testing import absltest
 import numpy as np
 
 from benchmarks import plateau_table
+from benchmarks import uniform_runs
 from tfjest import efficiency
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +38,10 @@ def _uniform(seed):
 def _jest(seed):
   acc = [0.0] + [min(0.1 * i, 0.6) for i in range(1, 11)]   # runs 1000 steps only
   return _run("jest", seed, acc, score="learnability", cost=2.0)
+
+
+def _harness(run):  # the fields a data_efficiency (harness) run records about its config
+  return {**run, "eval_every": 100, "batch_size": 4, "learning_rate": 0.001}
 
 
 def _file(runs):
@@ -104,6 +109,40 @@ class PlateauTableTest(absltest.TestCase):
     self.assertIn("budget    800:", result.stdout)
     self.assertIn("still climbing", result.stdout)
     self.assertRegex(result.stdout, r"\| jest learnability, f=0.8 \(ran 1,000 steps\) \| 2 \|")
+
+
+class UniformRunsTest(absltest.TestCase):
+  """uniform_runs.load: --uniform_from of benchmarks.rela and benchmarks.dnc."""
+
+  def setUp(self):
+    super().setUp()
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    self.path = os.path.join(directory, "results.json")
+    results = _file([_harness(_uniform(s)) for s in (1, 0)] + [_harness(_jest(0))])
+    results["runs"]["noise=0.0|uniform|-|f=-|seed=0"] = _harness(_uniform(5))
+    with open(self.path, "w") as file:
+      json.dump(results, file)
+    self.config = {"noise": 0.5, "eval_every": 100, "batch_size": 4, "learning_rate": 0.001,
+                   "filter_ratio": 0.8}
+
+  def test_loads_uniform_at_the_noise_cut_at_the_budget(self):
+    loaded = uniform_runs.load(self.path, budget=1500, **self.config)
+    self.assertEqual(loaded["seeds"], [0, 1])
+    self.assertEqual(loaded["budget"], 1500)
+    self.assertEqual([r["steps"][-1] for r in loaded["runs"]], [1500, 1500])
+    self.assertEqual(loaded["runs"][1], plateau_table.cut(_harness(_uniform(1)), 1500))
+
+  def test_refuses_other_configs_and_short_runs(self):
+    for change, message in [({"budget": 2100}, "ends at step 2000, before the uniform budget"),
+                            ({"budget": 1550}, "not evaluated at step 1550"),
+                            ({"eval_every": 50}, "eval_every=100, this program eval_every=50"),
+                            ({"batch_size": 64}, "batch_size=4, this program batch_size=64"),
+                            ({"filter_ratio": 0.5}, "filter_ratio"),
+                            ({"noise": 0.2}, "no uniform run at noise 0.2")]:
+      with self.subTest(change=change):
+        with self.assertRaisesRegex(ValueError, message):
+          uniform_runs.load(self.path, **{"budget": 1000, **self.config, **change})
 
 
 if __name__ == "__main__":

@@ -48,6 +48,30 @@ class RelaBenchmarkTest(tf.test.TestCase):
     self.assertIn("prior targets (random_prior): reused", again.stdout)
     self.assertNotIn("[", "".join(l for l in again.stdout.splitlines() if "seed=0:" in l))
 
+    # --rows and --uniform_from: only rela/random runs, against uniform read from a
+    # data_efficiency-format file (its run is the same run: the same harness config and seed).
+    uniform_file = os.path.join(directory, "uniform.json")
+    with open(uniform_file, "w") as f:
+      json.dump({"settings": {}, "runs": {"noise=0.5|uniform|-|f=-|seed=0":
+                                          runs["uniform|seed=0"]}}, f)
+    only = os.path.join(directory, "out", "only.json")
+    with open(only, "w") as f:  # the same priors (reused), no runs yet
+      json.dump({**results, "runs": {}, "summary": []}, f)
+    third = _run(flags[0], f"--output={only}", "--rows=rela/random",
+                 f"--uniform_from={uniform_file}")
+    self.assertEqual(third.returncode, 0, third.stderr[-3000:])
+    with open(only) as f:
+      partial = json.load(f)
+    self.assertEqual(list(partial["runs"]), ["rela/random|seed=0"])
+    self.assertEqual(partial["runs"]["rela/random|seed=0"]["accuracy"], rela["accuracy"])
+    self.assertEqual(partial["uniform_from"]["seeds"], [0])
+    self.assertEqual(partial["summary"], [r for r in results["summary"]
+                                          if r["row"] in ("uniform", "rela/random")])
+    self.assertIn(f"uniform: 1 seeds of {uniform_file}, cut at 20 steps", third.stdout)
+    bad = _run(flags[0], f"--output={only}", "--rows=rela/other")
+    self.assertNotEqual(bad.returncode, 0)
+    self.assertIn("--rows names unknown rows ['rela/other']", bad.stderr)
+
 
 if __name__ == "__main__":
   tf.test.main()
