@@ -22,24 +22,23 @@ an hour on 2 CPU cores. `--smoke` runs a tiny grid on a tiny dataset in well und
 (the test suite runs it).
 """
 
-import datetime
-import json
 import os
-import platform
 import time
 
 from absl import app
 from absl import flags
 import numpy as np
-import tensorflow as tf
 
 import tfjest
+from benchmarks import results_file
 from examples import data
 from examples import harness
 from examples import plots
 from examples import reference as reference_lib
 from examples import tasks
 from tfjest import efficiency
+
+_pm = results_file.plus_minus
 
 _OUTPUT = flags.DEFINE_string("output", "out/data_efficiency/results.json",
                               "Results file (JSON); plots go next to it. Resumed if present.")
@@ -153,13 +152,6 @@ def _key(noise, method, score, f, seed):
   return f"noise={noise}|{method}|{score or '-'}|f={f or '-'}|seed={seed}"
 
 
-def _write(path, results):
-  partial = f"{path}.partial"
-  with open(partial, "w") as file:
-    json.dump(results, file, indent=1)
-  os.replace(partial, path)
-
-
 def _reference(settings, task, results, directory):
   """The noise level's reference: trained once, saved next to the results, then reused."""
   name = task.config_name
@@ -192,12 +184,6 @@ def _summaries(settings, results):
         rows.append({"noise": noise, "method": method, "score": score, "filter_ratio": f,
                      **efficiency.summarize(group, uniform)})
   return rows
-
-
-def _pm(stats, spec):
-  if stats["mean"] is None:
-    return "-"
-  return f"{format(stats['mean'], spec)} ± {format(stats['std'], spec)}"
 
 
 def _table(rows, settings):
@@ -263,7 +249,7 @@ def _plots(settings, results, directory):
 
 def _report(settings, results, directory):
   results["summary"] = _summaries(settings, results)
-  _write(_OUTPUT.value, results)
+  results_file.write(_OUTPUT.value, results)
   print(_table(results["summary"], settings), flush=True)
   for path in _plots(settings, results, directory):
     print(f"plot: {path}", flush=True)
@@ -274,23 +260,7 @@ def main(argv):
   settings = _settings()
   directory = os.path.dirname(os.path.abspath(_OUTPUT.value))
   os.makedirs(directory, exist_ok=True)
-  if os.path.exists(_OUTPUT.value):
-    with open(_OUTPUT.value) as file:
-      results = json.load(file)
-    # The number of seeds decides how many runs there are, not what any run gives: a file can
-    # be resumed with more (or fewer) seeds. Every other setting must match.
-    ours = {k: v for k, v in json.loads(json.dumps(settings)).items() if k != "seeds"}
-    if {k: v for k, v in results["settings"].items() if k != "seeds"} != ours:
-      raise ValueError(
-          f"{_OUTPUT.value} holds results of other settings; pass another --output (or "
-          f"delete it). Received: settings={settings}, file settings={results['settings']}")
-    results["settings"]["seeds"] = settings["seeds"]
-    print(f"resuming: {len(results['runs'])} runs already in {_OUTPUT.value}", flush=True)
-  else:
-    results = {"settings": settings, "references": {}, "runs": {}, "summary": []}
-  results["machine"] = {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices(
-      "GPU")), "platform": platform.platform(), "tensorflow": tf.__version__,
-                        "date": datetime.date.today().isoformat()}
+  results = results_file.open_or_start(_OUTPUT.value, settings, references={})
 
   todo = sum(1 for noise in settings["noises"] for _ in _grid(settings, noise)
              for _ in range(settings["seeds"]))
@@ -328,7 +298,7 @@ def main(argv):
                                if _reads_learner(method, score) else None)),
             task, reference=reference, reference_cache=cache)
         results["runs"][key] = run
-        _write(_OUTPUT.value, results)
+        results_file.write(_OUTPUT.value, results)
         done += 1
         print(f"[{done}/{todo}] {key}: final accuracy {run['accuracy'][-1]:.3f}, corrupted "
               f"{run['corrupted_share'][-1]:.2f}, {run['wall_seconds']:.0f} s "

@@ -31,17 +31,15 @@ stopped run continues where it stopped when started again with the same flags; t
 seed. `--smoke` runs everything on a tiny dataset for a few steps (the test suite runs it).
 """
 
-import datetime
 import json
 import os
-import platform
 import time
 
 from absl import app
 from absl import flags
-import tensorflow as tf
 
 import tfjest
+from benchmarks import results_file
 from benchmarks import uniform_runs
 from examples import data
 from examples import divide_and_contrast as dnc
@@ -49,6 +47,8 @@ from examples import harness
 from examples import reference as reference_lib
 from examples import tasks
 from tfjest import efficiency
+
+_pm = results_file.plus_minus
 
 _OUTPUT = flags.DEFINE_string("output", "out/dnc/results.json", "Results file (JSON); resumed.")
 _WORK_DIR = flags.DEFINE_string(
@@ -127,13 +127,6 @@ def _settings():
           "reference_epochs": _REF_EPOCHS.value}
 
 
-def _write(path, results):
-  partial = f"{path}.partial"
-  with open(partial, "w") as file:
-    json.dump(results, file, indent=1)
-  os.replace(partial, path)
-
-
 def _base(settings, task, results, directory):
   """The reference (base), trained once and saved in the work directory, then reused."""
   path = os.path.join(directory, f"reference_{task.config_name}"
@@ -176,7 +169,7 @@ def _experts(settings, task, base, clusters, results, directory):
             for e, p in zip(experts, paths)]
   results["experts"] = {"seconds": time.time() - start,
                         "accuracy": [task.evaluate(e)["accuracy"] for e in experts]}
-  _write(done, results["experts"])
+  results_file.write(done, results["experts"])
   return caches
 
 
@@ -219,12 +212,6 @@ def _summaries(settings, results):
           for row, runs in groups.items() if runs]
 
 
-def _pm(stats, spec):
-  if stats["mean"] is None:
-    return "-"
-  return f"{format(stats['mean'], spec)} ± {format(stats['std'], spec)}"
-
-
 def _table(rows):
   lines = ["| row | seeds | step speedup | per seed (reached) | compute speedup | final accuracy "
            "| corrupted selected | cost/step |", "|---|---|---|---|---|---|---|---|"]
@@ -244,7 +231,7 @@ def _table(rows):
 
 def _report(settings, results):
   results["summary"] = _summaries(settings, results)
-  _write(_OUTPUT.value, results)
+  results_file.write(_OUTPUT.value, results)
   if results["summary"]:
     source = results.get("uniform_from")
     print(f"target (uniform's best mean accuracy): {results['summary'][0]['target']:.4f}"
@@ -260,24 +247,10 @@ def main(argv):
   os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
   directory = _WORK_DIR.value or os.path.dirname(os.path.abspath(_OUTPUT.value))
   os.makedirs(directory, exist_ok=True)
-  if os.path.exists(_OUTPUT.value):
-    with open(_OUTPUT.value) as file:
-      results = json.load(file)
-    ours = {k: v for k, v in json.loads(json.dumps(settings)).items() if k != "seeds"}
-    if {k: v for k, v in results["settings"].items() if k != "seeds"} != ours:
-      raise ValueError(
-          f"{_OUTPUT.value} holds results of other settings; pass another --output (or "
-          f"delete it). Received: settings={settings}, file settings={results['settings']}")
-    results["settings"]["seeds"] = settings["seeds"]
-    print(f"resuming: {len(results['runs'])} runs already in {_OUTPUT.value}", flush=True)
-  else:
-    results = {"settings": settings, "runs": {}, "summary": []}
+  results = results_file.open_or_start(_OUTPUT.value, settings)
   results.pop("uniform_from", None)
   if uniform is not None:
     results["uniform_from"] = uniform  # where uniform's runs (the group of the table) come from
-  results["machine"] = {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices(
-      "GPU")), "platform": platform.platform(), "tensorflow": tf.__version__,
-                        "date": datetime.date.today().isoformat()}
   task = tasks.CaptionsTask(data.config_for(settings["noise"], sizes=settings["sizes"]),
                             _DATA_DIR.value)
   reference = _base(settings, task, results, directory)
@@ -288,7 +261,7 @@ def main(argv):
   results["clusters"] = {"num_clusters": clusters.num_clusters,
                          "sizes": clusters.sizes.tolist(),
                          "inertia": clusters.metadata["kmeans"]["inertia"]}
-  _write(_OUTPUT.value, results)
+  results_file.write(_OUTPUT.value, results)
   expert_caches = None
   for other in _MERGE.value:
     with open(other) as file:
@@ -309,7 +282,7 @@ def main(argv):
         expert_caches = _experts(settings, task, reference, clusters, results, directory)
       run = _run(row, seed, settings, task, reference, cache, clusters, expert_caches)
       results["runs"][key] = run
-      _write(_OUTPUT.value, results)
+      results_file.write(_OUTPUT.value, results)
       print(f"{key}: final accuracy {run['accuracy'][-1]:.3f} (elapsed "
             f"{time.time() - start:.0f} s)", flush=True)
     _report(settings, results)

@@ -22,8 +22,11 @@ from typing import Dict, List, Sequence
 from absl import app
 from absl import flags
 
+from benchmarks import results_file
 from benchmarks import uniform_runs
 from tfjest import efficiency
+
+_pm = results_file.plus_minus
 
 _RESULTS = flags.DEFINE_list("results", None, "data_efficiency results files (JSON).")
 _BUDGET = flags.DEFINE_integer("budget", None, "The budget in steps; every run is cut at it.")
@@ -89,12 +92,6 @@ def table_rows(rows: Dict[str, List[Dict]], budget: int) -> List[Dict]:
     out.append({"row": name, "ran": runs[0]["steps"][-1], "seeds_list": sorted(
         run["seed"] for run in runs), **efficiency.summarize(runs, uniform)})
   return out
-
-
-def _pm(stats, spec):
-  if stats["mean"] is None:
-    return "-"
-  return f"{format(stats['mean'], spec)} ± {format(stats['std'], spec)}"
 
 
 def markdown(rows: Sequence[Dict], budget: int) -> str:

@@ -31,16 +31,13 @@ to uniform's best mean accuracy (`tfjest.efficiency`). `--smoke` runs a tiny gri
 minute (tests/rela_benchmark_test.py).
 """
 
-import datetime
-import json
 import os
-import platform
 import time
 
 from absl import app
 from absl import flags
-import tensorflow as tf
 
+from benchmarks import results_file
 from benchmarks import uniform_runs
 
 from examples import data
@@ -49,6 +46,8 @@ from examples import priors as priors_lib
 from examples import reference as reference_lib
 from examples import tasks
 from tfjest import efficiency
+
+_pm = results_file.plus_minus
 
 _OUTPUT = flags.DEFINE_string("output", "out/rela/results.json",
                               "Results file (JSON). Resumed if present.")
@@ -145,13 +144,6 @@ def _key(row, seed):
   return f"{row}|seed={seed}"
 
 
-def _write(path, results):
-  partial = f"{path}.partial"
-  with open(partial, "w") as file:
-    json.dump(results, file, indent=1)
-  os.replace(partial, path)
-
-
 def _prior(kind, settings, task, results, directory):
   """A prior: trained (or made) once, saved next to the results, reused when resuming."""
   path = os.path.join(directory, f"prior_{kind}.keras")
@@ -188,12 +180,6 @@ def _summaries(settings, results):
   return rows
 
 
-def _pm(stats, spec):
-  if stats["mean"] is None:
-    return "-"
-  return f"{format(stats['mean'], spec)} ± {format(stats['std'], spec)}"
-
-
 def _table(rows):
   lines = ["| row | switch | step speedup | per seed (reached) | compute speedup | steps to "
            "target | final accuracy | cost/step | switched at (per seed) |",
@@ -216,7 +202,7 @@ def _table(rows):
 
 def _report(settings, results):
   results["summary"] = _summaries(settings, results)
-  _write(_OUTPUT.value, results)
+  results_file.write(_OUTPUT.value, results)
   if results["summary"]:
     source = results.get("uniform_from")
     print(f"target (uniform's best mean accuracy): {results['summary'][0]['target']:.4f}"
@@ -231,31 +217,17 @@ def main(argv):
   grid, uniform = _rows(settings), _uniform_from(settings)  # checked before any training
   directory = os.path.dirname(os.path.abspath(_OUTPUT.value))
   os.makedirs(directory, exist_ok=True)
-  if os.path.exists(_OUTPUT.value):
-    with open(_OUTPUT.value) as file:
-      results = json.load(file)
-    ours = {k: v for k, v in json.loads(json.dumps(settings)).items() if k != "seeds"}
-    if {k: v for k, v in results["settings"].items() if k != "seeds"} != ours:
-      raise ValueError(
-          f"{_OUTPUT.value} holds results of other settings; pass another --output (or "
-          f"delete it). Received: settings={settings}, file settings={results['settings']}")
-    results["settings"]["seeds"] = settings["seeds"]
-    print(f"resuming: {len(results['runs'])} runs already in {_OUTPUT.value}", flush=True)
-  else:
-    results = {"settings": settings, "priors": {}, "runs": {}, "summary": []}
+  results = results_file.open_or_start(_OUTPUT.value, settings, priors={})
   results.pop("uniform_from", None)
   if uniform is not None:
     results["uniform_from"] = uniform  # where uniform's runs (the group of the table) come from
-  results["machine"] = {"cpus": os.cpu_count(), "gpus": len(tf.config.list_physical_devices(
-      "GPU")), "platform": platform.platform(), "tensorflow": tf.__version__,
-                        "date": datetime.date.today().isoformat()}
 
   log = lambda line: print(line, flush=True)  # pylint: disable=unnecessary-lambda-assignment
   task = tasks.CaptionsTask(data.config_for(settings["noise"], sizes=settings["sizes"]),
                             _DATA_DIR.value)
   models = {kind: _prior(kind, settings, task, results, directory)
             for kind in sorted(set(settings["priors"]) | {"reference"})}
-  _write(_OUTPUT.value, results)
+  results_file.write(_OUTPUT.value, results)
   cache = reference_lib.cached(models["reference"], task,
                                os.path.join(directory, "reference_cache"), log=log)
   targets = {kind: priors_lib.targets(models[kind], task,
@@ -284,7 +256,7 @@ def main(argv):
         run["prior_pass_flops"] = pass_flops
         run["flops"] = [f + pass_flops for f in run["flops"]]
       results["runs"][key] = run
-      _write(_OUTPUT.value, results)
+      results_file.write(_OUTPUT.value, results)
       done += 1
       print(f"[{done}/{todo}] {key}: final accuracy {run['accuracy'][-1]:.3f}"
             + (f", switched at {run['rela']['switch_step']}" if prior else "")
