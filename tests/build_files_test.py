@@ -25,6 +25,10 @@ TEST_ROOTS = ("tests",)
 # The target that reads the files: its `data` must hold every checked package's build_inputs.
 CHECKER_TARGET = "//tests:build_files_test"
 _RULE_KINDS = ("py_library", "py_binary", "py_test")
+# tools/build_defs.bzl's macros, read as the rules they wrap; srcs default to [name + ".py"]
+# for the binary and the test (the library names its srcs).
+_MACROS = {"tfjest_py_library": "py_library", "tfjest_py_binary": "py_binary",
+           "tfjest_py_test": "py_test"}
 _NOT_CHECKED = ("conftest.py",)  # pytest's, never imported by a test
 
 
@@ -103,9 +107,14 @@ def parse_build(text: str, package: str,
   for statement in ast.parse(text, filename="//{}:BUILD".format(package)).body:
     call = statement.value if isinstance(statement, ast.Expr) else None
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and
-            call.func.id in _RULE_KINDS):
+            call.func.id in _RULE_KINDS + tuple(_MACROS)):
       continue
     attrs = {kw.arg: _evaluate(kw.value, glob) for kw in call.keywords if kw.arg}
+    kind = _MACROS.get(call.func.id, call.func.id)
+    if call.func.id in _MACROS and kind != "py_library" and "srcs" not in attrs:
+      attrs["srcs"] = ["{}.py".format(attrs.get("name"))]
+    if call.func.id == "tfjest_py_test" and "deps" not in attrs:
+      attrs["deps"] = ["//tfjest"]
 
     def labels(attr, attrs=attrs):
       normalized = (_normalize_label(v, package) for v in attrs.get(attr) or []
@@ -113,7 +122,7 @@ def parse_build(text: str, package: str,
       return [label for label in normalized if label]
 
     rules.append(Rule(
-        kind=call.func.id,
+        kind=kind,
         label="//{}:{}".format(package, attrs.get("name")),
         srcs=["{}/{}".format(package, s) for s in attrs.get("srcs") or []
               if isinstance(s, str)],
@@ -443,6 +452,18 @@ py_test(
         "p", glob=lambda patterns: ["x.py"])
     self.assertEqual(rules, [Rule("py_library", "//p:x", ["p/x.py", "p/y.py"],
                                   ["//a/b:b", "//c:d", "//p:g"], ["//p:z.txt"])])
+
+  def test_macros_read_as_the_rules_they_wrap(self):
+    rules = parse_build(
+        'load("//tools:build_defs.bzl", "tfjest_py_test")\n'
+        'tfjest_py_test(name = "a_test", size = "small")\n'
+        'tfjest_py_binary(name = "prog", deps = [":lib"])\n'
+        'tfjest_py_library(name = "lib", srcs = ["lib.py"])\n', "p")
+    self.assertEqual(rules, [
+        Rule("py_test", "//p:a_test", ["p/a_test.py"], ["//tfjest:tfjest"], []),
+        Rule("py_binary", "//p:prog", ["p/prog.py"], ["//p:lib"], []),
+        Rule("py_library", "//p:lib", ["p/lib.py"], [], []),
+    ])
 
   def test_glob_match_follows_bazel(self):
     self.assertTrue(glob_match("*.py", "a.py"))

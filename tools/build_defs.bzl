@@ -1,0 +1,40 @@
+"""The project's three Python rules, so each BUILD file lists only what differs per target.
+
+Every target runs with the venv toolchain (tools/python) and finds `tfjest` from the workspace
+root (`imports = [".."]` on the libraries). //tests:build_files_test reads these macros as the
+native rules they wrap: `tfjest_py_test` is a `py_test` whose srcs default to `[name + ".py"]`.
+"""
+
+def tfjest_py_library(name, srcs, deps = [], **kwargs):
+    """A py_library importable from the workspace root."""
+    native.py_library(
+        name = name,
+        srcs = srcs,
+        deps = deps,
+        imports = kwargs.pop("imports", [".."]),
+        srcs_version = "PY3",
+        **kwargs
+    )
+
+def tfjest_py_binary(name, deps = [], srcs = None, **kwargs):
+    """A program `name.py`, run as `python -m <package>.<name>` by the tests."""
+    native.py_binary(
+        name = name,
+        srcs = srcs or [name + ".py"],
+        deps = deps,
+        python_version = "PY3",
+        srcs_version = "PY3",
+        **kwargs
+    )
+
+def tfjest_py_test(name, size, deps = ["//tfjest"], srcs = None, **kwargs):
+    """A test file `name.py`; `size` is required: at least 3x its time under load."""
+    native.py_test(
+        name = name,
+        size = size,
+        srcs = srcs or [name + ".py"],
+        deps = deps,
+        python_version = "PY3",
+        srcs_version = "PY3",
+        **kwargs
+    )
