@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import tfjest
 from tfjest import devices
-from tfjest import replica
+from tfjest.distribute import guards
 
 GPU = "/job:localhost/replica:0/task:0/device:GPU:0"
 TPU = "/job:worker/replica:0/task:0/device:TPU:1"
@@ -143,8 +143,8 @@ class TpuTest(tf.test.TestCase):
     # records no statistics there; whether replicated counters would work is not known.
     tpu = type("TPUStrategyV2", (type("TPUStrategy", (), {}),), {})()
     # pylint: disable=protected-access
-    self.assertTrue(replica._is_tpu(tpu))
-    self.assertFalse(replica._is_tpu(tf.distribute.get_strategy()))
+    self.assertTrue(guards.is_tpu(tpu))
+    self.assertFalse(guards.is_tpu(tf.distribute.get_strategy()))
 
 
 class StatsOnDeviceTest(tf.test.TestCase):

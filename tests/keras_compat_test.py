@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from tfjest import keras_compat
+from tfjest.distribute import keras_compat
 from keras.src.backend.tensorflow import trainer as keras_trainer
 
 

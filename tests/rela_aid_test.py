@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from tfjest import aid as aid_lib
+from tfjest.rela import aid as aid_lib
 from tfjest import testing
 
 N = 48

@@ -1,10 +1,20 @@
-"""tfjest: learnability-based data selection (JEST, RHO-LOSS, Bad Students) for tf.data."""
+"""tfjest: learnability-based data selection (JEST, RHO-LOSS, Bad Students) for tf.data.
 
-from tfjest.aid import ReLAAid
-from tfjest.aid import rela_switch_update
-from tfjest.priors import PriorTargets
-from tfjest.priors import prior_targets
-from tfjest.subsets import epoch_subsets
+The public names are flat (`tfjest.select`, `tfjest.attach`, ...), over modules that show the
+design (docs/DESIGN.md has the map):
+
+- the core, at the top: `transform` (`select`), `step` (the one selection step), `selection`
+  (the rules), `scores` and `global_scores`, `losses`, `scoring` (where models are called),
+  `adapters` (Keras model contracts), `stats`, `batching`, `cost`, `efficiency`, `checks`;
+- cost levers: `proxy` (`OnlineProxy`), `resolution` (`multi_resolution`), `cache`
+  (`cache_reference`);
+- `distribute/`: `attach`, `detach` and the replicated train step;
+- `rela/`: the ReLA aid and per-epoch subsets (prior targets: `priors`);
+- `dnc/`: cluster-conditioned super-batches (clusters: `clusters`);
+- `datasets/`: the offline TFDS world; `callbacks`, `resume`, `testing`.
+"""
+
+from tfjest import efficiency
 from tfjest.batching import super_batch_size_for
 from tfjest.cache import ReferenceCache
 from tfjest.cache import cache_reference
@@ -12,14 +22,17 @@ from tfjest.callbacks import SelectionStatsCallback
 from tfjest.clusters import Clusters
 from tfjest.clusters import cluster_reference
 from tfjest.clusters import kmeans
-from tfjest.contrast import by_cluster
 from tfjest.cost import StepCost
 from tfjest.cost import forward_flops
 from tfjest.cost import selection_flops
 from tfjest.cost import step_cost
-from tfjest import efficiency
+from tfjest.distribute.attach import attach
+from tfjest.distribute.attach import detach
+from tfjest.distribute.keras_compat import ensure_multi_worker_fit
+from tfjest.distribute.replica import ReplicaSelection
+from tfjest.distribute.train_step import TrainStepSelection
+from tfjest.dnc.contrast import by_cluster
 from tfjest.global_scores import GlobalScores
-from tfjest.keras_compat import ensure_multi_worker_fit
 from tfjest.losses import Embeddings
 from tfjest.losses import per_example_loss
 from tfjest.losses import siglip_loss
@@ -28,10 +41,12 @@ from tfjest.losses import sigmoid_pair_loss_block
 from tfjest.losses import sigmoid_pair_loss_chunk_sums
 from tfjest.losses import sigmoid_pair_loss_diagonal
 from tfjest.models import SigLIPDualEncoder
+from tfjest.priors import PriorTargets
+from tfjest.priors import prior_targets
 from tfjest.proxy import OnlineProxy
-from tfjest.replica import ReplicaSelection
-from tfjest.replica import TrainStepSelection
-from tfjest.replica import attach
+from tfjest.rela.aid import ReLAAid
+from tfjest.rela.aid import rela_switch_update
+from tfjest.rela.subsets import epoch_subsets
 from tfjest.resolution import multi_resolution
 from tfjest.resume import backup_and_restore
 from tfjest.resume import deterministic_options
@@ -79,6 +94,7 @@ __all__ = [
     "cluster_reference",
     "conditional_gains",
     "deterministic_options",
+    "detach",
     "efficiency",
     "ensure_multi_worker_fit",
     "epoch_subsets",

@@ -1,22 +1,25 @@
-"""How a stream is cut into super-batches: the sizes, and what elements can be stacked.
+"""How a stream is cut into super-batches: the sizes, the cutting, and the dropped tail.
 
 `Sizes` is `select`'s batching configuration as one frozen value that checks itself
 (`b`, `N = b / (1 - f)`, the final partial super-batch, batched input). `check_stackable` and
 `batched_by` look at a dataset before anything is selected, so a stream that cannot be stacked,
 or that yields batches where examples are expected, fails at once with the fix named.
+`SuperBatcher` cuts a checked stream into super-batches; `keep_complete` is the one rule for a
+block that came out short (a final partial super-batch here, an incomplete cluster window in
+`tfjest.by_cluster`): it is dropped, its examples are counted as left over, and one warning is
+printed per transformation. Nothing is dropped silently.
 """
 
 import dataclasses
 import numbers
-from typing import Optional
+import sys
+from typing import Callable, Optional, Sequence
 
 import tensorflow as tf
 
+from tfjest import checks
+
 REMAINDERS = ("drop", "keep")
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def super_batch_size_for(batch_size: int, filter_ratio: float) -> int:
@@ -53,10 +56,10 @@ class Sizes:
   input_batched: bool = False
 
   def __post_init__(self):
-    if not _is_int(self.batch_size) or self.batch_size <= 0:
+    if not checks.is_int(self.batch_size) or self.batch_size <= 0:
       raise ValueError(
           f"batch_size must be a positive integer. Received: batch_size={self.batch_size!r}")
-    if not _is_int(self.super_batch_size) or self.super_batch_size < self.batch_size:
+    if not checks.is_int(self.super_batch_size) or self.super_batch_size < self.batch_size:
       raise ValueError(f"super_batch_size must be an integer >= batch_size ({self.batch_size})"
                        f". Received: super_batch_size={self.super_batch_size!r}")
     if self.remainder not in REMAINDERS:
@@ -65,11 +68,14 @@ class Sizes:
     if not isinstance(self.input_batched, bool):
       raise ValueError(
           f"input_batched must be a bool. Received: input_batched={self.input_batched!r}")
+    # NumPy integers are welcome, but only Python ints go on into TensorFlow ops.
+    object.__setattr__(self, "batch_size", int(self.batch_size))
+    object.__setattr__(self, "super_batch_size", int(self.super_batch_size))
 
   @classmethod
   def of(cls, *, batch_size, filter_ratio=None, super_batch_size=None, remainder="drop",
          input_batched=False) -> "Sizes":
-    if not _is_int(batch_size) or batch_size <= 0:
+    if not checks.is_int(batch_size) or batch_size <= 0:
       raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
     if filter_ratio is not None and super_batch_size is not None:
       raise ValueError("Pass either filter_ratio or super_batch_size, not both. Received: "
@@ -126,3 +132,90 @@ def _flatten_with_paths(spec):
   except (AttributeError, TypeError):
     paths = [str(i) for i in range(len(flat))]
   return zip(paths, flat)
+
+
+def leading_size(structure) -> tf.Tensor:
+  """The leading (batch) dimension of a structure's first tensor, as an int32 scalar."""
+  return tf.shape(tf.nest.flatten(structure)[0], out_type=tf.int32)[0]
+
+
+def keep_complete(complete, left_over, *, record: Callable, warned: tf.Variable,
+                  message: Sequence[str]) -> tf.Tensor:
+  """The dropped-tail rule: True for a complete block; an incomplete one is counted and shown.
+
+  Args:
+    complete: bool scalar, whether the block is complete.
+    left_over: the block's example count (recorded only when it is incomplete).
+    record: adds a count of left-over examples to the transformation's statistics.
+    warned: a bool variable of the transformation: the warning is printed once per
+      transformation (not once per epoch: the tail of every epoch is the same).
+    message: `(before, after)`: the warning is `before <left_over> after`.
+
+  Returns:
+    `complete`, after the count is recorded and the warning printed: use it as a filter's
+    predicate.
+  """
+  before, after = message
+
+  def warn_once():
+    printed = tf.print(before, left_over, after, output_stream=sys.stderr)
+    with tf.control_dependencies([printed]):
+      return warned.assign(True)
+
+  recorded = record(tf.where(complete, tf.zeros_like(left_over), left_over))
+  warn = tf.cond(complete | warned, lambda: tf.constant(True), warn_once)
+  with tf.control_dependencies([recorded, warn]):
+    return tf.identity(complete)
+
+
+def with_cardinality(dataset, cardinality: int, n: int, remainder: str):
+  """A filter of the dropped tail hides the length; restore it so `fit` knows an epoch."""
+  if cardinality == tf.data.INFINITE_CARDINALITY:
+    return dataset.repeat()
+  if cardinality >= 0:
+    batches = cardinality // n if remainder == "drop" else -(-cardinality // n)
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
+  return dataset
+
+
+class SuperBatcher:
+  """Cuts a stream of single examples into super-batches of `N`, counting a dropped tail.
+
+  Args:
+    sizes: the `Sizes`.
+    record_left_over: adds a count of dropped examples to the statistics.
+    name: the transformation's public name, for the warning.
+  """
+
+  def __init__(self, sizes: Sizes, record_left_over: Callable, name: str = "tfjest.select"):
+    self.sizes = sizes
+    self._record_left_over = record_left_over
+    self._name = name
+    with tf.init_scope(), tf.device("/cpu:0"):
+      self._warned = tf.Variable(False, trainable=False, name="warned_left_over")
+
+  def __call__(self, dataset, cardinality: int, *, full_only: bool = False):
+    """`(index, super-batch)` pairs of `N` stacked elements; a dropped tail is counted.
+
+    With `full_only` (selection in a train step, which needs static shapes) a final partial
+    super-batch is always dropped and counted, and the index is left out.
+    """
+    n = self.sizes.super_batch_size
+    batches = dataset.batch(n, drop_remainder=False).enumerate()
+    if self.sizes.remainder == "drop" or full_only:
+      batches = batches.filter(self._keep_full_or_count)
+    if full_only:
+      batches = batches.map(lambda index, batch: tf.nest.map_structure(
+          lambda t: tf.ensure_shape(t, [n] + t.shape[1:]), batch))
+      return with_cardinality(batches, cardinality, n, "drop")
+    return batches
+
+  def _keep_full_or_count(self, index, super_batch):
+    del index
+    size = leading_size(super_batch)
+    return keep_complete(
+        tf.equal(size, self.sizes.super_batch_size), size, record=self._record_left_over,
+        warned=self._warned,
+        message=(f"{self._name}: dropped a final partial super-batch of",
+                 "examples (counted in stats as left_over; pass remainder='keep' to select "
+                 "from it). Shown once."))

@@ -50,6 +50,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfjest import checks
 from tfjest import adapters
 from tfjest import losses
 from tfjest import scoring
@@ -426,8 +427,7 @@ def cache_reference(reference: keras.Model, dataset: tf.data.Dataset, path: str,
                     f"{type(dataset).__name__}")
   if not isinstance(id_key, str) or not id_key:
     raise ValueError(f"id_key must be a non-empty string. Received: id_key={id_key!r}")
-  if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-    raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+  batch_size = checks.positive_int(batch_size, "batch_size")
   if task not in adapters.TASKS:
     raise ValueError(f"Expected task in {adapters.TASKS}. Received: task={task!r}")
   if service is not None and not isinstance(service, str):

@@ -28,7 +28,6 @@ groups that `tfjest.select` reads as super-batches.
 
 import dataclasses
 import hashlib
-import numbers
 import os
 from typing import Optional
 
@@ -37,17 +36,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfjest import cache as cache_lib
+from tfjest import checks
 
 FEATURES = ("image", "text", "both")
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_positive_int(name: str, value, minimum: int = 1):
-  if not _is_int(value) or value < minimum:
-    raise ValueError(f"{name} must be an integer >= {minimum}. Received: {name}={value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,12 +136,12 @@ def kmeans(embeddings, num_clusters: int, *, seed: int = 0, iterations: int = 20
     ValueError: on an argument outside its domain, fewer examples than `num_clusters`, or
       `initial_centroids` of another shape than `[num_clusters, d]`.
   """
-  _check_positive_int("num_clusters", num_clusters)
-  _check_positive_int("seed", seed, minimum=0)
-  _check_positive_int("iterations", iterations)
-  _check_positive_int("batch_size", batch_size)
+  checks.integer(num_clusters, "num_clusters", minimum=1)
+  checks.integer(seed, "seed", minimum=0)
+  checks.integer(iterations, "iterations", minimum=1)
+  checks.integer(batch_size, "batch_size", minimum=1)
   init_size = max(1024, 20 * num_clusters) if init_size is None else init_size
-  _check_positive_int("init_size", init_size, minimum=num_clusters)
+  checks.integer(init_size, "init_size", minimum=num_clusters)
   if not isinstance(embeddings, tf.data.Dataset):
     embeddings = np.asarray(embeddings)
     if embeddings.ndim != 2:
@@ -295,14 +286,14 @@ def cluster_reference(cache: cache_lib.ReferenceCache, path: str, *, num_cluster
     raise ValueError(f"k-means needs embeddings, but the cache at {cache.path!r} holds a "
                      f"classifier's losses. Cache a dual encoder. Received: cache with "
                      f"task={cache.task!r}")
-  _check_positive_int("num_clusters", num_clusters)
+  checks.integer(num_clusters, "num_clusters", minimum=1)
   if num_clusters > cache.num_examples:
     raise ValueError(f"num_clusters must be at most the number of examples in the cache "
                      f"({cache.num_examples}). Received: num_clusters={num_clusters}")
   if features not in FEATURES:
     raise ValueError(f"Expected features in {FEATURES}. Received: features={features!r}")
-  _check_positive_int("seed", seed, minimum=0)
-  _check_positive_int("iterations", iterations)
+  checks.integer(seed, "seed", minimum=0)
+  checks.integer(iterations, "iterations", minimum=1)
   if not isinstance(reuse, bool):
     raise ValueError(f"reuse must be a bool. Received: reuse={reuse!r}")
   path = os.fspath(path)

@@ -41,6 +41,8 @@ from tensorflow.python.framework import ops as framework_ops
 from tensorflow.python.profiler.internal import flops_registry  # pylint: disable=unused-import
 from tensorflow.python.util import deprecation
 
+from tfjest import checks
+
 # Element-wise ops per pair and direction in a chunk update: scale, bias, softplus, sum.
 _PAIR_OPS = 4
 # Ops per candidate and chunk to form the sampling keys (divide, noise, mask, top-k).
@@ -83,8 +85,7 @@ class StepCost(NamedTuple):
 def _check_count(name, value, allow_none=False):
   if value is None and allow_none:
     return
-  if (not isinstance(value, (int, float)) or isinstance(value, bool) or
-      not value >= 0 or value == float("inf")):
+  if not checks.is_real(value) or not value >= 0 or value == float("inf"):
     raise ValueError(f"{name} must be a finite number >= 0. Received: {name}={value!r}")
 
 
@@ -111,9 +112,8 @@ def selection_flops(super_batch_size: int, batch_size: int, *, width: Optional[i
     ValueError: for sizes or options outside their domain.
   """
   n, b, k = super_batch_size, batch_size, num_chunks
-  for name, value in (("super_batch_size", n), ("batch_size", b), ("num_chunks", k)):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+  n, b, k = (checks.positive_int(value, name) for name, value in
+             (("super_batch_size", n), ("batch_size", b), ("num_chunks", k)))
   if b > n:
     raise ValueError(f"batch_size must be at most super_batch_size={n}. "
                      f"Received: batch_size={b}")
@@ -132,7 +132,7 @@ def selection_flops(super_batch_size: int, batch_size: int, *, width: Optional[i
   if task == "classification":
     # Per-example scores: one subtraction per candidate, then the keys; s(B) sums b values.
     return float(keys + n * (num_models - 1) + (b if batch_statistics else 0))
-  if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
+  if not checks.is_int(width) or width <= 0:
     raise ValueError("Contrastive selection FLOPs need the embedding width. "
                      f"Received: width={width!r}")
   d = width
@@ -179,9 +179,8 @@ def step_cost(*, batch_size: int, super_batch_size: int,
   Raises:
     ValueError: if a count is negative, not finite, or the sizes are not positive integers.
   """
-  for name, value in (("batch_size", batch_size), ("super_batch_size", super_batch_size)):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-      raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+  batch_size = checks.positive_int(batch_size, "batch_size")
+  super_batch_size = checks.positive_int(super_batch_size, "super_batch_size")
   for name, value in (("learner_flops", learner_flops),
                       ("learner_scoring_flops", learner_scoring_flops),
                       ("reference_flops", reference_flops), ("proxy_flops", proxy_flops)):
@@ -254,3 +253,50 @@ def _registered_flops(graph: tf.Graph, name: str) -> int:
         "forward_flops(%s): %d ops have incomplete shapes; their FLOPs are not counted.",
         name, incomplete)
   return total
+
+
+def selector_step_cost(*, rule, setup, scorer, sizes, x_spec) -> StepCost:
+  """The `StepCost` of one step of a selector's batches (what `Selector.step_cost` returns).
+
+  Counts, per full super-batch: training the learner on `b` (when a learner was given), learner
+  scoring on `N` at the scoring view (or the proxy's scoring and training), reference scoring
+  (0 with a cache) and the selection maths.
+
+  Args:
+    rule: the selector's `selection.Rule`.
+    setup: its `scoring.Setup`.
+    scorer: its `scoring.Scorer`, prepared for the elements (None for uniform selection).
+    sizes: its `batching.Sizes`.
+    x_spec: the spec of one example's model inputs.
+  """
+  n, b = sizes.super_batch_size, sizes.batch_size
+  learner = setup.learner
+  learner_flops = None if learner is None else forward_flops(learner, x_spec)
+  if scorer is None:
+    return step_cost(batch_size=b, super_batch_size=n, learner_flops=learner_flops,
+                     learner_scoring_flops=0,
+                     selection=selection_flops(n, b, method="uniform"))
+  models, specs = scorer.models, scorer.input_specs
+  role = setup.learner_role
+  scoring_flops = forward_flops(models[role], specs[role]) if role in models else 0
+  reference_flops = (forward_flops(models["reference"], x_spec)
+                     if "reference" in models else 0)
+  selection = selection_flops(
+      n, b, width=scorer.width, num_chunks=rule.num_chunks, num_models=len(scorer.roles),
+      task=scorer.task, method=rule.method)
+  return step_cost(
+      batch_size=b, super_batch_size=n, learner_flops=learner_flops,
+      learner_scoring_flops=scoring_flops, reference_flops=reference_flops,
+      reference_cached=scorer.reference_cache is not None,
+      proxy_flops=scoring_flops if setup.proxy is not None else None, selection=selection)
+
+
+def unit_costs(cost: Optional[StepCost], batch_size: int) -> Optional[dict]:
+  """Per selected example and per super-batch FLOPs, for the statistics (None if unknown)."""
+  if cost is None:
+    return None
+  return {"training": None if cost.training is None else cost.training / batch_size,
+          "proxy_training": cost.proxy_training / batch_size,
+          "learner_scoring": cost.learner_scoring,
+          "reference_scoring": cost.reference_scoring,
+          "selection": cost.selection}

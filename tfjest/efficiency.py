@@ -48,6 +48,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
+from tfjest import checks
+
 # Accuracies within this of the target count as reaching it (float round-off in means).
 _REACH_TOLERANCE = 1e-12
 
@@ -157,8 +159,8 @@ def examples_read(steps: Union[int, Sequence[int]], super_batch_size: int
     ValueError: if `super_batch_size` is not a positive integer or a step count is negative or
       not an integer.
   """
-  _check_positive_int(super_batch_size, "super_batch_size")
-  if _is_int(steps):
+  checks.positive_int(super_batch_size, "super_batch_size")
+  if checks.is_int(steps):
     if steps < 0:
       raise ValueError(f"Expected a step count >= 0. Received: steps={steps!r}")
     return int(steps) * super_batch_size
@@ -166,15 +168,6 @@ def examples_read(steps: Union[int, Sequence[int]], super_batch_size: int
   if array.dtype.kind not in "iu" or (array < 0).any():
     raise ValueError(f"Expected integer step counts >= 0. Received: steps={steps!r}")
   return array.astype(np.int64) * super_batch_size
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_positive_int(value, name: str):
-  if not _is_int(value) or value <= 0:
-    raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
 
 
 class Plateau(NamedTuple):
@@ -271,7 +264,7 @@ def _shared(runs: Sequence[Dict], key: str) -> Optional[int]:
     return None
   if any(v != values[0] for v in values):
     raise ValueError(f"The runs of one method must share {key}. Received: {key} {values}")
-  _check_positive_int(values[0], key)
+  checks.positive_int(values[0], key)
   return values[0]
 
 

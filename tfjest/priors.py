@@ -37,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfjest import checks
 from tfjest import adapters
 from tfjest import cache
 
@@ -263,11 +264,11 @@ def prior_targets(prior: keras.Model, dataset: tf.data.Dataset, path: str, *, wi
   if not isinstance(dataset, tf.data.Dataset):
     raise TypeError(f"dataset must be a tf.data.Dataset. Received: dataset of type "
                     f"{type(dataset).__name__}")
-  if not isinstance(width, int) or isinstance(width, bool) or width <= 0:
+  if not checks.is_int(width) or width <= 0:
     raise ValueError(f"width (the student's feature width) must be a positive integer. "
                      f"Received: width={width!r}")
-  if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-    raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+  width = int(width)
+  batch_size = checks.positive_int(batch_size, "batch_size")
   if view_fn is not None and not callable(view_fn):
     raise ValueError(f"view_fn must be a function of a batch of inputs. Received: "
                      f"view_fn={view_fn!r}")

@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
+from tfjest import checks
+
 
 def multi_resolution(sizes: Sequence[int], *, key: str = "image"
                      ) -> Callable[[tf.data.Dataset], tf.data.Dataset]:
@@ -40,7 +42,7 @@ def multi_resolution(sizes: Sequence[int], *, key: str = "image"
   """
   sizes = list(sizes) if not isinstance(sizes, (str, bytes)) else sizes
   if (isinstance(sizes, (str, bytes)) or not sizes or
-      not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes)):
+      not all(checks.is_int(s) and s > 0 for s in sizes)):
     raise ValueError(f"Expected sizes to be a non-empty sequence of positive ints. "
                      f"Received: sizes={sizes!r}")
 

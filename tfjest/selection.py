@@ -35,6 +35,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
+from tfjest import checks
 from tfjest import scores as scores_lib
 
 METHODS = ("jest", "independent", "uniform")
@@ -191,10 +192,6 @@ def check_method(method: str) -> str:
   return method
 
 
-def _is_int(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 @dataclasses.dataclass(frozen=True)
 class Rule:
   """A selection rule as one frozen, self-validating value: which `b` of `N` to keep.
@@ -223,14 +220,14 @@ class Rule:
 
   def __post_init__(self):
     check_method(self.method)
-    if not _is_int(self.num_chunks) or self.num_chunks <= 0:
+    if not checks.is_int(self.num_chunks) or self.num_chunks <= 0:
       raise ValueError(f"num_chunks must be a positive integer. "
                        f"Received: num_chunks={self.num_chunks!r}")
     if (not isinstance(self.temperature, numbers.Real) or isinstance(self.temperature, bool)
         or not self.temperature > 0 or not math.isfinite(self.temperature)):
       raise ValueError(f"temperature must be a finite number > 0 (use greedy=True for "
                        f"deterministic top-k). Received: temperature={self.temperature!r}")
-    if not _is_int(self.seed) or self.seed < 0:
+    if not checks.is_int(self.seed) or self.seed < 0:
       raise ValueError(f"seed must be an integer >= 0. Received: seed={self.seed!r}")
     if self.first_chunk not in FIRST_CHUNK_RULES:
       raise ValueError(f"Expected first_chunk in {FIRST_CHUNK_RULES}. "
@@ -243,6 +240,9 @@ class Rule:
     if self.method != "jest" and self.num_chunks != 1:
       object.__setattr__(self, "num_chunks", 1)  # only JEST works in chunks
     object.__setattr__(self, "temperature", float(self.temperature))
+    # NumPy integers are welcome, but only Python ints go on into TensorFlow ops.
+    object.__setattr__(self, "num_chunks", int(self.num_chunks))
+    object.__setattr__(self, "seed", int(self.seed))
 
   @property
   def reads_scores(self) -> bool:

@@ -1,14 +1,14 @@
 """`tfjest.select`: a `tf.data` transformation that keeps the most learnable examples.
 
-This module is the `tf.data` side only: it checks `select`'s arguments into frozen values (the
-rule, `selection.Rule`; the scoring set-up, `scoring.Setup`; the sizes, `batching.Sizes`), forms
-super-batches of `N` (counting a dropped final partial one), and maps the one selection step
-(`step.SelectionStep`) over them. Selection inside a replicated train step is `tfjest.attach`
-(`replica.py`), which reuses the super-batching here and the same step; this module knows
-nothing of `tf.distribute`.
+This module is the `tf.data` side only, and one job: it checks `select`'s arguments into frozen
+values (the rule, `selection.Rule`; the scoring set-up, `scoring.Setup`; the sizes,
+`batching.Sizes`), refuses placements where the pipeline is the wrong place to score, and maps
+the one selection step (`step.SelectionStep`) over the super-batches that
+`batching.SuperBatcher` cuts. The FLOPs of a step are `cost.selector_step_cost`'s. Selection
+inside a replicated train step is `tfjest.attach` (`tfjest/distribute/`), which reuses the same
+super-batching and the same step; this module knows nothing of `tf.distribute`.
 """
 
-import sys
 from typing import Callable, Optional, Sequence
 
 from absl import logging
@@ -49,10 +49,9 @@ class Selector:
     self.step = step_lib.SelectionStep(rule, self.scorer, self.stats,
                                        batch_size=sizes.batch_size,
                                        super_batch_size=sizes.super_batch_size)
+    self.super_batches = batching.SuperBatcher(sizes, self.stats.record_left_over)
     self._element_spec = None
     self._step_cost = None
-    with tf.init_scope(), tf.device("/cpu:0"):
-      self._warned_left_over = tf.Variable(False, trainable=False, name="warned_left_over")
 
   batch_size = property(lambda self: self.sizes.batch_size)
   super_batch_size = property(lambda self: self.sizes.super_batch_size)
@@ -98,8 +97,8 @@ class Selector:
     options.experimental_external_state_policy = (
         tf.data.experimental.ExternalStatePolicy.IGNORE)
     selected = selected.with_options(options)
-    return _with_cardinality(selected, cardinality, self.super_batch_size,
-                             self.sizes.remainder)
+    return batching.with_cardinality(selected, cardinality, self.super_batch_size,
+                                     self.sizes.remainder)
 
   def models_location(self) -> str:
     """"accelerator" if a model this selection reads has variables on a GPU or TPU, else "host".
@@ -146,28 +145,14 @@ class Selector:
     if element_spec != self._element_spec:
       self._element_spec = element_spec
       try:
-        self._step_cost = self._compute_step_cost()
+        self._step_cost = cost_lib.selector_step_cost(
+            rule=self.rule, setup=self.setup, scorer=self.scorer, sizes=self.sizes,
+            x_spec=adapters.unpack(element_spec)[0])
       except Exception as e:  # pylint: disable=broad-except
         # FLOPs are a report; a model the counter cannot trace must not stop training.
         logging.warning("tfjest: FLOP accounting is off for these statistics: %s", e)
         self._step_cost = None
-      self.stats.set_unit_costs(_unit_costs(self._step_cost, self.batch_size))
-
-  def super_batches(self, dataset, cardinality, *, full_only: bool = False):
-    """`(index, super-batch)` pairs of `N` stacked elements; a dropped tail is counted.
-
-    With `full_only` (selection in a train step, which needs static shapes) a final partial
-    super-batch is always dropped and counted, and the index is left out.
-    """
-    n = self.super_batch_size
-    batches = dataset.batch(n, drop_remainder=False).enumerate()
-    if self.sizes.remainder == "drop" or full_only:
-      batches = batches.filter(self._keep_full_or_count)
-    if full_only:
-      batches = batches.map(lambda index, batch: tf.nest.map_structure(
-          lambda t: tf.ensure_shape(t, [n] + t.shape[1:]), batch))
-      return _with_cardinality(batches, cardinality, n, "drop")
-    return batches
+      self.stats.set_unit_costs(cost_lib.unit_costs(self._step_cost, self.batch_size))
 
   def select_batch(self, super_batch, step=0):
     """Selects from one super-batch outside a pipeline (eagerly or in a `tf.function`).
@@ -198,7 +183,7 @@ class Selector:
     return self._select_super_batch(tf.constant(step, tf.int64), super_batch)
 
   def step_cost(self) -> cost_lib.StepCost:
-    """FLOPs of one training step on this selector's batches (JEST_SPEC section 7).
+    """FLOPs of one training step on this selector's batches (docs/SPEC.md §7).
 
     Counts, per full super-batch: training the learner on `b` (when `learner` was given),
     learner scoring on `N` at the scoring view (or the proxy's scoring and training), reference
@@ -218,49 +203,6 @@ class Selector:
                        "cannot trace")
     return self._step_cost
 
-  def _compute_step_cost(self) -> cost_lib.StepCost:
-    x_spec = adapters.unpack(self._element_spec)[0]
-    n, b = self.super_batch_size, self.batch_size
-    learner = self.setup.learner
-    learner_flops = None if learner is None else cost_lib.forward_flops(learner, x_spec)
-    if self.scorer is None:
-      return cost_lib.step_cost(batch_size=b, super_batch_size=n, learner_flops=learner_flops,
-                                learner_scoring_flops=0,
-                                selection=cost_lib.selection_flops(n, b, method="uniform"))
-    models, specs = self.scorer.models, self.scorer.input_specs
-    role = self.setup.learner_role
-    scoring_flops = (cost_lib.forward_flops(models[role], specs[role]) if role in models else 0)
-    reference_flops = (cost_lib.forward_flops(models["reference"], x_spec)
-                       if "reference" in models else 0)
-    selection_cost = cost_lib.selection_flops(
-        n, b, width=self.scorer.width, num_chunks=self.rule.num_chunks,
-        num_models=len(self.scorer.roles), task=self.scorer.task, method=self.rule.method)
-    return cost_lib.step_cost(
-        batch_size=b, super_batch_size=n, learner_flops=learner_flops,
-        learner_scoring_flops=scoring_flops, reference_flops=reference_flops,
-        reference_cached=self.scorer.reference_cache is not None,
-        proxy_flops=scoring_flops if self.setup.proxy is not None else None,
-        selection=selection_cost)
-
-  def _keep_full_or_count(self, step, super_batch):
-    del step
-    size = _leading_size(super_batch)
-    full = tf.equal(size, self.super_batch_size)
-
-    def warn_once():
-      # Once per selector, not once per epoch: the tail of every epoch is the same.
-      message = tf.print(
-          "tfjest.select: dropped a final partial super-batch of", size, "examples (counted "
-          "in stats as left_over; pass remainder='keep' to select from it). Shown once.",
-          output_stream=sys.stderr)
-      with tf.control_dependencies([message]):
-        return self._warned_left_over.assign(True)
-
-    record = self.stats.record_left_over(tf.where(full, 0, size))
-    warn = tf.cond(full | self._warned_left_over, lambda: tf.constant(True), warn_once)
-    with tf.control_dependencies([record, warn]):
-      return tf.identity(full)
-
   def _select_super_batch(self, step, super_batch):
     n, b = self.super_batch_size, self.batch_size
     if self.sizes.remainder == "drop":
@@ -270,7 +212,7 @@ class Selector:
     # A final partial super-batch is padded to N with copies of its last example, which are
     # marked invalid so selection takes them only after every real candidate; the batch keeps
     # round(size * b / N) examples, the same share as the others.
-    size = _leading_size(super_batch)
+    size = batching.leading_size(super_batch)
     fill = tf.minimum(tf.range(n), size - 1)
     padded = tf.nest.map_structure(
         lambda t: tf.ensure_shape(tf.gather(t, fill), [n] + t.shape[1:]), super_batch)
@@ -290,31 +232,6 @@ def check_selector(value, name: str = "selector") -> "Selector":
     raise TypeError(f"{name} must be the object returned by tfjest.select(...) (or by "
                     f"tfjest.attach). Received: {name} of type {type(value).__name__}")
   return selector
-
-
-def _unit_costs(cost: Optional[cost_lib.StepCost], batch_size: int):
-  """Per selected example and per super-batch FLOPs, for the statistics (None if unknown)."""
-  if cost is None:
-    return None
-  return {"training": None if cost.training is None else cost.training / batch_size,
-          "proxy_training": cost.proxy_training / batch_size,
-          "learner_scoring": cost.learner_scoring,
-          "reference_scoring": cost.reference_scoring,
-          "selection": cost.selection}
-
-
-def _with_cardinality(dataset, cardinality: int, n: int, remainder: str):
-  """The filter of a dropped tail hides the length; restore it so `fit` knows an epoch."""
-  if cardinality == tf.data.INFINITE_CARDINALITY:
-    return dataset.repeat()
-  if cardinality >= 0:
-    batches = cardinality // n if remainder == "drop" else -(-cardinality // n)
-    return dataset.apply(tf.data.experimental.assert_cardinality(batches))
-  return dataset
-
-
-def _leading_size(structure):
-  return tf.shape(tf.nest.flatten(structure)[0], out_type=tf.int32)[0]
 
 
 def select(*, learner: Optional[keras.Model] = None,

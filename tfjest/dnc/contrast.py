@@ -38,20 +38,15 @@ cluster mix holds, and so what a contrastive loss's negatives are:
   several clusters.
 """
 
-import numbers
-import sys
 
 import tensorflow as tf
 
 from tfjest import batching
+from tfjest import checks
 from tfjest import clusters as clusters_lib
 
 NEGATIVES = ("global", "per_replica")
 _COUNTS = ("read", "emitted", "left_over")
-
-
-def _is_int(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 class ClusterStats(tf.Module):
@@ -168,22 +163,12 @@ class ClusterGrouping:
   def _full_or_count(self, block, full: int):
     """True for a complete window or group; counts an incomplete one's examples as left over."""
     size = tf.shape(block["cluster"], out_type=tf.int64)[0]
-    complete = tf.equal(size, full)
-    examples = tf.size(block["cluster"], out_type=tf.int64)
-
-    def warn_once():
-      message = tf.print(
-          "tfjest.by_cluster: the end of the stream left incomplete cluster windows or groups; "
-          "their examples are dropped and counted in stats as left_over (first:", examples,
-          "examples). Shown once.", output_stream=sys.stderr)
-      with tf.control_dependencies([message]):
-        return self._warned.assign(True)
-
-    record = self.stats.counts["left_over"].assign_add(
-        tf.where(complete, tf.constant(0, tf.int64), examples))
-    warn = tf.cond(complete | self._warned, lambda: tf.constant(True), warn_once)
-    with tf.control_dependencies([record, warn]):
-      return tf.identity(complete)
+    return batching.keep_complete(
+        tf.equal(size, full), tf.size(block["cluster"], out_type=tf.int64),
+        record=self.stats.counts["left_over"].assign_add, warned=self._warned,
+        message=("tfjest.by_cluster: the end of the stream left incomplete cluster windows or "
+                 "groups; their examples are dropped and counted in stats as left_over (first:",
+                 "examples). Shown once."))
 
   def _count_emitted(self, block):
     clusters = tf.reshape(block["cluster"], [-1])
@@ -264,7 +249,7 @@ def by_cluster(clusters: clusters_lib.Clusters, *, group_size: int, id_key: str 
                     f"Received: clusters of type {type(clusters).__name__}")
   for name, value in (("group_size", group_size), ("clusters_per_group", clusters_per_group),
                       ("num_replicas", num_replicas), ("join_batch_size", join_batch_size)):
-    if not _is_int(value) or value < 1:
+    if not checks.is_int(value) or value < 1:
       raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
   if not isinstance(id_key, str) or not id_key:
     raise ValueError(f"id_key must be a non-empty string. Received: id_key={id_key!r}")

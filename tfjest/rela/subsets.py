@@ -4,6 +4,8 @@ from typing import Optional
 
 import tensorflow as tf
 
+from tfjest import checks
+
 
 def epoch_subsets(data_ratio: float, *, seed: int = 0, epochs: Optional[int] = None):
   """Repeats a finite dataset, each epoch a fresh uniform random subset of `data_ratio` of it.
@@ -33,14 +35,13 @@ def epoch_subsets(data_ratio: float, *, seed: int = 0, epochs: Optional[int] = N
     ValueError: if `data_ratio` is not in (0, 1], `epochs` not a positive integer or None; when
       applied, if the dataset's size is infinite or unknown.
   """
-  if (isinstance(data_ratio, bool) or not isinstance(data_ratio, (int, float)) or
-      not 0 < data_ratio <= 1):
+  if not checks.is_real(data_ratio) or not 0 < data_ratio <= 1:
     raise ValueError(f"data_ratio must be in (0, 1]. Received: data_ratio={data_ratio!r}")
-  if not isinstance(seed, int) or isinstance(seed, bool):
-    raise ValueError(f"seed must be an integer. Received: seed={seed!r}")
-  if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or
-                             epochs <= 0):
+  seed = checks.integer(seed, "seed")
+  if epochs is not None and (not checks.is_int(epochs) or epochs <= 0):
     raise ValueError(f"epochs must be a positive integer or None. Received: epochs={epochs!r}")
+  epochs = None if epochs is None else int(epochs)
+  data_ratio = float(data_ratio)
 
   def _apply_fn(dataset: tf.data.Dataset) -> tf.data.Dataset:
     size = int(dataset.cardinality())

@@ -42,6 +42,7 @@ from typing import Optional, Union
 import keras
 import tensorflow as tf
 
+from tfjest import checks
 from tfjest import adapters
 from tfjest import priors
 
@@ -135,7 +136,7 @@ class ReLAAid(keras.Model):
     self._switch_at = _switch_step(switch, total_steps)
     for name, value in (("threshold", threshold), ("fast_decay", fast_decay),
                         ("slow_decay", slow_decay)):
-      if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+      if not checks.is_real(value) or not 0 < value < 1:
         raise ValueError(f"{name} must be in (0, 1). Received: {name}={value!r}")
     if not isinstance(target_key, str) or not target_key:
       raise ValueError(f"target_key must be a non-empty string. Received: "
@@ -256,8 +257,7 @@ class ReLAAid(keras.Model):
 
 def _switch_step(switch, total_steps) -> Optional[int]:
   """The constant switch step, or None for the adaptive rule (validates both arguments)."""
-  if total_steps is not None and (isinstance(total_steps, bool) or
-                                  not isinstance(total_steps, int) or total_steps <= 0):
+  if total_steps is not None and (not checks.is_int(total_steps) or total_steps <= 0):
     raise ValueError(f"total_steps must be a positive integer. Received: "
                      f"total_steps={total_steps!r}")
   if isinstance(switch, str):
@@ -265,13 +265,13 @@ def _switch_step(switch, total_steps) -> Optional[int]:
       raise ValueError(f"Expected switch in {SWITCH_RULES}, a step (int) or a fraction in "
                        f"(0, 1). Received: switch={switch!r}")
     return None
-  if isinstance(switch, bool) or not isinstance(switch, (int, float)):
+  if not checks.is_real(switch):
     raise ValueError(f"Expected switch in {SWITCH_RULES}, a step (int) or a fraction in (0, 1). "
                      f"Received: switch={switch!r}")
-  if isinstance(switch, int):
+  if checks.is_int(switch):
     if switch < 0:
       raise ValueError(f"A switch step must be >= 0. Received: switch={switch}")
-    return switch
+    return int(switch)
   if not 0 < switch < 1:
     raise ValueError(f"A fractional switch must be in (0, 1). Received: switch={switch}")
   if total_steps is None:
