@@ -86,7 +86,7 @@ class CombineTest(tf.test.TestCase, parameterized.TestCase):
       scores_lib.combine("hardest", 1.0, 1.0)
 
 
-# Written out by hand (JEST_SPEC section 3), not derived from the tables the code reads.
+# Written out by hand (docs/SPEC.md §3), not derived from the tables the code reads.
 MODELS_READ = {
     ("jest", "learnability"): ("learner", "reference"),
     ("jest", "hard_learner"): ("learner",),

@@ -1,7 +1,7 @@
 """Cached reference outputs: the frozen reference runs once per example, not once per step.
 
 The reference never changes, so what it says about an example can be computed once and joined
-into the stream by example id (JEST_SPEC section 7: "reference scoring; 0 when cached"). Pair
+into the stream by example id (docs/SPEC.md §7: "reference scoring; 0 when cached"). Pair
 losses cannot be cached (they depend on the super-batch); the embeddings they come from can:
 
 - dual encoder: per example its image and text embeddings, plus the model's logit scale and

@@ -1,4 +1,4 @@
-"""What a training step costs, in FLOPs (JEST_SPEC section 7).
+"""What a training step costs, in FLOPs (docs/SPEC.md §7).
 
     uniform step  = 3 * F_L * b
     selected step = 3 * F_L * b            training on the chosen b

@@ -1,10 +1,10 @@
-"""Data efficiency as JEST_SPEC section 9 defines it: steps, FLOPs and examples to a target.
+"""Data efficiency as docs/SPEC.md §9 defines it: steps, FLOPs and examples to a target.
 
 Every measure reads evaluation curves, one dict per run (one run per seed):
 
 - `"steps"`: the evaluated training steps, increasing; the first entry is the evaluation before
   training (step 0), which no measure counts as reaching anything.
-- `"flops"`: cumulative training FLOPs at each evaluated step (JEST_SPEC section 7, e.g.
+- `"flops"`: cumulative training FLOPs at each evaluated step (docs/SPEC.md §7, e.g.
   `step * selector.step_cost().total`).
 - `"accuracy"`: the evaluation accuracy at each evaluated step.
 - optional `"recall_at_1"` and `"corrupted_share"` (share of corrupted examples among those
@@ -191,7 +191,7 @@ class Plateau(NamedTuple):
 
 def plateau(steps: Sequence[float], accuracy: Sequence[float], *, window: float = 0.25,
             tolerance: float = 0.01) -> Plateau:
-  """Whether a curve has plateaued: the budget is long enough (JEST_SPEC section 9).
+  """Whether a curve has plateaued: the budget is long enough (docs/SPEC.md §9).
 
   The rule: the best accuracy improves by less than `tolerance` over the last `window` of the
   budget. With `window_start = steps[0] + (1 - window) * (steps[-1] - steps[0])`, the gain is

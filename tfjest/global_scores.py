@@ -1,4 +1,4 @@
-"""Scores of one shard's candidates, conditioned on every shard's choices (JEST_SPEC section 6).
+"""Scores of one shard's candidates, conditioned on every shard's choices (docs/SPEC.md §6).
 
 In global joint selection across `R` replicas, each replica keeps its own `n = N / R` candidates
 and chooses `c / R` of them per chunk, but the conditioning set `A` is global: after each chunk,

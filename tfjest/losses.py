@@ -1,6 +1,6 @@
 """Per-pair sigmoid-contrastive losses (SigLIP) and per-example losses, as tensor functions.
 
-The SigLIP loss of a batch is a plain sum of pair terms (JEST_SPEC section 2):
+The SigLIP loss of a batch is a plain sum of pair terms (docs/SPEC.md §2):
 
     logit_ij = t * <x_i, y_j> + beta,   z_ij = +1 if i == j else -1
     l_ij     = softplus(-z_ij * logit_ij)

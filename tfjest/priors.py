@@ -1,6 +1,6 @@
 """ReLA-D: a frozen prior model's standardised representations as per-example training targets.
 
-ReLA (arXiv 2405.14669, JEST_SPEC section 11) runs a frozen *prior* model once over the data,
+ReLA (arXiv 2405.14669, docs/SPEC.md §11) runs a frozen *prior* model once over the data,
 at one fixed, un-augmented view of each example (`view_fn`: the prior's own resolution or
 preprocessing), and keeps per example its pooled features or embedding projected by PCA onto
 `k = min(width, prior width)` components (`width`: the student's feature width), each component

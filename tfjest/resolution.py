@@ -3,7 +3,7 @@
 When the learner scores candidates at a lower resolution (a `scoring_view`), its low-resolution
 outputs are only as good as it is at that resolution. Flexi-JEST therefore trains on a mix of
 resolutions, so that the cheap scores stay close to the full-resolution ones, and the low-
-resolution batches cost less to train on too (JEST_SPEC section 10). `multi_resolution` is that
+resolution batches cost less to train on too (docs/SPEC.md §10). `multi_resolution` is that
 mix as a `tf.data` transformation of a *batched* stream, e.g. of what `select` emits:
 
     selected = train_ds.apply(tfjest.select(..., scoring_view=half_size))

@@ -1,11 +1,11 @@
-"""Score matrices `S` (JEST_SPEC section 3), exposed in block form.
+"""Score matrices `S` (docs/SPEC.md §3), exposed in block form.
 
 Selection only ever needs three things from `S`: its diagonal, the conditional-gain update of a
 chosen chunk `C` (`S[:, C].sum(1) + S[C, :].sum(0)`), and, for statistics, the block of a chosen
 set. Every class here provides exactly those, so the same selection code runs on
 
 - `PairwiseScores`: two dual encoders' embeddings, never forming `N x N` (streaming form,
-  JEST_SPEC section 5; memory `O(N * c)` per chunk);
+  docs/SPEC.md §5; memory `O(N * c)` per chunk);
 - `DenseScores`: an explicit `[N, N]` matrix (small `N`, tests, the oracle);
 - `DiagonalScores`: per-example scores (classification, Bad Students, RHO-LOSS, uniform).
 """

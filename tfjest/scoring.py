@@ -27,7 +27,7 @@ ROLES = ("learner", "reference")
 def models_read(method: str, score: str = "learnability") -> Tuple[str, ...]:
   """The models a selection configuration reads: a subset of `("learner", "reference")`.
 
-  The rule `tfjest.select` applies (JEST_SPEC section 3): "uniform" selection reads no model;
+  The rule `tfjest.select` applies (docs/SPEC.md §3): "uniform" selection reads no model;
   "jest" and "independent" read what the score variant combines: "learnability" both models,
   "hard_learner" only the learner, "easy_reference" only the reference. `select` requires
   exactly these models (a reference may come as `reference_cache=`, the learner's scores from

@@ -1,6 +1,6 @@
 """Choosing `b` of `N` candidates: joint blocked sampling, independent and uniform selection.
 
-All three are one procedure (JEST_SPEC section 4), so comparisons between them measure only the
+All three are one procedure (docs/SPEC.md §4), so comparisons between them measure only the
 scores:
 
 1. the first chunk of `c = b / K` is drawn uniformly (`first_chunk="uniform"`) or by Gumbel-top-c

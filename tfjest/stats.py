@@ -17,7 +17,7 @@ A statistic no batch had (the learner's loss under "easy_reference") is not repo
 Because `fit` prefetches, the pipeline runs 0-2 batches ahead of the training step: statistics
 read during training describe the batches produced so far, which may not yet be consumed.
 
-FLOPs (JEST_SPEC section 7) need no variables: each part is a fixed cost per selected example
+FLOPs (docs/SPEC.md §7) need no variables: each part is a fixed cost per selected example
 (training the learner, and a proxy) or per super-batch (scoring, selection), so totals follow
 from the counts. The transformation computes those unit costs once, when it is applied, and
 hands them to `set_unit_costs`; `result()` and the callback then report `flops_<part>` totals and

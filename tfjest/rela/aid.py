@@ -1,6 +1,6 @@
 """ReLA-Aid: train a user's Keras model on a prior's targets early, then on its own loss.
 
-`ReLAAid(model, features=...)` wraps the user's model for `fit` (JEST_SPEC section 11). While
+`ReLAAid(model, features=...)` wraps the user's model for `fit` (docs/SPEC.md §11). While
 in the ReLA phase, a train step regresses the model's features onto the prior's targets (which
 the stream carries in `x["rela_target"]`, `PriorTargets.join`) through a linear transport head:
 

@@ -14,8 +14,8 @@ def epoch_subsets(data_ratio: float, *, seed: int = 0, epochs: Optional[int] = N
   position in the dataset is among the first of a permutation drawn with the stateless seed
   `(seed, e)`. The subset is uniform over the subsets of that size, fresh every epoch, and the
   same for the same `seed` (the order within an epoch is the dataset's own; shuffle after this
-  transformation, or let the dataset shuffle itself, for a random order). ReLA (JEST_SPEC
-  section 11) trains on e.g. 20% or 50% of the data per epoch.
+  transformation, or let the dataset shuffle itself, for a random order). ReLA (docs/SPEC.md
+  §11) trains on e.g. 20% or 50% of the data per epoch.
 
   >>> import tensorflow as tf
   >>> import tfjest

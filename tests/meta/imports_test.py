@@ -12,7 +12,7 @@ import sys
 
 import tensorflow as tf
 
-_TESTS = os.path.dirname(os.path.abspath(__file__))
+_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ROOT = os.path.dirname(_TESTS)
 _HEAVY = ("tensorflow_text", "tensorflow_datasets")
 

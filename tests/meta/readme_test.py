@@ -13,8 +13,8 @@ import tensorflow as tf
 
 import tfjest
 
-_README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-_BLOCK_MARKER = "<!-- tests/readme_test.py runs the next code block. -->"
+_README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.md")
+_BLOCK_MARKER = "<!-- tests/meta/readme_test.py runs the next code block. -->"
 # Table defaults that document what a `None` in the signature resolves to; each is checked by
 # behaviour in `test_filter_ratio_defaults_to_0_8`.
 _RESOLVED_DEFAULTS = {"filter_ratio": 0.8}

@@ -9,7 +9,7 @@ import sys
 from absl.testing import parameterized
 import tensorflow as tf
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PROGRAMS = ("examples.demo", "examples.dnc", "examples.quickstart", "examples.rela",
             "examples.train_reference", "examples.train_learner",
             "benchmarks.accelerator_check", "benchmarks.cheap_scoring",

@@ -18,7 +18,7 @@ from examples import strategies
 from examples import tasks
 from tfjest import testing
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Small enough for a test: a 512-pair reference, one epoch; 8 learner steps of 32 from 160.
 _SMALL = ["--dataset=toy", "--batch_size=32", "--num_chunks=8", "--steps=8", "--eval_every=4",
           "--reference_examples=512", "--reference_epochs=1", "--stream_examples=1024"]

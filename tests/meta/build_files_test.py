@@ -23,7 +23,7 @@ from absl.testing import absltest
 LIBRARY_ROOTS = ("tfjest", "examples", "benchmarks")
 TEST_ROOTS = ("tests",)
 # The target that reads the files: its `data` must hold every checked package's build_inputs.
-CHECKER_TARGET = "//tests:build_files_test"
+CHECKER_TARGET = "//tests/meta:build_files_test"
 _RULE_KINDS = ("py_library", "py_binary", "py_test")
 # tools/build_defs.bzl's macros, read as the rules they wrap; srcs default to [name + ".py"]
 # for the binary and the test (the library names its srcs).
@@ -69,7 +69,11 @@ def _evaluate(node: ast.AST, glob: Callable[[Sequence[str]], List[str]]):
   if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and
       node.func.id == "glob" and node.args):
     patterns = _evaluate(node.args[0], glob)
-    return glob(patterns) if patterns is not None else None
+    exclude = next((_evaluate(kw.value, glob) for kw in node.keywords if kw.arg == "exclude"),
+                   None) or []
+    if patterns is None:
+      return None
+    return [f for f in glob(patterns) if not any(glob_match(p, f) for p in exclude)]
   try:
     return ast.literal_eval(node)
   except ValueError:
@@ -180,7 +184,8 @@ def owning_package(path: str, packages: Set[str]) -> Optional[str]:
 
 
 def find_problems(*, rules: Sequence[Rule], files: Sequence[str], packages: Set[str],
-                  read: Callable[[str], str]) -> List[str]:
+                  read: Callable[[str], str], checker_target: str = CHECKER_TARGET
+                 ) -> List[str]:
   """Checks BUILD rules against the workspace's files; returns one message per problem.
 
   Args:
@@ -188,6 +193,7 @@ def find_problems(*, rules: Sequence[Rule], files: Sequence[str], packages: Set[
     files: workspace-relative paths of the `.py` files under LIBRARY_ROOTS and TEST_ROOTS.
     packages: the directories under those roots that have a BUILD file.
     read: returns the contents of one of `files`.
+    checker_target: the label of the test that runs this check under Bazel.
 
   Returns:
     Messages naming the missing target or dep; empty when the BUILD files are complete.
@@ -234,10 +240,10 @@ def find_problems(*, rules: Sequence[Rule], files: Sequence[str], packages: Set[
               path=path, wanted=wanted, package=package, name=name, relative=relative))
 
   by_label = {rule.label: rule for rule in rules}
-  checker = by_label.get(CHECKER_TARGET)
+  checker = by_label.get(checker_target)
   if checker is None:
     problems.append("{} is missing: nothing would run this check under Bazel.".format(
-        CHECKER_TARGET))
+        checker_target))
   else:
     for package in sorted(packages):
       if "//{}:build_inputs".format(package) not in checker.data:
@@ -245,7 +251,7 @@ def find_problems(*, rules: Sequence[Rule], files: Sequence[str], packages: Set[
             "//{package}:build_inputs is not in the data of {checker}, so under Bazel the "
             "check cannot see {package}/. Add a filegroup(name = \"build_inputs\", srcs = "
             "glob([\"*.py\"]) + [\"BUILD\"]) there and list it.".format(
-                package=package, checker=CHECKER_TARGET))
+                package=package, checker=checker_target))
 
   def provided(rule: Rule) -> Set[str]:
     seen, stack, out = set(), [rule.label], set()
@@ -285,7 +291,7 @@ def workspace_root() -> pathlib.Path:
   Deliberately not resolved through symlinks: under Bazel the runfiles tree is a forest of
   symlinks, and only the unresolved paths show what the test targets can see.
   """
-  return pathlib.Path(os.path.abspath(__file__)).parent.parent
+  return pathlib.Path(os.path.abspath(__file__)).parent.parent.parent
 
 
 def check_workspace(root: pathlib.Path) -> List[str]:
@@ -365,7 +371,7 @@ py_test(
     rules = [rule for package, text in builds.items()
              for rule in parse_build(text, package)]
     return find_problems(rules=rules, files=sorted(sources), packages=set(builds),
-                         read=sources.__getitem__)
+                         read=sources.__getitem__, checker_target="//tests:build_files_test")
 
   def test_complete_workspace_has_no_problems(self):
     self.assertEqual(self._problems(), [])
@@ -464,6 +470,11 @@ py_test(
         Rule("py_binary", "//p:prog", ["p/prog.py"], ["//p:lib"], []),
         Rule("py_library", "//p:lib", ["p/lib.py"], [], []),
     ])
+
+  def test_glob_exclude(self):
+    rules = parse_build('py_library(name = "x", srcs = glob(["*.py"], exclude = ["b.py"]))\n',
+                        "p", glob=lambda patterns: ["a.py", "b.py"])
+    self.assertEqual(rules[0].srcs, ["p/a.py"])
 
   def test_glob_match_follows_bazel(self):
     self.assertTrue(glob_match("*.py", "a.py"))

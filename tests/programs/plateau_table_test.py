@@ -14,7 +14,7 @@ from benchmarks import plateau_table
 from benchmarks import uniform_runs
 from tfjest import efficiency
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SETTINGS = {"batch_size": 4, "learning_rate": 0.001, "eval_every": 100}
 
 

@@ -16,7 +16,7 @@ from examples import data
 from examples import models  # registers the models for load_model
 from tfjest import datasets
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SIZES = "2000,400,200"  # web, curated, test: the benchmark's --smoke sizes
 _TIMEOUT = 240
 
