@@ -22,14 +22,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m examples.demo
 
-# pytest first (fast feedback; exits non-zero, also when it collects nothing), then Bazel,
-# which runs each test file as its own target and fails on a test file without one.
+# The suite, each test once: Bazel runs every test file as its own target, in parallel, and
+# //tests/meta:build_files_test fails on a test file (or module) without a target.
 test: $(STAMP) bazel-installed
-	$(PY) -m pytest -q
 	$(BAZEL_TEST)
 
+# For quick work: the same files under pytest in one process (exits non-zero, also when it
+# collects nothing); `make pytest ARGS=tests/transform_test.py` runs one file.
 pytest: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(ARGS)
 
 bazel-test: $(STAMP) bazel-installed
 	$(BAZEL_TEST)

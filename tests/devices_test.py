@@ -3,7 +3,7 @@
 There is no GPU or TPU here: the rule is tested by giving it accelerator device strings (objects
 whose `.device` says GPU or TPU, or a patched `devices.variable_devices`, the one function that
 reads devices). The statistics' counters for a compiled step are tested on a second logical CPU
-device (tests/xla_step_test.py fits there).
+device (tests/step_xla_test.py fits there).
 """
 
 from tfjest import testing

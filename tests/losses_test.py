@@ -50,7 +50,7 @@ class SigmoidPairLossTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(tfjest.siglip_loss(emb), full.sum() / 8, rtol=1e-5)
 
   def test_replica_loss_without_a_strategy_is_the_batch_loss(self):
-    # Under a strategy it is divided by the replicas in sync: tests/replica_step_test.py.
+    # Under a strategy it is divided by the replicas in sync: tests/distribute/replica_test.py.
     emb = _embeddings(8, 6, 2)
     self.assertAllClose(tfjest.siglip_replica_loss(emb), _np_pair_losses(emb).sum() / 8,
                         rtol=1e-5)

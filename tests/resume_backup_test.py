@@ -2,7 +2,7 @@
 
 A worker that is not the chief is simulated by a stub strategy whose `extended.should_checkpoint`
 is False (what `MultiWorkerMirroredStrategy` says on such a worker), so no cluster is needed;
-tests/preemption_test.py runs a real one through examples/train_learner.py.
+tests/resume_preemption_test.py runs a real one through examples/train_learner.py.
 """
 
 import os

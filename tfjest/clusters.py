@@ -22,7 +22,7 @@ tfjest and needs the embeddings as one in-memory NumPy array. Users who prefer i
 its centroids as `initial_centroids` with `iterations=1`: tfjest then only assigns and stores.
 (`tf.compat.v1.estimator.experimental.KMeans` is gone from TensorFlow 2.x.)
 
-Contrast: `tfjest.by_cluster` (`tfjest/contrast.py`) reorders a stream into cluster-conditioned
+Contrast: `tfjest.by_cluster` (`tfjest/dnc/contrast.py`) reorders a stream into cluster-conditioned
 groups that `tfjest.select` reads as super-batches.
 """
 

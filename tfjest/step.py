@@ -4,9 +4,9 @@ Both placements call `SelectionStep`: the `tf.data` map of `tfjest.select` (one 
 `N`, on the host) and the replicated train step of `tfjest.attach` (each replica's shard of
 `N / R`). What differs between them is only how values cross replicas, which the caller passes
 in as a `Collective`: in the pipeline every collective is the identity; in a replicated step it
-all-reduces, all-gathers and records once through the replica context (`replica.py`). So a
+all-reduces, all-gathers and records once through the replica context (`tfjest/distribute/replica.py`). So a
 selection, its statistics and the proxy's training cannot drift apart between the placements
-(the parity test in tests/step_parity_test.py holds them together).
+(the parity test in tests/step_test.py holds them together).
 
 Candidates that are padding (a final partial super-batch with `remainder="keep"`) or whose
 `sample_weight` is 0 are invalid: selection takes them only when nothing else is left, and they

@@ -3,7 +3,7 @@
 Each worker is a process with its own TF_CONFIG (free local ports); both must finish within the
 time limit (they are killed otherwise) with identical learner weights, which they can only have
 if every step's gradients were all-reduced across workers. This exercises the Keras 3 fix in
-tfjest/keras_compat.py: without it, fit fails under this strategy (keras-team/keras#20585).
+tfjest/distribute/keras_compat.py: without it, fit fails under this strategy (keras-team/keras#20585).
 """
 
 import tensorflow as tf
