@@ -1,6 +1,6 @@
 r"""Cheap learner scoring on the captions data: what each lever saves, and what it costs.
 
-The learner of the data-efficiency benchmark (`examples.models.DualEncoder`) trains with JEST
+The learner of the data-efficiency benchmark (`examples.lib.models.DualEncoder`) trains with JEST
 (learnability, f = 0.8, the reference cached) for `--steps` steps, once at full resolution and
 once on a mix of resolutions (`--train_resolutions`, `tfjest.multi_resolution`, Flexi-JEST),
 and once with an online proxy (`--proxy_filters`, `tfjest.OnlineProxy`, Bad Students) scoring
@@ -32,10 +32,10 @@ import tensorflow as tf
 
 import tfjest
 from benchmarks import models as bench_models
-from examples import data
-from examples import harness
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import data
+from examples.lib import harness
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")

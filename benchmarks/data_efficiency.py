@@ -30,15 +30,14 @@ from absl import flags
 import numpy as np
 
 import tfjest
+from benchmarks import report
 from benchmarks import results_file
-from examples import data
-from examples import harness
-from examples import plots
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import data
+from examples.lib import harness
+from examples.lib import plots
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 from tfjest import efficiency
-
-_pm = results_file.plus_minus
 
 _OUTPUT = flags.DEFINE_string("output", "out/data_efficiency/results.json",
                               "Results file (JSON); plots go next to it. Resumed if present.")
@@ -187,21 +186,21 @@ def _summaries(settings, results):
 
 
 def _table(rows, settings):
-  lines = ["| noise | method | score | f | step speedup | per seed (reached) | compute speedup "
-           "| final accuracy | corrupted selected | cost/step |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    step = "-" if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
-    compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
-    score = r["score"] or "-"
-    if _reads_learner(r["method"], r["score"]):
-      score += _cheap_scoring(settings)
-    lines.append(
-        f"| {r['noise']} | {r['method']} | {score} | {r['filter_ratio'] or '-'} "
-        f"| {step} | {_pm(r['step_speedup_seeds'], '.2f')} ({r['seeds_reaching']}/"
-        f"{r['seeds']}) | {compute} | {_pm(r['final_accuracy'], '.3f')} "
-        f"| {_pm(r['corrupted_share'], '.2f')} | {r['flops_per_step_ratio']:.2f} |")
-  return "\n".join(lines)
+  def score(r):
+    name = r["score"] or "-"
+    return name + (_cheap_scoring(settings) if _reads_learner(r["method"], r["score"]) else "")
+
+  return report.table(rows, [
+      ("noise", lambda r: str(r["noise"])),
+      ("method", lambda r: r["method"]),
+      ("score", score),
+      ("f", lambda r: str(r["filter_ratio"] or "-")),
+      ("step speedup", report.step_speedup),
+      ("per seed (reached)", report.per_seed),
+      ("compute speedup", lambda r: report.speedup(r["compute_speedup"])),
+      ("final accuracy", report.final_accuracy),
+      ("corrupted selected", report.corrupted),
+      ("cost/step", report.cost)])
 
 
 def _plots(settings, results, directory):

@@ -1,8 +1,8 @@
 r"""Cheap scoring views: what scoring the learner at lower resolution saves, and what it costs.
 
 A reference dual encoder (`benchmarks/models.py`'s ConvDualEncoder, global average pooling, so
-it takes any image size) is trained on clean 32 x 32 image-caption pairs (`examples.reference`'s
-recipe on an `examples.tasks.ToyTask`); a learner of the same
+it takes any image size) is trained on clean 32 x 32 image-caption pairs (`examples.lib.reference`'s
+recipe on an `examples.lib.tasks.ToyTask`); a learner of the same
 kind is trained briefly on the noisy stream (half of the captions swapped). Then JEST selects
 from a fresh noisy stream, with the reference outputs cached, with the learner scoring
 
@@ -37,8 +37,8 @@ import tensorflow as tf
 import tfjest
 from benchmarks import models
 from benchmarks import timing
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 from tfjest import testing
 
 _BATCH = flags.DEFINE_integer("batch_size", 64, "b, examples per selected batch.")

@@ -58,11 +58,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from examples import data
-from examples import harness
-from examples import plots
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import data
+from examples.lib import harness
+from examples.lib import plots
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 from tfjest import efficiency
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")

@@ -2,13 +2,13 @@ r"""Divide and Contrast on the captions data: base, k-means, one expert per clus
 
     python -m examples.dnc --num_clusters=5 --expert_steps=500 --steps=3000
 
-The base is the reference (trained on the clean curated split, `examples.reference`; saved in
+The base is the reference (trained on the clean curated split, `examples.lib.reference`; saved in
 `--output_dir` and reused). Its image embeddings of the web split are cached and clustered by
 k-means (`tfjest.cluster_reference`); one expert per cluster starts from the base and trains
 with the SigLIP loss on its cluster's stream (hard negatives); a student of the learner's
 architecture is then distilled from the base and the experts (a regression head per teacher,
 routed by cluster id) and evaluated zero-shot through its base head. The recipe lives in
-`examples.divide_and_contrast`. Prints the base's, each expert's and the student's zero-shot
+`examples.lib.dnc`. Prints the base's, each expert's and the student's zero-shot
 accuracy. `--sizes=2000,400,200 --reference_epochs=1 --expert_steps=5 --steps=10
 --eval_every=5` is a smoke run of about a minute (the test suite runs it).
 """
@@ -18,11 +18,11 @@ import os
 from absl import app
 from absl import flags
 
-from examples import data
-from examples import divide_and_contrast as dnc
-from examples import harness
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import data
+from examples.lib import dnc
+from examples.lib import harness
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/dnc", "Reference, caches and clusters.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")

@@ -31,8 +31,8 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import data
-from examples import reference as reference_lib
+from examples.lib import data
+from examples.lib import reference as reference_lib
 from tfjest import testing
 
 METHODS = ("uniform", "independent", "jest")
@@ -184,7 +184,7 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
 
   Args:
     config: the run's settings.
-    task: an `examples.tasks` task.
+    task: an `examples.lib.tasks` task.
     reference: the frozen reference. When None and the score reads one (and no
       `reference_cache` is given), one is trained first (`reference.train`, seed 0).
     reference_cache: the reference's outputs on the training split (`reference.cached`):

@@ -2,7 +2,7 @@
 
 The recipe, in the order a program runs it (`examples/dnc.py`, `benchmarks/dnc.py`):
 
-1. base: a frozen model of the task. Here the reference (`examples.reference`: trained on the
+1. base: a frozen model of the task. Here the reference (`examples.lib.reference`: trained on the
    clean curated split), whose embeddings of the training split are already cached for JEST.
 2. divide: k-means on the base's cached image embeddings (`tfjest.cluster_reference`), one
    cluster id per training example.
@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import data
+from examples.lib import data
 
 
 def divide(cache: tfjest.ReferenceCache, path: str, *, num_clusters: int, seed: int = 0,

@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 import tfjest
-from examples import reference as reference_lib
+from examples.lib import reference as reference_lib
 
 KINDS = ("reference", "other_arch", "random")
 OTHER_FILTERS = (8, 16, 32)
