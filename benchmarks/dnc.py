@@ -61,12 +61,9 @@ _FIRST_SEED = flags.DEFINE_integer(
 _MERGE = flags.DEFINE_list(
     "merge", [], "Results files of the same settings whose runs are added to --output before "
     "the table is printed (nothing is trained when every run is there).")
-_STEPS = flags.DEFINE_integer("steps", 3000, "Training steps per run (the budget).")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between evaluations.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per training step (b).")
+_STEPS, _EVAL_EVERY, _BATCH, _LR = harness.define_run_flags(steps=3000, eval_every=250)
 _RATIO = flags.DEFINE_float("filter_ratio", 0.8, "f: each step reads N = b / (1 - f).")
 _CHUNKS = flags.DEFINE_integer("num_chunks", 16, "JEST chunks per batch.")
-_LR = flags.DEFINE_float("learning_rate", harness.LEARNING_RATE, "Adam rate.")
 _CLUSTERS = flags.DEFINE_integer("num_clusters", 5, "k of k-means.")
 _EXPERT_STEPS = flags.DEFINE_integer("expert_steps", 500, "Training steps per expert.")
 _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,

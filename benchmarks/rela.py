@@ -57,11 +57,8 @@ _RELA_JEST = flags.DEFINE_list("rela_jest_priors", None, "Priors of the rela+jes
                                 "(default: --priors).")
 _ADAPTIVE = flags.DEFINE_bool("adaptive_row", True, "Also rela/reference with switch=adaptive.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0, 1, ...).")
-_STEPS = flags.DEFINE_integer("steps", 3000, "Training steps per run (the budget).")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between evaluations.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per training step (b).")
+_STEPS, _EVAL_EVERY, _BATCH, _LR = harness.define_run_flags(steps=3000, eval_every=250)
 _RATIO = flags.DEFINE_float("filter_ratio", 0.8, "JEST's filter ratio f.")
-_LR = flags.DEFINE_float("learning_rate", harness.LEARNING_RATE, "Learner's Adam rate.")
 _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
                                    "Epochs of reference (and trained prior) training.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny dataset and grid, for tests.")

@@ -35,16 +35,14 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
+from benchmarks import measures
 from benchmarks import models
 from benchmarks import timing
 from examples.lib import reference as reference_lib
 from examples.lib import tasks
 from tfjest import testing
 
-_BATCH = flags.DEFINE_integer("batch_size", 64, "b, examples per selected batch.")
-_RATIO = flags.DEFINE_float("filter_ratio", 0.8,
-                            "f; N = b / (1 - f), a whole number (tfjest.super_batch_size_for).")
-_CHUNKS = flags.DEFINE_integer("num_chunks", 16, "K, JEST chunks.")
+_BATCH, _RATIO, _CHUNKS = measures.define_selection_flags(64, "b, examples per selected batch.")
 _SUPER_BATCHES = flags.DEFINE_integer("super_batches", 10, "Super-batches selected per method.")
 _CLEAN = flags.DEFINE_integer("clean_examples", 6000, "Clean pairs the reference trains on.")
 _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", 5, "Reference training epochs.")

@@ -30,10 +30,9 @@ _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config)
 _SIZES = flags.DEFINE_list("sizes", None, "web,curated,test sizes of a small config (tests).")
 _CLUSTERS = flags.DEFINE_integer("num_clusters", 5, "k of k-means (experts).")
 _EXPERT_STEPS = flags.DEFINE_integer("expert_steps", 500, "Training steps per expert.")
-_STEPS = flags.DEFINE_integer("steps", 3000, "Distillation steps.")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between evaluations.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per step (experts and student).")
-_LR = flags.DEFINE_float("learning_rate", harness.LEARNING_RATE, "Adam rate.")
+_STEPS, _EVAL_EVERY, _BATCH, _LR = harness.define_run_flags(
+    steps=3000, eval_every=250, steps_help="Distillation steps.",
+    batch_help="Examples per step (experts and student).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the experts, the student and the streams.")
 _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
                                    "Epochs of reference (base) training on curated.")

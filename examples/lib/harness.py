@@ -24,8 +24,9 @@ import contextlib
 import dataclasses
 import hashlib
 import time
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Union
 
+from absl import flags
 import keras
 import numpy as np
 import tensorflow as tf
@@ -38,6 +39,24 @@ from tfjest import testing
 METHODS = ("uniform", "independent", "jest")
 SCORES = ("learnability", "hard_learner", "easy_reference")
 LEARNING_RATE = 1e-3
+
+
+class RunFlags(NamedTuple):
+  """A program's `--steps`, `--eval_every`, `--batch_size` and `--learning_rate` flags."""
+  steps: flags.FlagHolder
+  eval_every: flags.FlagHolder
+  batch_size: flags.FlagHolder
+  learning_rate: flags.FlagHolder
+
+
+def define_run_flags(*, steps: int, eval_every: int, batch_size: int = 64,
+                     steps_help: str = "Training steps per run (the budget).",
+                     batch_help: str = "Examples per training step (b).") -> RunFlags:
+  """Defines the flags of a run's budget and optimiser (once, at a program's import)."""
+  return RunFlags(flags.DEFINE_integer("steps", steps, steps_help),
+                  flags.DEFINE_integer("eval_every", eval_every, "Steps between evaluations."),
+                  flags.DEFINE_integer("batch_size", batch_size, batch_help),
+                  flags.DEFINE_float("learning_rate", LEARNING_RATE, "Adam rate."))
 WIDTH = 64
 
 
