@@ -22,7 +22,7 @@ minutes there. It prints, each part on the device TensorFlow places work on by d
 
 It exits with status 1 when a check fails (a placement other than expected, or statistics
 that do not count the steps run). `--smoke` runs tiny sizes: seconds on a CPU
-(tests/benchmarks_test.py runs it).
+(tests/programs/benchmarks_test.py runs it).
 
     python -m benchmarks.accelerator_check
     python -m benchmarks.accelerator_check --smoke

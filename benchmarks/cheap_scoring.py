@@ -1,6 +1,6 @@
 r"""Cheap learner scoring on the captions data: what each lever saves, and what it costs.
 
-The learner of the data-efficiency benchmark (`examples.models.DualEncoder`) trains with JEST
+The learner of the data-efficiency benchmark (`examples.lib.models.DualEncoder`) trains with JEST
 (learnability, f = 0.8, the reference cached) for `--steps` steps, once at full resolution and
 once on a mix of resolutions (`--train_resolutions`, `tfjest.multi_resolution`, Flexi-JEST),
 and once with an online proxy (`--proxy_filters`, `tfjest.OnlineProxy`, Bad Students) scoring
@@ -9,8 +9,8 @@ with the learner scoring the full 32 x 32 images and each lower `--resolutions` 
 or the proxy scoring (its learner's own full-resolution scores are the yardstick), and uniform
 selects as the baseline. For each it reports:
 
-* cost/step: the FLOPs of a training step with that scoring, uniform's step = 1 (JEST_SPEC
-  section 7; the reference is cached, so it costs 0);
+* cost/step: the FLOPs of a training step with that scoring, uniform's step = 1 (docs/SPEC.md
+  §7; the reference is cached, so it costs 0);
 * corrupted: the share of corrupted web examples among the selected ones (input rate: noise);
 * s(B) full: the mean batch score of the chosen batches under the *full-resolution* learnability
   scores (what a full-resolution selection maximises; higher is better);
@@ -32,10 +32,10 @@ import tensorflow as tf
 
 import tfjest
 from benchmarks import models as bench_models
-from examples import data
-from examples import harness
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import data
+from examples.lib import harness
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config).")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")

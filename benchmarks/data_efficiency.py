@@ -1,4 +1,4 @@
-r"""Data efficiency of JEST and its ablations against uniform sampling (JEST_SPEC section 9).
+r"""Data efficiency of JEST and its ablations against uniform sampling (docs/SPEC.md §9).
 
     nohup python -m benchmarks.data_efficiency > out/data_efficiency/log.txt 2>&1 &
 
@@ -9,7 +9,7 @@ uniform; `jest` x `--jest_scores` x `--filter_ratios`; `independent` x `--indepe
 perfect noise filter, an analysis baseline that reads the corruption flags). The reference's
 embeddings of the web split are computed once per noise level and cached next to the results
 (`--cache_reference`, the default): the scored runs read them instead of calling the
-reference, so reference scoring costs 0 FLOPs per step (JEST_SPEC section 7) and the
+reference, so reference scoring costs 0 FLOPs per step (docs/SPEC.md §7) and the
 selections are those of the live reference. `--proxy_filters=4,8,16` lets a small online proxy
 (`tfjest.OnlineProxy`, Bad Students) score for the learner in the runs whose score reads it.
 Each result is
@@ -30,15 +30,14 @@ from absl import flags
 import numpy as np
 
 import tfjest
+from benchmarks import report
 from benchmarks import results_file
-from examples import data
-from examples import harness
-from examples import plots
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import data
+from examples.lib import harness
+from examples.lib import plots
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 from tfjest import efficiency
-
-_pm = results_file.plus_minus
 
 _OUTPUT = flags.DEFINE_string("output", "out/data_efficiency/results.json",
                               "Results file (JSON); plots go next to it. Resumed if present.")
@@ -49,10 +48,7 @@ _INDEPENDENT_SCORES = flags.DEFINE_list("independent_scores", ["learnability"],
                                         "Scores for independent selection ('' for none).")
 _RATIOS = flags.DEFINE_list("filter_ratios", ["0.5", "0.8", "0.9"], "Filter ratios f.")
 _SEEDS = flags.DEFINE_integer("seeds", 5, "Seeds per configuration (0, 1, ...).")
-_STEPS = flags.DEFINE_integer("steps", 1000, "Training steps per run (the budget).")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 50, "Steps between evaluations.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per training step (b).")
-_LR = flags.DEFINE_float("learning_rate", harness.LEARNING_RATE, "Learner's Adam rate.")
+_STEPS, _EVAL_EVERY, _BATCH, _LR = harness.define_run_flags(steps=1000, eval_every=50)
 _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Selection temperature tau.")
 _FIRST_CHUNK = flags.DEFINE_string("first_chunk", "uniform", "JEST's first chunk rule.")
 _NORMALIZATION = flags.DEFINE_string("normalization", "none", "JEST's gain normalisation.")
@@ -187,21 +183,21 @@ def _summaries(settings, results):
 
 
 def _table(rows, settings):
-  lines = ["| noise | method | score | f | step speedup | per seed (reached) | compute speedup "
-           "| final accuracy | corrupted selected | cost/step |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    step = "-" if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
-    compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
-    score = r["score"] or "-"
-    if _reads_learner(r["method"], r["score"]):
-      score += _cheap_scoring(settings)
-    lines.append(
-        f"| {r['noise']} | {r['method']} | {score} | {r['filter_ratio'] or '-'} "
-        f"| {step} | {_pm(r['step_speedup_seeds'], '.2f')} ({r['seeds_reaching']}/"
-        f"{r['seeds']}) | {compute} | {_pm(r['final_accuracy'], '.3f')} "
-        f"| {_pm(r['corrupted_share'], '.2f')} | {r['flops_per_step_ratio']:.2f} |")
-  return "\n".join(lines)
+  def score(r):
+    name = r["score"] or "-"
+    return name + (_cheap_scoring(settings) if _reads_learner(r["method"], r["score"]) else "")
+
+  return report.table(rows, [
+      ("noise", lambda r: str(r["noise"])),
+      ("method", lambda r: r["method"]),
+      ("score", score),
+      ("f", lambda r: str(r["filter_ratio"] or "-")),
+      ("step speedup", report.step_speedup),
+      ("per seed (reached)", report.per_seed),
+      ("compute speedup", lambda r: report.speedup(r["compute_speedup"])),
+      ("final accuracy", report.final_accuracy),
+      ("corrupted selected", report.corrupted),
+      ("cost/step", report.cost)])
 
 
 def _plots(settings, results, directory):

@@ -11,7 +11,7 @@ Rows, each for `--seeds` seeds, all `--steps` steps of `--batch_size` at noise `
 - `jest`: JEST learnability with the cached reference;
 - `clusters+jest`: JEST learnability over cluster-conditioned super-batches (hard candidates);
 - `distil_base` (an ablation): the same student distilled from the reference alone;
-- `dnc`: the distilled DnC student (`examples.divide_and_contrast`): k-means on the
+- `dnc`: the distilled DnC student (`examples.lib.dnc`): k-means on the
   reference's cached image embeddings, one expert per cluster (from the reference, trained on
   its cluster for `--expert_steps`), then `--steps` distillation steps. Its `steps` count
   distillation steps only; its FLOPs start at the experts' one-off cost (training and caching
@@ -39,16 +39,14 @@ from absl import app
 from absl import flags
 
 import tfjest
+from benchmarks import report
 from benchmarks import results_file
 from benchmarks import uniform_runs
-from examples import data
-from examples import divide_and_contrast as dnc
-from examples import harness
-from examples import reference as reference_lib
-from examples import tasks
-from tfjest import efficiency
-
-_pm = results_file.plus_minus
+from examples.lib import data
+from examples.lib import dnc
+from examples.lib import harness
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 
 _OUTPUT = flags.DEFINE_string("output", "out/dnc/results.json", "Results file (JSON); resumed.")
 _WORK_DIR = flags.DEFINE_string(
@@ -63,12 +61,9 @@ _FIRST_SEED = flags.DEFINE_integer(
 _MERGE = flags.DEFINE_list(
     "merge", [], "Results files of the same settings whose runs are added to --output before "
     "the table is printed (nothing is trained when every run is there).")
-_STEPS = flags.DEFINE_integer("steps", 3000, "Training steps per run (the budget).")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between evaluations.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per training step (b).")
+_STEPS, _EVAL_EVERY, _BATCH, _LR = harness.define_run_flags(steps=3000, eval_every=250)
 _RATIO = flags.DEFINE_float("filter_ratio", 0.8, "f: each step reads N = b / (1 - f).")
 _CHUNKS = flags.DEFINE_integer("num_chunks", 16, "JEST chunks per batch.")
-_LR = flags.DEFINE_float("learning_rate", harness.LEARNING_RATE, "Adam rate.")
 _CLUSTERS = flags.DEFINE_integer("num_clusters", 5, "k of k-means.")
 _EXPERT_STEPS = flags.DEFINE_integer("expert_steps", 500, "Training steps per expert.")
 _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
@@ -78,14 +73,7 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny dataset and budget, for tests."
 ROWS = ("uniform", "clusters", "jest", "clusters+jest", "dnc", "distil_base")
 
 _ROWS = flags.DEFINE_list("rows", None, f"Rows to run, of {', '.join(ROWS)} (default: all).")
-_UNIFORM_FROM = flags.DEFINE_string(
-    "uniform_from", None, "A benchmarks.data_efficiency results file: uniform is not run, its "
-    "runs at --noise are read from there, cut at --uniform_steps (same eval_every, batch size, "
-    "learning rate and filter ratio, checked).")
-_UNIFORM_STEPS = flags.DEFINE_integer(
-    "uniform_steps", None, "Uniform's budget with --uniform_from (default --steps); rows that "
-    "ran fewer steps are marked in the table, and a row that does not reach the target is "
-    "'not reached within' its steps.")
+_UNIFORM = uniform_runs.define_flags()
 
 
 def _rows():
@@ -97,20 +85,9 @@ def _rows():
       raise app.UsageError(f"--rows names unknown rows {unknown}; the rows are {list(ROWS)}. "
                            f"Received: --rows={','.join(_ROWS.value)}")
     rows = tuple(row for row in ROWS if row in _ROWS.value)
-  if _UNIFORM_FROM.value:
+  if _UNIFORM.path.value:
     rows = tuple(row for row in rows if row != "uniform")
   return rows
-
-
-def _uniform_from(settings):
-  """Uniform's runs read from --uniform_from (None without it)."""
-  if not _UNIFORM_FROM.value:
-    return None
-  return uniform_runs.load(_UNIFORM_FROM.value, budget=_UNIFORM_STEPS.value or settings["steps"],
-                          noise=settings["noise"], eval_every=settings["eval_every"],
-                          batch_size=settings["batch_size"],
-                          learning_rate=settings["learning_rate"],
-                          filter_ratio=settings["filter_ratio"])
 
 
 def _settings():
@@ -200,50 +177,30 @@ def _run(row, seed, settings, task, reference, cache, clusters, expert_caches):
 
 
 def _summaries(settings, results):
-  groups = {row: [results["runs"][k] for k in sorted(results["runs"])
-                  if k.startswith(f"{row}|")] for row in ROWS}
-  if results.get("uniform_from"):
-    groups["uniform"] = results["uniform_from"]["runs"]
-  uniform = groups["uniform"]
-  if not uniform:
-    return []
-  return [{"row": row, "ran": runs[0]["steps"][-1], "budget": uniform[0]["steps"][-1],
-           **efficiency.summarize(runs, uniform)}
-          for row, runs in groups.items() if runs]
+  del settings  # the rows are ROWS whatever the settings
+  return report.summaries(results, ROWS)
 
 
 def _table(rows):
-  lines = ["| row | seeds | step speedup | per seed (reached) | compute speedup | final accuracy "
-           "| corrupted selected | cost/step |", "|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    ran = r.get("ran", r.get("budget"))
-    never = "-" if ran is None else f"- (not reached within {ran:,} steps)"
-    step = never if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
-    compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
-    cost = "-" if r["flops_per_step_ratio"] is None else f"{r['flops_per_step_ratio']:.2f}"
-    name = r["row"] + ("" if ran is None or ran >= r["budget"] else f" (ran {ran:,} steps)")
-    lines.append(
-        f"| {name} | {r['seeds']} | {step} | {_pm(r['step_speedup_seeds'], '.2f')} "
-        f"({r['seeds_reaching']}/{r['seeds']}) | {compute} | {_pm(r['final_accuracy'], '.3f')} "
-        f"| {_pm(r['corrupted_share'], '.2f')} | {cost} |")
-  return "\n".join(lines)
+  return report.table(rows, [
+      ("row", lambda r: report.row_name(r, r["budget"])),
+      ("seeds", lambda r: str(r["seeds"])),
+      ("step speedup", lambda r: report.step_speedup(r, r.get("ran", r.get("budget")))),
+      ("per seed (reached)", report.per_seed),
+      ("compute speedup", lambda r: report.speedup(r["compute_speedup"])),
+      ("final accuracy", report.final_accuracy),
+      ("corrupted selected", report.corrupted),
+      ("cost/step", report.cost)])
 
 
 def _report(settings, results):
-  results["summary"] = _summaries(settings, results)
-  results_file.write(_OUTPUT.value, results)
-  if results["summary"]:
-    source = results.get("uniform_from")
-    print(f"target (uniform's best mean accuracy): {results['summary'][0]['target']:.4f}"
-          + (f" (uniform: {len(source['runs'])} seeds of {source['path']}, cut at "
-             f"{source['budget']:,} steps)" if source else ""))
-    print(_table(results["summary"]), flush=True)
+  report.report(_OUTPUT.value, results, _summaries(settings, results), _table)
 
 
 def main(argv):
   del argv
   settings = _settings()
-  rows, uniform = _rows(), _uniform_from(settings)  # checked before any training
+  rows, uniform = _rows(), _UNIFORM.load(settings)  # checked before any training
   os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
   directory = _WORK_DIR.value or os.path.dirname(os.path.abspath(_OUTPUT.value))
   os.makedirs(directory, exist_ok=True)

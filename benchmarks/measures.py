@@ -3,13 +3,15 @@
 Selection at scale (`measure_selection`: time, host memory, FLOPs of streaming JEST) for
 `selection_scale` and `accelerator_check`; the step-overhead pieces for `step_overhead` and
 `accelerator_check`: a stream of image-text pairs and conv dual encoders, (a) the same work by
-hand, (b) timed `fit` steps, and their comparison in alternating rounds.
+hand, (b) timed `fit` steps, and their comparison in alternating rounds. `define_selection_flags`
+defines the (b, f, K) flags of `step_overhead` and `scoring_view`.
 """
 
 import resource
 import statistics
 from typing import List, NamedTuple
 
+from absl import flags
 import keras
 import tensorflow as tf
 
@@ -17,6 +19,14 @@ import tfjest
 from benchmarks import models
 from benchmarks import timing
 from tfjest import testing
+
+
+def define_selection_flags(batch_size: int, batch_help: str):
+  """Defines `--batch_size` (b), `--filter_ratio` (f) and `--num_chunks` (K); returns them."""
+  return (flags.DEFINE_integer("batch_size", batch_size, batch_help),
+          flags.DEFINE_float("filter_ratio", 0.8, "f; N = b / (1 - f), a whole number "
+                             "(tfjest.super_batch_size_for)."),
+          flags.DEFINE_integer("num_chunks", 16, "K, JEST chunks."))
 
 
 def peak_rss_bytes() -> int:

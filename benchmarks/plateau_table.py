@@ -3,7 +3,7 @@ r"""The data-efficiency table at a plateau budget, from `benchmarks.data_efficie
     python -m benchmarks.plateau_table --budget=20000 \
         --results=out/uniform/results.json,out/proxy/results.json,out/rows/results.json
 
-JEST_SPEC section 9 asks for a budget at which uniform has plateaued: its mean accuracy gains
+docs/SPEC.md §9 asks for a budget at which uniform has plateaued: its mean accuracy gains
 less than 0.01 over the last quarter (`tfjest.efficiency.plateau`). Uniform's runs can be longer
 than the budget (one 30,000-step run holds its 20,000- and 25,000-step curves, the learning
 rate being constant), so that the rule can be checked at several budgets from one set of runs:
@@ -22,11 +22,9 @@ from typing import Dict, List, Sequence
 from absl import app
 from absl import flags
 
-from benchmarks import results_file
+from benchmarks import report
 from benchmarks import uniform_runs
 from tfjest import efficiency
-
-_pm = results_file.plus_minus
 
 _RESULTS = flags.DEFINE_list("results", None, "data_efficiency results files (JSON).")
 _BUDGET = flags.DEFINE_integer("budget", None, "The budget in steps; every run is cut at it.")
@@ -95,22 +93,19 @@ def table_rows(rows: Dict[str, List[Dict]], budget: int) -> List[Dict]:
 
 
 def markdown(rows: Sequence[Dict], budget: int) -> str:
-  lines = ["| method | seeds | step speedup | per seed (reached) | compute speedup | cost/step "
-           "| final accuracy | corrupted selected | examples read to target | reads per "
-           "example (budget) |", "|---|---|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    step = "-" if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
-    compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
-    name = r["row"] + ("" if r["ran"] >= budget else f" (ran {r['ran']:,} steps)")
-    to_target = ("-" if r["examples_read_to_target"] is None
-                 else f"{r['examples_read_to_target'] / 1e6:.2f} M")
-    per_example = "-" if r["reads_per_example"] is None else f"{r['reads_per_example']:.1f}"
-    lines.append(
-        f"| {name} | {r['seeds']} | {step} | {_pm(r['step_speedup_seeds'], '.2f')} "
-        f"({r['seeds_reaching']}/{r['seeds']}) | {compute} | {r['flops_per_step_ratio']:.2f} "
-        f"| {_pm(r['final_accuracy'], '.3f')} | {_pm(r['corrupted_share'], '.2f')} "
-        f"| {to_target} | {per_example} |")
-  return "\n".join(lines)
+  return report.table(rows, [
+      ("method", lambda r: report.row_name(r, budget)),
+      ("seeds", lambda r: str(r["seeds"])),
+      ("step speedup", report.step_speedup),
+      ("per seed (reached)", report.per_seed),
+      ("compute speedup", lambda r: report.speedup(r["compute_speedup"])),
+      ("cost/step", report.cost),
+      ("final accuracy", report.final_accuracy),
+      ("corrupted selected", report.corrupted),
+      ("examples read to target", lambda r: "-" if r["examples_read_to_target"] is None
+       else f"{r['examples_read_to_target'] / 1e6:.2f} M"),
+      ("reads per example (budget)", lambda r: "-" if r["reads_per_example"] is None
+       else f"{r['reads_per_example']:.1f}")])
 
 
 def main(argv):

@@ -4,7 +4,7 @@ r"""ReLA (a frozen prior's targets early in training) alone and with JEST, again
       --output=benchmarks/results/rela/results.json > benchmarks/results/rela/log.txt 2>&1 &
 
 On the offline captions benchmark (`--noise`, web split), trains one reference on `curated` and
-the priors of `--priors` (`examples.priors`: "reference" is that same reference, "other_arch"
+the priors of `--priors` (`examples.lib.rela`: "reference" is that same reference, "other_arch"
 another architecture trained on `curated`, "random" a random initialisation), computes each
 prior's ReLA targets of the web split once (`tfjest.prior_targets`, cached next to the results),
 then learners for `--steps` steps, `--seeds` seeds each:
@@ -28,7 +28,7 @@ Each result is written to `--output` as soon as it exists (resumable with the sa
 FLOPs of a ReLA run count the prior's one-off pass over the web split (forward FLOPs x examples)
 from step 0; the head's FLOPs are negligible and not counted. The table gives steps and compute
 to uniform's best mean accuracy (`tfjest.efficiency`). `--smoke` runs a tiny grid in about a
-minute (tests/rela_benchmark_test.py).
+minute (tests/programs/rela_benchmark_test.py).
 """
 
 import os
@@ -37,46 +37,34 @@ import time
 from absl import app
 from absl import flags
 
+from benchmarks import report
 from benchmarks import results_file
 from benchmarks import uniform_runs
-
-from examples import data
-from examples import harness
-from examples import priors as priors_lib
-from examples import reference as reference_lib
-from examples import tasks
-from tfjest import efficiency
-
-_pm = results_file.plus_minus
+from examples.lib import data
+from examples.lib import harness
+from examples.lib import rela as rela_lib
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 
 _OUTPUT = flags.DEFINE_string("output", "out/rela/results.json",
                               "Results file (JSON). Resumed if present.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config).")
-_PRIORS = flags.DEFINE_list("priors", list(priors_lib.KINDS), "Priors (examples.priors.KINDS).")
+_PRIORS = flags.DEFINE_list("priors", list(rela_lib.KINDS), "Priors (examples.lib.rela.KINDS).")
 _SWITCH = flags.DEFINE_string("switch", "0.1", "ReLA switch: a fraction of the budget (0.1), "
                               "a step (300) or 'adaptive' (the released rule).")
 _RELA_JEST = flags.DEFINE_list("rela_jest_priors", None, "Priors of the rela+jest rows "
                                 "(default: --priors).")
 _ADAPTIVE = flags.DEFINE_bool("adaptive_row", True, "Also rela/reference with switch=adaptive.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per configuration (0, 1, ...).")
-_STEPS = flags.DEFINE_integer("steps", 3000, "Training steps per run (the budget).")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between evaluations.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per training step (b).")
+_STEPS, _EVAL_EVERY, _BATCH, _LR = harness.define_run_flags(steps=3000, eval_every=250)
 _RATIO = flags.DEFINE_float("filter_ratio", 0.8, "JEST's filter ratio f.")
-_LR = flags.DEFINE_float("learning_rate", harness.LEARNING_RATE, "Learner's Adam rate.")
 _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
                                    "Epochs of reference (and trained prior) training.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny dataset and grid, for tests.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (names as in the table, e.g. "
                           "rela/reference; default: every row of the grid).")
-_UNIFORM_FROM = flags.DEFINE_string(
-    "uniform_from", None, "A benchmarks.data_efficiency results file: uniform is not run, its "
-    "runs at --noise are read from there, cut at --uniform_steps (same eval_every, batch size, "
-    "learning rate and filter ratio, checked).")
-_UNIFORM_STEPS = flags.DEFINE_integer(
-    "uniform_steps", None, "Uniform's budget with --uniform_from (default --steps); rows that "
-    "ran fewer steps are marked in the table.")
+_UNIFORM = uniform_runs.define_flags()
 
 _SMOKE_SIZES = (2000, 400, 200)
 
@@ -124,20 +112,9 @@ def _rows(settings):
       raise app.UsageError(f"--rows names unknown rows {unknown}; the rows of these settings "
                            f"are {names}. Received: --rows={','.join(_ROWS.value)}")
     grid = [config for config in grid if config[0] in _ROWS.value]
-  if _UNIFORM_FROM.value:
+  if _UNIFORM.path.value:
     grid = [config for config in grid if config[0] != "uniform"]
   return grid
-
-
-def _uniform_from(settings):
-  """Uniform's runs read from --uniform_from (None without it)."""
-  if not _UNIFORM_FROM.value:
-    return None
-  return uniform_runs.load(_UNIFORM_FROM.value, budget=_UNIFORM_STEPS.value or settings["steps"],
-                          noise=settings["noise"], eval_every=settings["eval_every"],
-                          batch_size=settings["batch_size"],
-                          learning_rate=settings["learning_rate"],
-                          filter_ratio=settings["filter_ratio"])
 
 
 def _key(row, seed):
@@ -150,71 +127,48 @@ def _prior(kind, settings, task, results, directory):
   if os.path.exists(path) and kind in results["priors"]:
     return reference_lib.load(path)
   start = time.time()
-  model = priors_lib.make(kind, task, epochs=settings["reference_epochs"],
+  model = rela_lib.make(kind, task, epochs=settings["reference_epochs"],
                           log=lambda line: print(line, flush=True))
   reference_lib.save(model, path)
   metrics = task.evaluate(model)
   results["priors"][kind] = {"path": path, "seconds": time.time() - start,
-                             "pass_flops": priors_lib.pass_flops(model, task), **metrics}
+                             "pass_flops": rela_lib.pass_flops(model, task), **metrics}
   print(f"prior {kind}: accuracy {metrics['accuracy']:.3f}", flush=True)
   return model
 
 
 def _summaries(settings, results):
-  groups = {}
-  for key, run in results["runs"].items():
-    groups.setdefault(key.rsplit("|seed=", 1)[0], []).append(run)
-  if results.get("uniform_from"):
-    groups["uniform"] = results["uniform_from"]["runs"]
-  uniform = groups.get("uniform")
-  rows = []
-  if not uniform:
-    return rows
-  for row, _, prior, switch in _grid(settings):
-    runs = groups.get(row)
-    if runs:
-      switches = [r["rela"]["switch_step"] for r in runs if "rela" in r]
-      rows.append({"row": row, "prior": prior, "switch": switch, "switch_steps": switches,
-                   "ran": runs[0]["steps"][-1], "budget": uniform[0]["steps"][-1],
-                   **efficiency.summarize(runs, uniform)})
-  return rows
+  grid = {row: (prior, switch) for row, _, prior, switch in _grid(settings)}
+
+  def extra(row, runs):
+    prior, switch = grid[row]
+    return {"prior": prior, "switch": switch,
+            "switch_steps": [r["rela"]["switch_step"] for r in runs if "rela" in r]}
+
+  return report.summaries(results, list(grid), extra)
 
 
 def _table(rows):
-  lines = ["| row | switch | step speedup | per seed (reached) | compute speedup | steps to "
-           "target | final accuracy | cost/step | switched at (per seed) |",
-           "|---|---|---|---|---|---|---|---|---|"]
-  for r in rows:
-    ran = r.get("ran", r.get("budget"))
-    never = "-" if ran is None else f"- (not reached within {ran:,} steps)"
-    step = never if r["step_speedup"] is None else f"{r['step_speedup']:.2f}x"
-    compute = "-" if r["compute_speedup"] is None else f"{r['compute_speedup']:.2f}x"
-    switched = ", ".join(str(s) for s in r["switch_steps"]) or "-"
-    cost = "-" if r["flops_per_step_ratio"] is None else f"{r['flops_per_step_ratio']:.2f}"
-    name = r["row"] + ("" if ran is None or ran >= r["budget"] else f" (ran {ran:,} steps)")
-    lines.append(
-        f"| {name} | {r['switch'] if r['switch'] is not None else '-'} | {step} | "
-        f"{_pm(r['step_speedup_seeds'], '.2f')} ({r['seeds_reaching']}/{r['seeds']}) | "
-        f"{compute} | {r['steps'] if r['steps'] is not None else '-'} | "
-        f"{_pm(r['final_accuracy'], '.3f')} | {cost} | {switched} |")
-  return "\n".join(lines)
+  return report.table(rows, [
+      ("row", lambda r: report.row_name(r, r["budget"])),
+      ("switch", lambda r: "-" if r["switch"] is None else str(r["switch"])),
+      ("step speedup", lambda r: report.step_speedup(r, r.get("ran", r.get("budget")))),
+      ("per seed (reached)", report.per_seed),
+      ("compute speedup", lambda r: report.speedup(r["compute_speedup"])),
+      ("steps to target", lambda r: "-" if r["steps"] is None else str(r["steps"])),
+      ("final accuracy", report.final_accuracy),
+      ("cost/step", report.cost),
+      ("switched at (per seed)", lambda r: ", ".join(str(s) for s in r["switch_steps"]) or "-")])
 
 
 def _report(settings, results):
-  results["summary"] = _summaries(settings, results)
-  results_file.write(_OUTPUT.value, results)
-  if results["summary"]:
-    source = results.get("uniform_from")
-    print(f"target (uniform's best mean accuracy): {results['summary'][0]['target']:.4f}"
-          + (f" (uniform: {len(source['runs'])} seeds of {source['path']}, cut at "
-             f"{source['budget']:,} steps)" if source else ""))
-  print(_table(results["summary"]), flush=True)
+  report.report(_OUTPUT.value, results, _summaries(settings, results), _table)
 
 
 def main(argv):
   del argv
   settings = _settings()
-  grid, uniform = _rows(settings), _uniform_from(settings)  # checked before any training
+  grid, uniform = _rows(settings), _UNIFORM.load(settings)  # checked before any training
   directory = os.path.dirname(os.path.abspath(_OUTPUT.value))
   os.makedirs(directory, exist_ok=True)
   results = results_file.open_or_start(_OUTPUT.value, settings, priors={})
@@ -230,7 +184,7 @@ def main(argv):
   results_file.write(_OUTPUT.value, results)
   cache = reference_lib.cached(models["reference"], task,
                                os.path.join(directory, "reference_cache"), log=log)
-  targets = {kind: priors_lib.targets(models[kind], task,
+  targets = {kind: rela_lib.targets(models[kind], task,
                                       os.path.join(directory, f"targets_{kind}"),
                                       width=harness.WIDTH, log=log)
              for kind in settings["priors"]}

@@ -1,8 +1,8 @@
 """The resumable results file of the data-efficiency programs (`data_efficiency`, `rela`, `dnc`).
 
 One JSON file per study: `settings` (what decides a run's result), `runs` (one harness result
-per row and seed, written as soon as it exists), `summary`, `machine`. A program started again
-with the same settings resumes it; `plus_minus` formats the summaries' per-seed figures.
+per row and seed, written as soon as it exists), `summary` (`benchmarks.report`), `machine`. A
+program started again with the same settings resumes it.
 """
 
 import datetime
@@ -48,9 +48,3 @@ def open_or_start(path: str, settings: Dict, **empty) -> Dict:
                         "date": datetime.date.today().isoformat()}
   return results
 
-
-def plus_minus(stats: Dict, spec: str) -> str:
-  """`mean ± std` of a summary's per-seed figure (`{"mean", "std"}`), or "-" without one."""
-  if stats["mean"] is None:
-    return "-"
-  return f"{format(stats['mean'], spec)} ± {format(stats['std'], spec)}"

@@ -1,8 +1,8 @@
 r"""Cheap scoring views: what scoring the learner at lower resolution saves, and what it costs.
 
 A reference dual encoder (`benchmarks/models.py`'s ConvDualEncoder, global average pooling, so
-it takes any image size) is trained on clean 32 x 32 image-caption pairs (`examples.reference`'s
-recipe on an `examples.tasks.ToyTask`); a learner of the same
+it takes any image size) is trained on clean 32 x 32 image-caption pairs (`examples.lib.reference`'s
+recipe on an `examples.lib.tasks.ToyTask`); a learner of the same
 kind is trained briefly on the noisy stream (half of the captions swapped). Then JEST selects
 from a fresh noisy stream, with the reference outputs cached, with the learner scoring
 
@@ -35,16 +35,14 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
+from benchmarks import measures
 from benchmarks import models
 from benchmarks import timing
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 from tfjest import testing
 
-_BATCH = flags.DEFINE_integer("batch_size", 64, "b, examples per selected batch.")
-_RATIO = flags.DEFINE_float("filter_ratio", 0.8,
-                            "f; N = b / (1 - f), a whole number (tfjest.super_batch_size_for).")
-_CHUNKS = flags.DEFINE_integer("num_chunks", 16, "K, JEST chunks.")
+_BATCH, _RATIO, _CHUNKS = measures.define_selection_flags(64, "b, examples per selected batch.")
 _SUPER_BATCHES = flags.DEFINE_integer("super_batches", 10, "Super-batches selected per method.")
 _CLEAN = flags.DEFINE_integer("clean_examples", 6000, "Clean pairs the reference trains on.")
 _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", 5, "Reference training epochs.")

@@ -3,7 +3,7 @@ r"""Time and peak memory of streaming joint selection (JEST) as the super-batch 
 For each super-batch size N, a fresh subprocess draws random L2-normalised embeddings for two
 dual encoders (learner and reference, image and text, width d), then runs
 `tfjest.joint_selection` on `tfjest.PairwiseScores("learnability", ...)` inside a
-`tf.function`: the streaming form of JEST_SPEC section 5, which never forms the N x N matrix.
+`tf.function`: the streaming form of docs/SPEC.md §5, which never forms the N x N matrix.
 It reports the first call (tracing included), the steady-state time per selection (median of
 `--repeats`), process CPU time (both through `benchmarks/timing.py`), and the subprocess's peak
 resident memory (VmHWM), next to the memory it had before selecting. Each N runs in its own

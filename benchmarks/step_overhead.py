@@ -44,10 +44,7 @@ from benchmarks import measures
 from benchmarks import models
 from benchmarks import timing
 
-_BATCH = flags.DEFINE_integer("batch_size", 128, "b, examples per training step.")
-_RATIO = flags.DEFINE_float("filter_ratio", 0.8,
-                            "f; N = b / (1 - f), a whole number (tfjest.super_batch_size_for).")
-_CHUNKS = flags.DEFINE_integer("num_chunks", 16, "K, JEST chunks.")
+_BATCH, _RATIO, _CHUNKS = measures.define_selection_flags(128, "b, examples per training step.")
 _IMAGE = flags.DEFINE_integer("image_size", 32, "Image side in pixels.")
 _EXAMPLES = flags.DEFINE_integer("examples", 3200, "Distinct examples in the (repeated) stream.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per round and side.")

@@ -7,7 +7,41 @@ one long set of uniform runs serves every program at the plateau budget.
 """
 
 import json
-from typing import Dict
+from typing import Dict, NamedTuple, Optional
+
+from absl import flags
+
+
+class UniformFrom(NamedTuple):
+  """The `--uniform_from` and `--uniform_steps` flags of a program (`define_flags`)."""
+  path: flags.FlagHolder
+  steps: flags.FlagHolder
+
+  def load(self, settings: Dict) -> Optional[Dict]:
+    """Uniform's runs read from `--uniform_from` (`load`), matched to `settings`; else None.
+
+    `settings` are the program's (`noise`, `steps`, `eval_every`, `batch_size`,
+    `learning_rate`, `filter_ratio`); the budget is `--uniform_steps`, default `steps`.
+    """
+    if not self.path.value:
+      return None
+    return load(self.path.value, budget=self.steps.value or settings["steps"],
+                noise=settings["noise"], eval_every=settings["eval_every"],
+                batch_size=settings["batch_size"], learning_rate=settings["learning_rate"],
+                filter_ratio=settings["filter_ratio"])
+
+
+def define_flags() -> UniformFrom:
+  """Defines `--uniform_from` and `--uniform_steps` (call once, at a program's import)."""
+  return UniformFrom(
+      flags.DEFINE_string(
+          "uniform_from", None, "A benchmarks.data_efficiency results file: uniform is not "
+          "run, its runs at --noise are read from there, cut at --uniform_steps (same "
+          "eval_every, batch size, learning rate and filter ratio, checked)."),
+      flags.DEFINE_integer(
+          "uniform_steps", None, "Uniform's budget with --uniform_from (default --steps); rows "
+          "that ran fewer steps are marked in the table, and a row that does not reach the "
+          "target is 'not reached within' its steps."))
 
 
 def cut(run: Dict, budget: int) -> Dict:

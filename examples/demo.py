@@ -7,8 +7,7 @@ builds the dataset and its vocabulary if needed (into `--data_dir`, TFDS' defaul
 `~/tensorflow_datasets`), trains a reference dual encoder on the 4k clean curated pairs, caches
 its embeddings of the web split (`tfjest.cache_reference`, into `--output_dir/reference_cache`;
 reused on the next run), then three learners on the web stream, all through `tfjest.select`:
-uniform sampling for `--steps` steps, a budget at which uniform has plateaued (JEST_SPEC section
-9: the 5-seed check is in BENCHMARKS.md; the demo prints the rule on its one seed), whose best
+uniform sampling for `--steps` steps, a budget at which uniform has plateaued (docs/SPEC.md §9: the 5-seed check is in BENCHMARKS.md; the demo prints the rule on its one seed), whose best
 accuracy is the target; JEST with learnability scores (f = 0.8) where a small online proxy
 (`tfjest.OnlineProxy`, `--proxy_filters`, Bad Students) scores for the learner, the cheapest
 learner scoring measured (BENCHMARKS.md); and JEST with the reference's scores alone
@@ -58,11 +57,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from examples import data
-from examples import harness
-from examples import plots
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import data
+from examples.lib import harness
+from examples.lib import plots
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 from tfjest import efficiency
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
@@ -176,12 +175,12 @@ def main(argv):
   print(_table(list(runs), runs, summaries))
   if window:
     print(f"uniform {'has' if window.plateaued else 'has NOT'} plateaued: it gains "
-          f"{window.gain_last_window:+.3f} over the last quarter of the budget (JEST_SPEC "
-          f"section 9: less than 0.01)" + ("" if window.plateaued else
+          f"{window.gain_last_window:+.3f} over the last quarter of the budget (docs/SPEC.md "
+          f"§9.1: less than 0.01)" + ("" if window.plateaued else
                                            "; the speedups are capped by the budget"))
   jest = summaries[jest_name]
   print(f"{jest_name}: step speedup {_fmt(jest['step_speedup'], '.1f')}x, compute speedup "
-        f"{_fmt(jest['compute_speedup'], '.2f')}x (JEST_SPEC section 9)")
+        f"{_fmt(jest['compute_speedup'], '.2f')}x (docs/SPEC.md §9)")
 
   panels = []
   for axis, label in (("steps", "training steps"), ("flops", "cumulative FLOPs")):

@@ -2,13 +2,13 @@ r"""Divide and Contrast on the captions data: base, k-means, one expert per clus
 
     python -m examples.dnc --num_clusters=5 --expert_steps=500 --steps=3000
 
-The base is the reference (trained on the clean curated split, `examples.reference`; saved in
+The base is the reference (trained on the clean curated split, `examples.lib.reference`; saved in
 `--output_dir` and reused). Its image embeddings of the web split are cached and clustered by
 k-means (`tfjest.cluster_reference`); one expert per cluster starts from the base and trains
 with the SigLIP loss on its cluster's stream (hard negatives); a student of the learner's
 architecture is then distilled from the base and the experts (a regression head per teacher,
 routed by cluster id) and evaluated zero-shot through its base head. The recipe lives in
-`examples.divide_and_contrast`. Prints the base's, each expert's and the student's zero-shot
+`examples.lib.dnc`. Prints the base's, each expert's and the student's zero-shot
 accuracy. `--sizes=2000,400,200 --reference_epochs=1 --expert_steps=5 --steps=10
 --eval_every=5` is a smoke run of about a minute (the test suite runs it).
 """
@@ -18,11 +18,11 @@ import os
 from absl import app
 from absl import flags
 
-from examples import data
-from examples import divide_and_contrast as dnc
-from examples import harness
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import data
+from examples.lib import dnc
+from examples.lib import harness
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/dnc", "Reference, caches and clusters.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
@@ -30,10 +30,9 @@ _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config)
 _SIZES = flags.DEFINE_list("sizes", None, "web,curated,test sizes of a small config (tests).")
 _CLUSTERS = flags.DEFINE_integer("num_clusters", 5, "k of k-means (experts).")
 _EXPERT_STEPS = flags.DEFINE_integer("expert_steps", 500, "Training steps per expert.")
-_STEPS = flags.DEFINE_integer("steps", 3000, "Distillation steps.")
-_EVAL_EVERY = flags.DEFINE_integer("eval_every", 250, "Steps between evaluations.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Examples per step (experts and student).")
-_LR = flags.DEFINE_float("learning_rate", harness.LEARNING_RATE, "Adam rate.")
+_STEPS, _EVAL_EVERY, _BATCH, _LR = harness.define_run_flags(
+    steps=3000, eval_every=250, steps_help="Distillation steps.",
+    batch_help="Examples per step (experts and student).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the experts, the student and the streams.")
 _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
                                    "Epochs of reference (base) training on curated.")

@@ -28,8 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 from tfjest import testing
 
 _CLEAN = flags.DEFINE_integer("clean_examples", 6000, "Clean pairs the reference trains on.")

@@ -1,6 +1,6 @@
 r"""Trains a learner with ReLA: a frozen prior's targets early, then its own SigLIP loss.
 
-Makes a prior (`examples.priors`: the reference trained on the clean split, another
+Makes a prior (`examples.lib.rela`: the reference trained on the clean split, another
 architecture, or a random initialisation), computes its ReLA targets of the training split once
 (`tfjest.prior_targets`, reused from `--targets_dir` when still valid), and trains a learner
 through `tfjest.ReLAAid` on uniform or JEST-selected batches with the targets joined by id.
@@ -20,13 +20,14 @@ import tempfile
 from absl import app
 from absl import flags
 
-from examples import data
-from examples import harness
-from examples import priors
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import data
+from examples.lib import harness
+from examples.lib import rela as rela_lib
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 
-_PRIOR = flags.DEFINE_enum("prior", "reference", priors.KINDS, "The prior (examples.priors).")
+_PRIOR = flags.DEFINE_enum("prior", "reference", rela_lib.KINDS,
+                           "The prior (examples.lib.rela.KINDS).")
 _METHOD = flags.DEFINE_enum("method", "uniform", ["uniform", "jest"], "Batch selection.")
 _SWITCH = flags.DEFINE_string("switch", "0.1", "A fraction of --steps, a step, or 'adaptive'.")
 _STEPS = flags.DEFINE_integer("steps", 500, "Training steps.")
@@ -50,8 +51,8 @@ def main(argv):
   directory = _TARGETS_DIR.value or tempfile.mkdtemp()
   log = lambda line: print(line, flush=True)  # pylint: disable=unnecessary-lambda-assignment
   log(task.describe())
-  prior = priors.make(_PRIOR.value, task, epochs=_EPOCHS.value, log=log)
-  targets = priors.targets(prior, task, os.path.join(directory, f"targets_{_PRIOR.value}"),
+  prior = rela_lib.make(_PRIOR.value, task, epochs=_EPOCHS.value, log=log)
+  targets = rela_lib.targets(prior, task, os.path.join(directory, f"targets_{_PRIOR.value}"),
                            width=harness.WIDTH, log=log)
   reference = cache = None
   if _METHOD.value == "jest":

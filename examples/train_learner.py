@@ -44,10 +44,10 @@ from absl import flags
 from absl import logging
 
 import tfjest
-from examples import harness
-from examples import reference as reference_lib
-from examples import strategies
-from examples import tasks
+from examples.lib import harness
+from examples.lib import reference as reference_lib
+from examples.lib import strategies
+from examples.lib import tasks
 from tfjest import testing
 
 _STRATEGY = flags.DEFINE_enum(
@@ -65,7 +65,7 @@ _DATASET = flags.DEFINE_enum("dataset", "captions", ["captions", "toy"],
                              "The data and models: toy = tfjest.testing's image-caption pairs "
                              "(generated in memory, fast); captions = the offline benchmark "
                              "dataset (tfjest.datasets, `web` split of --stream_examples, "
-                             "`curated` of --reference_examples; examples/models.py models).")
+                             "`curated` of --reference_examples; examples/lib/models.py models).")
 _METHOD = flags.DEFINE_enum("method", "jest", harness.METHODS,
                             "Selection: uniform (baseline), independent (per-example), "
                             "jest (joint).")

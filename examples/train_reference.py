@@ -5,8 +5,8 @@ r"""Trains the reference dual encoder on the clean `curated` split and saves it 
 Builds the dataset and its caption vocabulary first if they are not in `--data_dir` yet (about
 a minute), then trains for `--epochs` epochs (100 epochs: about a minute on 2 CPU cores) and
 prints the reference's zero-shot accuracy and recall@1 on `test`. The file loads back with
-`keras.saving.load_model(path)` once `examples.models` is imported (or with
-`examples.reference.load(path)`). A reference works only with the vocabulary of the config
+`keras.saving.load_model(path)` once `examples.lib.models` is imported (or with
+`examples.lib.reference.load(path)`). A reference works only with the vocabulary of the config
 it was trained with (the vocabulary is learnt from each config's own captions).
 """
 
@@ -15,9 +15,9 @@ import os
 from absl import app
 from absl import flags
 
-from examples import data
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import data
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 
 _OUTPUT = flags.DEFINE_string("output", "out/reference.keras", "Where to save the reference.")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level of the config (its vocabulary).")

@@ -47,7 +47,7 @@ class ImportsTest(tf.test.TestCase):
   def test_the_probe_sees_the_dataset_stack_when_it_is_imported(self):
     # The same probe after importing the examples' data room, which uses tfjest.datasets: it
     # must report both packages, or the check above could not fail.
-    loaded, _ = _loaded("import examples.data")
+    loaded, _ = _loaded("import examples.lib.data")
     self.assertEqual(sorted(loaded), sorted(_HEAVY))
 
 

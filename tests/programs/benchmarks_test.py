@@ -14,6 +14,8 @@ import sys
 
 import tensorflow as tf
 
+from benchmarks import report
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -118,6 +120,68 @@ class BenchmarksTest(tf.test.TestCase):
     shares = [float(rows[k]) for k in ("full 32x32", "view 16x16", "view 8x8", "uniform")]
     self.assertEqual(shares[0], 1.0)  # scoring FLOPs relative to full resolution
     self.assertTrue(shares[0] > shares[1] > shares[2] > shares[3] == 0.0, shares)
+
+
+def _curve(accuracy):
+  steps = [10 * i for i in range(len(accuracy))]
+  return {"steps": steps, "flops": steps, "accuracy": accuracy,
+          "corrupted_share": [0.5] * len(accuracy)}
+
+
+class ReportTest(tf.test.TestCase):
+  """benchmarks.report, in this process: summaries and a table from a tiny results dict."""
+
+  def test_table_from_a_tiny_results_dict(self):
+    results = {"runs": {"uniform|seed=0": _curve([0.0, 0.2, 0.4]),
+                        "uniform|seed=1": _curve([0.0, 0.2, 0.4]),
+                        "jest|seed=0": _curve([0.0, 0.4, 0.4]),
+                        "jest|seed=1": _curve([0.0, 0.2, 0.4]),
+                        "short|seed=0": _curve([0.0, 0.1])}}
+    summary = report.summaries(results, ["uniform", "jest", "short", "absent"],
+                               extra=lambda row, runs: {"runs": len(runs)})
+    self.assertEqual([(r["row"], r["runs"], r["ran"], r["budget"]) for r in summary],
+                     [("uniform", 2, 20, 20), ("jest", 2, 20, 20), ("short", 1, 10, 20)])
+    self.assertEqual(report.target_line(summary),
+                     "target (uniform's best mean accuracy): 0.4000")
+    table = report.table(summary, [
+        ("row", lambda r: report.row_name(r, r["budget"])),
+        ("step speedup", lambda r: report.step_speedup(r, r["ran"])),
+        ("per seed (reached)", report.per_seed),
+        ("final accuracy", report.final_accuracy),
+        ("cost/step", report.cost)])
+    self.assertEqual(table.splitlines(), [
+        "| row | step speedup | per seed (reached) | final accuracy | cost/step |",
+        "|---|---|---|---|---|",
+        "| uniform | 1.00x | 1.00 ± 0.00 (2/2) | 0.400 ± 0.000 | - |",
+        "| jest | 1.00x | 1.50 ± 0.50 (2/2) | 0.400 ± 0.000 | - |",  # of the mean curve
+        "| short (ran 10 steps) | - (not reached within 10 steps) | - (0/1) "
+        "| 0.100 ± 0.000 | - |"])
+
+  def test_uniform_read_from_elsewhere_replaces_the_files_own(self):
+    uniform = {"path": "u.json", "budget": 30, "runs": [_curve([0.0, 0.1, 0.2, 0.3])]}
+    results = {"uniform_from": uniform, "runs": {"uniform|seed=0": _curve([0.0, 0.9]),
+                                                 "jest|seed=0": _curve([0.0, 0.3])}}
+    summary = report.summaries(results, ["uniform", "jest"])
+    self.assertEqual([(r["row"], r["ran"], r["budget"]) for r in summary],
+                     [("uniform", 30, 30), ("jest", 10, 30)])
+    self.assertEqual(report.target_line(summary, uniform),
+                     "target (uniform's best mean accuracy): 0.3000 (uniform: 1 seeds of "
+                     "u.json, cut at 30 steps)")
+
+  def test_no_uniform_no_rows_and_no_report(self):
+    path = os.path.join(self.get_temp_dir(), "results.json")
+    results = {"runs": {"jest|seed=0": _curve([0.0, 0.3])}}
+    self.assertEqual(report.summaries(results, ["uniform", "jest"]), [])
+    report.report(path, results, [], lambda rows: self.fail("no table without rows"))
+    with open(path) as f:
+      self.assertEqual(json.load(f)["summary"], [])
+
+  def test_errors(self):
+    with self.assertRaisesRegex(ValueError, "A table needs at least one column"):
+      report.table([], [])
+    self.assertEqual(report.plus_minus({"mean": None, "std": None}, ".2f"), "-")
+    with self.assertRaises(KeyError):  # a row without the figure its column shows
+      report.table([{"row": "x"}], [("cost/step", report.cost)])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""examples.data, examples.models and examples.evaluation: TFDS to model inputs, the models' contracts, and the evaluation's
-definitions (checked with oracle and constant embeddings), on a tiny config."""
+"""examples.lib.data, examples.lib.models and examples.lib.evaluation: TFDS to model inputs,
+the models' contracts, and the evaluation's definitions (checked with oracle and constant
+embeddings), on a tiny config."""
 
 import os
 import shutil
@@ -11,9 +12,9 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import data
-from examples import evaluation
-from examples import models
+from examples.lib import data
+from examples.lib import evaluation
+from examples.lib import models
 from tfjest import datasets
 
 _CONFIG = datasets.make_config(noise=0.5, web_size=600, curated_size=120, test_size=80)

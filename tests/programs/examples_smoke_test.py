@@ -12,8 +12,8 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from examples import data
-from examples import models  # registers the models for load_model
+from examples.lib import data
+from examples.lib import models  # registers the models for load_model
 from tfjest import datasets
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,5 +1,5 @@
-"""examples.harness.run (curves, FLOP accounting, cached reference, errors) and the reference
-recipe (examples.reference), on a tiny captions config."""
+"""examples.lib.harness.run (curves, FLOP accounting, cached reference, errors) and the reference
+recipe (examples.lib.reference), on a tiny captions config."""
 
 import os
 import shutil
@@ -8,9 +8,9 @@ import tempfile
 from absl.testing import parameterized
 import tensorflow as tf
 
-from examples import harness
-from examples import reference as reference_lib
-from examples import tasks
+from examples.lib import harness
+from examples.lib import reference as reference_lib
+from examples.lib import tasks
 from tfjest import datasets
 
 _CONFIG = datasets.make_config(noise=0.5, web_size=800, curated_size=120, test_size=60)

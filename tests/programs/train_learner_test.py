@@ -13,9 +13,9 @@ import sys
 
 import tensorflow as tf
 
-from examples import harness
-from examples import strategies
-from examples import tasks
+from examples.lib import harness
+from examples.lib import strategies
+from examples.lib import tasks
 from tfjest import testing
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

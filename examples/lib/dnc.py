@@ -2,7 +2,7 @@
 
 The recipe, in the order a program runs it (`examples/dnc.py`, `benchmarks/dnc.py`):
 
-1. base: a frozen model of the task. Here the reference (`examples.reference`: trained on the
+1. base: a frozen model of the task. Here the reference (`examples.lib.reference`: trained on the
    clean curated split), whose embeddings of the training split are already cached for JEST.
 2. divide: k-means on the base's cached image embeddings (`tfjest.cluster_reference`), one
    cluster id per training example.
@@ -17,7 +17,7 @@ The recipe, in the order a program runs it (`examples/dnc.py`, `benchmarks/dnc.p
 The distilled student is evaluated through its base head (zero-shot in the base's embedding
 space; the experts shape the student's features, not the space it is read in).
 
-What each step costs in FLOPs (JEST_SPEC section 7 conventions: forward `F`, training `3F`
+What each step costs in FLOPs (docs/SPEC.md §7 conventions: forward `F`, training `3F`
 per example; the base/reference's training is not counted, as for JEST's reference):
 experts `k * steps * 3 F b`, their caches `k * M * F`, distillation `3 F b` per step plus the
 heads. `dnc_flops` returns the one-off part and the per-step part.
@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import data
+from examples.lib import data
 
 
 def divide(cache: tfjest.ReferenceCache, path: str, *, num_clusters: int, seed: int = 0,

@@ -2,11 +2,11 @@
 
 `run(RunConfig(...), task)` trains a fresh learner of the task on
 `task.stream(seed) -> tfjest.select(...) -> fit`, evaluating every `eval_every` steps, and
-returns the curve: steps, cumulative FLOPs (JEST_SPEC section 7, `Selector.step_cost()`), the
+returns the curve: steps, cumulative FLOPs (docs/SPEC.md §7, `Selector.step_cost()`), the
 task's metrics (zero-shot accuracy and recall@1 for captions), the share of corrupted examples
 among those selected, examples read, and the selection statistics. Uniform selection goes
 through `tfjest.select(method="uniform")`, the same code path. `tfjest.efficiency` turns curves
-into JEST_SPEC section 9's speedups.
+into docs/SPEC.md §9's speedups.
 
 Without a strategy selection runs in the `tf.data` pipeline; with one (`strategy=`) the learner
 is built in its scope and `tfjest.attach` moves scoring and selection into the replicated train
@@ -24,20 +24,39 @@ import contextlib
 import dataclasses
 import hashlib
 import time
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Union
 
+from absl import flags
 import keras
 import numpy as np
 import tensorflow as tf
 
 import tfjest
-from examples import data
-from examples import reference as reference_lib
+from examples.lib import data
+from examples.lib import reference as reference_lib
 from tfjest import testing
 
 METHODS = ("uniform", "independent", "jest")
 SCORES = ("learnability", "hard_learner", "easy_reference")
 LEARNING_RATE = 1e-3
+
+
+class RunFlags(NamedTuple):
+  """A program's `--steps`, `--eval_every`, `--batch_size` and `--learning_rate` flags."""
+  steps: flags.FlagHolder
+  eval_every: flags.FlagHolder
+  batch_size: flags.FlagHolder
+  learning_rate: flags.FlagHolder
+
+
+def define_run_flags(*, steps: int, eval_every: int, batch_size: int = 64,
+                     steps_help: str = "Training steps per run (the budget).",
+                     batch_help: str = "Examples per training step (b).") -> RunFlags:
+  """Defines the flags of a run's budget and optimiser (once, at a program's import)."""
+  return RunFlags(flags.DEFINE_integer("steps", steps, steps_help),
+                  flags.DEFINE_integer("eval_every", eval_every, "Steps between evaluations."),
+                  flags.DEFINE_integer("batch_size", batch_size, batch_help),
+                  flags.DEFINE_float("learning_rate", LEARNING_RATE, "Adam rate."))
 WIDTH = 64
 
 
@@ -184,7 +203,7 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
 
   Args:
     config: the run's settings.
-    task: an `examples.tasks` task.
+    task: an `examples.lib.tasks` task.
     reference: the frozen reference. When None and the score reads one (and no
       `reference_cache` is given), one is trained first (`reference.train`, seed 0).
     reference_cache: the reference's outputs on the training split (`reference.cached`):

@@ -1,6 +1,6 @@
 """ReLA priors for a task: which frozen model gives the targets, and its targets, cached.
 
-Three kinds (JEST_SPEC section 11 and issue 13's benchmark):
+Three kinds (docs/SPEC.md §11 and issue 13's benchmark):
 
 * "reference": the task's reference (`reference.train`: the learner's architecture trained on
   the clean `curated` split);
@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 import tfjest
-from examples import reference as reference_lib
+from examples.lib import reference as reference_lib
 
 KINDS = ("reference", "other_arch", "random")
 OTHER_FILTERS = (8, 16, 32)

@@ -1,7 +1,7 @@
 """The worlds a run can train in, behind one interface: the captions data and the toy pairs.
 
-A task gives the harness (`examples.harness`) and the reference recipe (`examples.reference`)
-everything they need, so neither knows which world it trains in:
+A task gives the harness (`examples.lib.harness`) and the reference recipe
+(`examples.lib.reference`) everything they need, so neither knows which world it trains in:
 
 * `stream(seed, clean_only=False)`: single `(inputs, meta)` elements of the noisy training
   split, reshuffled every epoch and repeated; `meta = {"id", "corruption"}` is for analysis
@@ -19,9 +19,9 @@ from typing import Callable, Dict, Optional, Sequence
 import keras
 import tensorflow as tf
 
-from examples import data
-from examples import evaluation
-from examples import models
+from examples.lib import data
+from examples.lib import evaluation
+from examples.lib import models
 from tfjest import datasets
 from tfjest import testing
 

@@ -15,8 +15,8 @@ from typing import Callable, Optional, Sequence
 import keras
 
 import tfjest
-from examples import data
-from examples import models  # also registers the saved classes
+from examples.lib import data
+from examples.lib import models  # also registers the saved classes
 
 # The recipe's defaults, sized for 2 CPU cores (see BENCHMARKS.md).
 EPOCHS = 100

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from examples import data
+from examples.lib import data
 from tfjest import datasets
 
 

@@ -1,4 +1,4 @@
-"""The captions models: a dual encoder and a classifier on `examples.data`'s inputs.
+"""The captions models: a dual encoder and a classifier on `examples.lib.data`'s inputs.
 
 `DualEncoder`: a small CNN image tower (per-image standardisation, three stride-2 convolutions,
 `FixedGrid` so that it reads images of any size, layer norm) and a text tower (token embedding, a width-3 convolution that binds neighbouring
@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 
 import tfjest
-from examples import data
+from examples.lib import data
 from tfjest import datasets
 
 # Keras' registration package: saved references name their classes with it.
