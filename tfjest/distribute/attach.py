@@ -56,8 +56,9 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   >>> attached.placement, attached.strategy is strategy
   ('train_step', True)
   >>> train_ds = testing.stream("classification", n=64)
-  >>> x, y = next(iter(train_ds.apply(attached)))   # apply what attach returns
-  >>> x["id"].shape  # the pipeline emits super-batches; each replica selects from its shard
+  >>> element = next(iter(train_ds.apply(attached)))   # apply what attach returns
+  >>> x, y = element["tfjest_super_batch"]  # a marked super-batch: only the attached step reads it
+  >>> x["id"].shape  # each replica selects from its shard of it
   TensorShape([32])
   >>> history = model.fit(train_ds.apply(attached), verbose=0)
   >>> stats = attached.stats.result()
