@@ -1,11 +1,15 @@
 """`tfjest.distribute.guards`: the checks `attach` runs, called directly."""
 
+from tfjest import testing
+
+testing.configure_cpu_devices(2)  # before any op; a no-op if conftest.py did it
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
 import tfjest
-from tfjest import testing
 from tfjest.distribute import guards
 
 
