@@ -441,5 +441,42 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
       tfjest.SelectionStatsCallback("selector")
 
 
+class LossFnTest(tf.test.TestCase, parameterized.TestCase):
+  """`loss_fn` takes what `compile(loss=...)` takes, applied as `fit` applies it."""
+
+  @parameterized.named_parameters(
+      ("name", "mae"), ("instance", keras.losses.MeanAbsoluteError()),
+      ("class", keras.losses.MeanAbsoluteError), ("function", keras.losses.mean_absolute_error),
+      ("other_name", "mse"))
+  def test_picks_the_largest_losses_as_fit_computes_them(self, loss_fn):
+    keras.utils.set_random_seed(0)
+    learner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    learner.compile(optimizer="sgd", loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 3)).astype(np.float32)
+    y = rng.normal(size=16).astype(np.float32)  # [N] labels against [N, 1] outputs
+    oracle_model = keras.models.clone_model(learner)
+    oracle_model.set_weights(learner.get_weights())
+    oracle_model.compile(loss=loss_fn)
+    y_pred = learner(x)
+    oracle = np.array([float(oracle_model.compute_loss(x=None, y=y[i:i + 1],
+                                                       y_pred=y_pred[i:i + 1]))
+                       for i in range(16)])
+    selector = tfjest.select(learner=learner, loss_fn=loss_fn, score="hard_learner",
+                             method="independent", batch_size=4, super_batch_size=16,
+                             temperature=1e-6)
+    _, y_selected = next(iter(tf.data.Dataset.from_tensor_slices((x, y)).apply(selector)))
+    self.assertAllClose(np.sort(y_selected.numpy()), np.sort(y[np.argsort(-oracle)[:4]]))
+
+  def test_unknown_name_and_non_loss_are_refused_at_select(self):
+    learner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    with self.assertRaisesRegex(ValueError, "Unknown loss name.*Received: loss_fn='maae'"):
+      tfjest.select(learner=learner, loss_fn="maae", score="hard_learner",
+                    method="independent", batch_size=4, super_batch_size=16)
+    with self.assertRaisesRegex(TypeError, "Expected a loss.*Received: loss_fn=3"):
+      tfjest.select(learner=learner, loss_fn=3, score="hard_learner",
+                    method="independent", batch_size=4, super_batch_size=16)
+
+
 if __name__ == "__main__":
   tf.test.main()

@@ -9,7 +9,7 @@ inside a replicated train step is `tfjest.attach` (`tfjest/distribute/`), which 
 super-batching and the same step; this module knows nothing of `tf.distribute`.
 """
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
 import keras
@@ -249,7 +249,7 @@ def select(*, learner: Optional[keras.Model] = None,
            greedy: bool = False,
            task: str = "auto",
            embedding_keys: Sequence[str] = ("image_embeddings", "text_embeddings"),
-           loss_fn: Optional[Callable] = None,
+           loss_fn: Optional[Any] = None,
            input_batched: bool = False,
            remainder: str = "drop",
            reference_cache: Optional[cache_lib.ReferenceCache] = None,
@@ -314,8 +314,10 @@ def select(*, learner: Optional[keras.Model] = None,
     greedy: deterministic top-c in score-driven chunks.
     task: "contrastive", "classification", or "auto" (from the model's outputs).
     embedding_keys: `(image_key, text_key)` of a dual encoder's output mapping.
-    loss_fn: per-example loss for classifiers; defaults to the compiled loss (as `fit` applies
-      it: labels aligned to the outputs' rank, the loss of each example alone).
+    loss_fn: per-example loss for classifiers, in any form `compile` takes for one output (a
+      name such as "mae", a `keras.losses.Loss` or its class, a function); defaults to the
+      compiled loss. Applied as `fit` applies it: labels aligned to the outputs' rank, the
+      loss of each example alone.
     input_batched: set True if the dataset yields batches; they are unbatched first.
     remainder: what to do with a final super-batch shorter than `N`: "drop" (default; its
       examples are counted in `stats` as `left_over` and a warning is printed once) or "keep"
@@ -347,12 +349,13 @@ def select(*, learner: Optional[keras.Model] = None,
 
   Raises:
     ValueError: if an argument is outside its domain (each message names the argument and the
-      value received); if `reference` is the learner; if `reference_cache` was computed for
+      value received); if `reference` is the learner; if `proxy` shares the learner's
+      optimizer; if `loss_fn` is a loss name Keras does not know; if `reference_cache` was computed for
       other reference weights; when applied, if the elements cannot be stacked or scored, are
       batches (without `input_batched=True`), do not fit the cache, or under a strategy or
       with a scoring model on a GPU or TPU, without `tfjest.attach`.
     TypeError: if a model argument is not a `keras.Model`, `reference_cache` not a
-      `ReferenceCache` or `proxy` not an `OnlineProxy`.
+      `ReferenceCache`, `proxy` not an `OnlineProxy` or `loss_fn` not a loss.
   """
   sizes = batching.Sizes.of(batch_size=batch_size, filter_ratio=filter_ratio,
                    super_batch_size=super_batch_size, remainder=remainder,
