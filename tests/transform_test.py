@@ -441,6 +441,36 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
       tfjest.SelectionStatsCallback("selector")
 
 
+class NumPyArgumentsTest(tf.test.TestCase, parameterized.TestCase):
+  """NumPy scalars are arguments like Python numbers: same picks, and `fit` runs."""
+
+  @parameterized.named_parameters(
+      ("super_batch_size", dict(batch_size=np.int64(8), super_batch_size=np.int64(32),
+                                num_chunks=np.int64(2), seed=np.int64(3),
+                                temperature=np.float64(0.5))),
+      ("filter_ratio", dict(batch_size=np.int32(8), filter_ratio=np.float32(0.75),
+                            num_chunks=np.int32(2), seed=np.uint8(3),
+                            temperature=np.float32(0.5))))
+  def test_same_picks_as_python_numbers(self, numpy_kwargs):
+    def picks(kwargs):
+      learner, setup = testing.selection_setup("contrastive")
+      for key in ("batch_size", "super_batch_size", "num_chunks", "seed"):
+        setup.pop(key)
+      selector = tfjest.select(**setup, **kwargs)
+      selected = testing.stream("contrastive", n=64).apply(selector)
+      return learner, selected, [testing.ids(b).tolist() for b in selected]
+
+    python_kwargs = {k: v.item() for k, v in numpy_kwargs.items()}
+    self.assertTrue(all(type(v).__module__ == "builtins" for v in python_kwargs.values()))
+    _, _, expected = picks(python_kwargs)
+    learner, selected, got = picks(numpy_kwargs)
+    self.assertEqual(got, expected)
+    self.assertLen(got, 2)
+    history = learner.fit(selected, epochs=1, verbose=0)
+    self.assertLen(history.history["loss"], 1)
+    self.assertEqual(int(learner.optimizer.iterations), 2)
+
+
 class LossFnTest(tf.test.TestCase, parameterized.TestCase):
   """`loss_fn` takes what `compile(loss=...)` takes, applied as `fit` applies it."""
 
