@@ -289,7 +289,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
       ("greedy", dict(greedy="yes"), "Received: greedy='yes'"),
       ("task", dict(task="regression"), "Received: task='regression'"),
       ("embedding_keys", dict(embedding_keys="image"), "Received: embedding_keys='image'"),
-      ("loss_fn", dict(loss_fn=3), "Received: loss_fn=3"),
+      ("loss_fn", dict(loss_fn="no_such_loss"), "Received: loss_fn='no_such_loss'"),
       ("remainder", dict(remainder="pad"), "Received: remainder='pad'"),
       ("input_batched", dict(input_batched=1), "Received: input_batched=1"),
   )

@@ -114,6 +114,7 @@ class Selector:
       raise TypeError(f"select(...) applies to a tf.data.Dataset. "
                       f"Received: dataset of type {type(dataset).__name__}")
     if self.sizes.input_batched:
+      batching.check_batched(dataset.element_spec)
       dataset = dataset.unbatch()
     else:
       batched = batching.batched_by(dataset)
@@ -140,6 +141,10 @@ class Selector:
     """Builds and checks the models for elements of `element_spec`; fixes the step's cost."""
     if self.scorer is not None:
       self.scorer.prepare(element_spec)
+      if self.scorer.task == "classification":
+        ids = (cache_lib.find_id(element_spec, self.setup.id_key)
+               if self.setup.id_key is not None else None)
+        batching.check_labels(element_spec, skip=(ids,) if ids is not None else ())
       if self.setup.proxy is not None:
         self.setup.proxy.prepare(self.scorer.task, self.setup.embedding_keys)
     if element_spec != self._element_spec:
@@ -351,8 +356,10 @@ def select(*, learner: Optional[keras.Model] = None,
     ValueError: if an argument is outside its domain (each message names the argument and the
       value received); if `reference` is the learner; if `proxy` shares the learner's
       optimizer; if `loss_fn` is a loss name Keras does not know; if `reference_cache` was computed for
-      other reference weights; when applied, if the elements cannot be stacked or scored, are
-      batches (without `input_batched=True`), do not fit the cache, or under a strategy or
+      other reference weights; when applied, if the elements cannot be stacked or scored
+      (a feature of no fixed shape, named by its path such as 'x/tokens'; a string label
+      under classification scoring), are batches (without `input_batched=True`) or single
+      examples (with it), do not fit the cache, or under a strategy or
       with a scoring model on a GPU or TPU, without `tfjest.attach`.
     TypeError: if a model argument is not a `keras.Model`, `reference_cache` not a
       `ReferenceCache`, `proxy` not an `OnlineProxy` or `loss_fn` not a loss.
