@@ -166,6 +166,19 @@ class ProxyArgumentsTest(tf.test.TestCase):
       tfjest.select(learner=learner, reference=testing.classifier(1, "reference"), proxy=proxy,
                     batch_size=8, super_batch_size=32, method="independent")
 
+  def test_shared_optimizer_compiled_after_select_is_refused_when_applied(self):
+    learner = testing.TinyClassifier(0, name="learner")
+    learner({"x": np.zeros((1, testing.D), np.float32)})
+    shared = keras.optimizers.SGD(0.1)
+    proxy = tfjest.OnlineProxy(testing.classifier(seed=2, name="small_proxy"), optimizer=shared)
+    selector = tfjest.select(learner=learner, reference=testing.classifier(1, "reference"),
+                             proxy=proxy, batch_size=8, super_batch_size=32,
+                             method="independent")
+    learner.compile(optimizer=shared, loss="mse")
+    with self.assertRaisesRegex(ValueError, "shares the learner's optimizer.*"
+                                "Received: proxy='small_proxy'"):
+      testing.stream("classification", n=64).apply(selector)
+
   def test_select_errors(self):
     proxy = tfjest.OnlineProxy(self.model, optimizer=keras.optimizers.SGD())
     with self.assertRaisesRegex(TypeError, "Received: proxy of type Sequential"):

@@ -134,15 +134,7 @@ class Setup:
       raise ValueError("The proxy must be a separate (smaller) model, not the learner or the "
                        "reference: tfjest trains the proxy itself. "
                        f"Received: proxy.model={self.proxy.model.name!r}")
-    learner_optimizer = getattr(self.learner, "optimizer", None)
-    if (self.proxy is not None and learner_optimizer is not None and
-        self.proxy.optimizer is learner_optimizer):
-      raise ValueError(
-          "The proxy shares the learner's optimizer, which is built for the learner's "
-          "variables only (fit would then fail with \"Unknown variable\"). Give the proxy its "
-          "own optimizer: `tfjest.OnlineProxy(model, optimizer=keras.optimizers.SGD(...))`. "
-          f"Received: proxy={self.proxy.model.name!r} with optimizer "
-          f"{type(self.proxy.optimizer).__name__} of learner={self.learner.name!r}")
+    check_proxy_optimizer(self.proxy, self.learner)
     if self.task not in adapters.TASKS:
       raise ValueError(f"Expected task in {adapters.TASKS}. Received: task={self.task!r}")
     keys = self.embedding_keys
@@ -175,6 +167,23 @@ class Setup:
     if "reference" in reads and self.reference_cache is None:
       models["reference"] = self.reference
     return models
+
+
+def check_proxy_optimizer(proxy, learner):
+  """Raises ValueError if `proxy` trains with `learner`'s optimizer (None: nothing to check).
+
+  Called by `select` and again when the selector is applied (the learner may be compiled in
+  between).
+  """
+  learner_optimizer = getattr(learner, "optimizer", None)
+  if proxy is not None and learner_optimizer is not None and (
+      proxy.optimizer is learner_optimizer):
+    raise ValueError(
+        "The proxy shares the learner's optimizer, which is built for the learner's "
+        "variables only (fit would then fail with \"Unknown variable\"). Give the proxy its "
+        "own optimizer: `tfjest.OnlineProxy(model, optimizer=keras.optimizers.SGD(...))`. "
+        f"Received: proxy={proxy.model.name!r} with optimizer "
+        f"{type(proxy.optimizer).__name__} of learner={learner.name!r}")
 
 
 class Scored(NamedTuple):

@@ -139,6 +139,7 @@ class Selector:
 
   def prepare(self, element_spec):
     """Builds and checks the models for elements of `element_spec`; fixes the step's cost."""
+    scoring.check_proxy_optimizer(self.setup.proxy, self.setup.learner)
     if self.scorer is not None:
       self.scorer.prepare(element_spec)
       if self.scorer.task == "classification":
