@@ -356,12 +356,12 @@ def select(*, learner: Optional[keras.Model] = None,
   Raises:
     ValueError: if an argument is outside its domain (each message names the argument and the
       value received); if `reference` is the learner; if `proxy` shares the learner's
-      optimizer; if `loss_fn` is a loss name Keras does not know; if `reference_cache` was computed for
-      other reference weights; when applied, if the elements cannot be stacked or scored
-      (a feature of no fixed shape, named by its path such as 'x/tokens'; a string label
-      under classification scoring), are batches (without `input_batched=True`) or single
-      examples (with it), do not fit the cache, or under a strategy or
-      with a scoring model on a GPU or TPU, without `tfjest.attach`.
+      optimizer (also checked when applied); if `loss_fn` is a loss name Keras does not know;
+      if `reference_cache` was computed for other reference weights; when applied, if the
+      elements cannot be stacked or scored (a feature of no fixed shape, named by its path
+      such as 'x/tokens'; a string label under classification scoring), are batches (without
+      `input_batched=True`) or single examples (with it), do not fit the cache, or under a
+      strategy or with a scoring model on a GPU or TPU, without `tfjest.attach`.
     TypeError: if a model argument is not a `keras.Model`, `reference_cache` not a
       `ReferenceCache`, `proxy` not an `OnlineProxy` or `loss_fn` not a loss.
   """
