@@ -40,6 +40,30 @@ class SelectionStatsCallbackTest(tf.test.TestCase):
       self.assertGreater(chosen, rejected)
     self.assertEqual(selector.stats.result()["batches"], 20)
 
+  def test_an_epoch_of_non_finite_batches_has_its_entry(self):
+    # Epoch 1 reads finite inputs, epoch 2 only NaN ones: no batch of epoch 2 has a finite
+    # learner loss, and its mean is NaN, not missing (one entry per epoch).
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    x[100:] = np.nan
+    data = tf.data.Dataset.from_tensor_slices((x, rng.integers(0, 3, 200)))
+    selector = tfjest.select(learner=model, batch_size=5, filter_ratio=0.5,
+                             score="hard_learner", method="independent")
+    history = model.fit(data.apply(selector), epochs=2, steps_per_epoch=10, verbose=0,
+                        callbacks=[tfjest.SelectionStatsCallback(selector)]).history
+    # The pipeline runs 0-2 batches ahead of training: epoch 1 may have read up to 20 more.
+    self.assertEqual(history["selection_read"][1], 200)
+    self.assertEqual(history["selection_non_finite"][1], 100)
+    self.assertBetween(history["selection_read"][0], 100, 120)
+    means = history["selection_learner_loss_selected"]
+    self.assertLen(means, 2)
+    self.assertTrue(np.isfinite(means[0]))
+    self.assertTrue(np.isnan(means[1]))
+
   def test_writes_tensorboard_scalars(self):
     log_dir = self.get_temp_dir()
     self._fit(lambda s: [tfjest.SelectionStatsCallback(s, log_dir=log_dir)], epochs=1)

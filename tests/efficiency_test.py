@@ -209,7 +209,9 @@ class PlateauTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(
       (([0, 10, 20], [0.0, 0.1]), {}, "Received: 3 steps and 2 accuracy"),
-      (([0, 20, 10, 30], [0.0] * 4), {}, r"increasing steps. Received: steps=\[0, 20, 10, 30\]"),
+      (([0, 20, 10, 30], [0.0] * 4), {},
+       r"steps must increase.*steps\[2\]=10 is not after steps\[1\]=20\. "
+       r"Received: steps=\[0, 20, 10, 30\]"),
       (([0, 10, 20, 30], [0.0] * 4), {"window": 0}, "Received: window=0"),
       (([0, 10, 20, 30], [0.0] * 4), {"window": 1.0}, "Received: window=1.0"),
       (([0, 10, 20, 30], [0.0] * 4), {"tolerance": 0}, "Received: tolerance=0"),
@@ -244,6 +246,13 @@ class ErrorsTest(tf.test.TestCase, parameterized.TestCase):
        "share super_batch_size. Received: super_batch_size \\[40, 32\\]"),
       ("bad_dataset_size", [dict(METHOD[0], dataset_size=0)], UNIFORM,
        "Received: dataset_size=0"),
+      ("decreasing_steps", [dict(METHOD[0], steps=[0, 10, 20, 15, 40, 50])], UNIFORM,
+       r"steps must increase.*steps\[3\]=15 is not after steps\[2\]=20\. "
+       r"Received: runs\[0\]\['steps'\]=\[0, 10, 20, 15, 40, 50\]"),
+      ("repeated_uniform_steps", METHOD,
+       [UNIFORM[0], dict(UNIFORM[1], steps=[0, 10, 20, 30, 30, 50])],
+       r"steps\[4\]=30 is not after steps\[3\]=30\. "
+       r"Received: uniform_runs\[1\]\['steps'\]=\[0, 10, 20, 30, 30, 50\]"),
       ("only_step_zero", METHOD, [{"steps": [0], "flops": [0], "accuracy": [0.5]}],
        "an evaluation after step 0"),
   )
@@ -258,6 +267,9 @@ class ErrorsTest(tf.test.TestCase, parameterized.TestCase):
       efficiency.mean_curve([])
     with self.assertRaisesRegex(ValueError, "to have 'recall_at_1'"):
       efficiency.mean_curve(UNIFORM, "recall_at_1")
+    with self.assertRaisesRegex(ValueError, r"steps\[1\]=0 is not after steps\[0\]=0\. "
+                                r"Received: runs\[0\]\['steps'\]"):
+      efficiency.mean_curve([{"steps": [0, 0, 10], "accuracy": [0.0, 0.1, 0.2]}])
 
 
 if __name__ == "__main__":

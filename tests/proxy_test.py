@@ -145,8 +145,39 @@ class ProxyArgumentsTest(tf.test.TestCase):
       tfjest.OnlineProxy(testing.PairDualEncoder())
     with self.assertRaisesRegex(TypeError, "Received: optimizer of type str"):
       tfjest.OnlineProxy(self.model, optimizer="sgd")
-    with self.assertRaisesRegex(ValueError, "Received: loss_fn=3"):
+    with self.assertRaisesRegex(TypeError, "Expected a loss.*Received: loss_fn=3"):
       tfjest.OnlineProxy(self.model, optimizer=keras.optimizers.SGD(), loss_fn=3)
+    with self.assertRaisesRegex(ValueError, "Unknown loss name.*Received: loss_fn='nope'"):
+      tfjest.OnlineProxy(self.model, optimizer=keras.optimizers.SGD(), loss_fn="nope")
+
+  def test_loss_names_and_losses_are_accepted(self):
+    for loss_fn in ("mae", keras.losses.MeanAbsoluteError(), keras.losses.MeanAbsoluteError,
+                    keras.losses.mean_absolute_error):
+      proxy = tfjest.OnlineProxy(self.model, optimizer=keras.optimizers.SGD(), loss_fn=loss_fn)
+      self.assertIs(proxy.loss_fn, loss_fn)
+
+  def test_proxy_sharing_the_learners_optimizer_is_refused(self):
+    learner = testing.classifier(seed=0, name="learner")
+    small = testing.classifier(seed=2, name="small_proxy")
+    proxy = tfjest.OnlineProxy(small, optimizer=learner.optimizer)
+    with self.assertRaisesRegex(
+        ValueError, "shares the learner's optimizer.*own optimizer.*"
+        "Received: proxy='small_proxy' with optimizer SGD of learner='learner'"):
+      tfjest.select(learner=learner, reference=testing.classifier(1, "reference"), proxy=proxy,
+                    batch_size=8, super_batch_size=32, method="independent")
+
+  def test_shared_optimizer_compiled_after_select_is_refused_when_applied(self):
+    learner = testing.TinyClassifier(0, name="learner")
+    learner({"x": np.zeros((1, testing.D), np.float32)})
+    shared = keras.optimizers.SGD(0.1)
+    proxy = tfjest.OnlineProxy(testing.classifier(seed=2, name="small_proxy"), optimizer=shared)
+    selector = tfjest.select(learner=learner, reference=testing.classifier(1, "reference"),
+                             proxy=proxy, batch_size=8, super_batch_size=32,
+                             method="independent")
+    learner.compile(optimizer=shared, loss="mse")
+    with self.assertRaisesRegex(ValueError, "shares the learner's optimizer.*"
+                                "Received: proxy='small_proxy'"):
+      testing.stream("classification", n=64).apply(selector)
 
   def test_select_errors(self):
     proxy = tfjest.OnlineProxy(self.model, optimizer=keras.optimizers.SGD())

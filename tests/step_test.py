@@ -7,7 +7,9 @@ contracts, and check each defect the issue "One selection step for every placeme
 Models are tiny and linear (no ReLU), so NaN inputs give NaN outputs in graph mode too.
 """
 
+import contextlib
 import os
+import sys
 import tempfile
 
 from absl.testing import parameterized
@@ -89,6 +91,52 @@ class TrainStepTest(tf.test.TestCase):
       for key in ("learner_loss_selected", "learner_loss_rejected", "reference_loss_rejected",
                   "batch_score"):
         self.assertTrue(np.isfinite(stats[key]), key)
+
+
+class NonFiniteWarningTest(tf.test.TestCase):
+
+  def test_printed_once_per_selector_and_counted_every_time(self):
+    # Every candidate NaN: 4 super-batches an epoch, 2 epochs, one warning.
+    stream = _stream("classification", n=128, nan_every=1)
+    stream = stream.map(lambda x, y: ({**x, "x": x["x"] * np.nan}, y))
+    learner, kwargs = _make("classification")
+    selector = tfjest.select(**kwargs)
+    with _captured_stderr() as read:
+      for _ in range(2):
+        self.assertLen(list(stream.apply(selector)), 4)
+    self.assertEqual(read().count("every candidate of a super-batch had a NaN"), 1)
+    stats = selector.stats.result()
+    self.assertEqual(stats["non_finite"], 256)
+    self.assertEqual(stats["batches"], 8)
+    self.assertTrue(np.isnan(stats["learner_loss_selected"]))
+    del learner
+
+  def test_two_selectors_warn_once_each(self):
+    stream = _stream("classification", n=64).map(
+        lambda x, y: ({**x, "x": x["x"] * np.nan}, y))
+    with _captured_stderr() as read:
+      for _ in range(2):
+        _, kwargs = _make("classification")
+        list(stream.apply(tfjest.select(**kwargs)))
+    self.assertEqual(read().count("every candidate of a super-batch had a NaN"), 2)
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+  """Captures file descriptor 2 (`tf.print` writes there from C++, not via `sys.stderr`)."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile(mode="w+b") as f:
+    os.dup2(f.fileno(), 2)
+    text = []
+    try:
+      yield lambda: "".join(text)
+    finally:
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      f.seek(0)
+      text.append(f.read().decode("utf-8", "replace"))
 
 
 class NonFiniteFirstChunkTest(tf.test.TestCase):

@@ -289,7 +289,7 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
       ("greedy", dict(greedy="yes"), "Received: greedy='yes'"),
       ("task", dict(task="regression"), "Received: task='regression'"),
       ("embedding_keys", dict(embedding_keys="image"), "Received: embedding_keys='image'"),
-      ("loss_fn", dict(loss_fn=3), "Received: loss_fn=3"),
+      ("loss_fn", dict(loss_fn="no_such_loss"), "Received: loss_fn='no_such_loss'"),
       ("remainder", dict(remainder="pad"), "Received: remainder='pad'"),
       ("input_batched", dict(input_batched=1), "Received: input_batched=1"),
   )
@@ -439,6 +439,73 @@ class BadInputTest(tf.test.TestCase, parameterized.TestCase):
   def test_callback_needs_a_selector(self):
     with self.assertRaisesRegex(TypeError, "Received: selector of type str"):
       tfjest.SelectionStatsCallback("selector")
+
+
+class NumPyArgumentsTest(tf.test.TestCase, parameterized.TestCase):
+  """NumPy scalars are arguments like Python numbers: same picks, and `fit` runs."""
+
+  @parameterized.named_parameters(
+      ("super_batch_size", dict(batch_size=np.int64(8), super_batch_size=np.int64(32),
+                                num_chunks=np.int64(2), seed=np.int64(3),
+                                temperature=np.float64(0.5))),
+      ("filter_ratio", dict(batch_size=np.int32(8), filter_ratio=np.float32(0.75),
+                            num_chunks=np.int32(2), seed=np.uint8(3),
+                            temperature=np.float32(0.5))))
+  def test_same_picks_as_python_numbers(self, numpy_kwargs):
+    def picks(kwargs):
+      learner, setup = testing.selection_setup("contrastive")
+      for key in ("batch_size", "super_batch_size", "num_chunks", "seed"):
+        setup.pop(key)
+      selector = tfjest.select(**setup, **kwargs)
+      selected = testing.stream("contrastive", n=64).apply(selector)
+      return learner, selected, [testing.ids(b).tolist() for b in selected]
+
+    python_kwargs = {k: v.item() for k, v in numpy_kwargs.items()}
+    self.assertTrue(all(type(v).__module__ == "builtins" for v in python_kwargs.values()))
+    _, _, expected = picks(python_kwargs)
+    learner, selected, got = picks(numpy_kwargs)
+    self.assertEqual(got, expected)
+    self.assertLen(got, 2)
+    history = learner.fit(selected, epochs=1, verbose=0)
+    self.assertLen(history.history["loss"], 1)
+    self.assertEqual(int(learner.optimizer.iterations), 2)
+
+
+class LossFnTest(tf.test.TestCase, parameterized.TestCase):
+  """`loss_fn` takes what `compile(loss=...)` takes, applied as `fit` applies it."""
+
+  @parameterized.named_parameters(
+      ("name", "mae"), ("instance", keras.losses.MeanAbsoluteError()),
+      ("class", keras.losses.MeanAbsoluteError), ("function", keras.losses.mean_absolute_error),
+      ("other_name", "mse"))
+  def test_picks_the_largest_losses_as_fit_computes_them(self, loss_fn):
+    keras.utils.set_random_seed(0)
+    learner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    learner.compile(optimizer="sgd", loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 3)).astype(np.float32)
+    y = rng.normal(size=16).astype(np.float32)  # [N] labels against [N, 1] outputs
+    oracle_model = keras.models.clone_model(learner)
+    oracle_model.set_weights(learner.get_weights())
+    oracle_model.compile(loss=loss_fn)
+    y_pred = learner(x)
+    oracle = np.array([float(oracle_model.compute_loss(x=None, y=y[i:i + 1],
+                                                       y_pred=y_pred[i:i + 1]))
+                       for i in range(16)])
+    selector = tfjest.select(learner=learner, loss_fn=loss_fn, score="hard_learner",
+                             method="independent", batch_size=4, super_batch_size=16,
+                             temperature=1e-6)
+    _, y_selected = next(iter(tf.data.Dataset.from_tensor_slices((x, y)).apply(selector)))
+    self.assertAllClose(np.sort(y_selected.numpy()), np.sort(y[np.argsort(-oracle)[:4]]))
+
+  def test_unknown_name_and_non_loss_are_refused_at_select(self):
+    learner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    with self.assertRaisesRegex(ValueError, "Unknown loss name.*Received: loss_fn='maae'"):
+      tfjest.select(learner=learner, loss_fn="maae", score="hard_learner",
+                    method="independent", batch_size=4, super_batch_size=16)
+    with self.assertRaisesRegex(TypeError, "Expected a loss.*Received: loss_fn=3"):
+      tfjest.select(learner=learner, loss_fn=3, score="hard_learner",
+                    method="independent", batch_size=4, super_batch_size=16)
 
 
 if __name__ == "__main__":

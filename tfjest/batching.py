@@ -13,7 +13,7 @@ printed per transformation. Nothing is dropped silently.
 import dataclasses
 import numbers
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import tensorflow as tf
 
@@ -111,7 +111,7 @@ def batched_by(dataset) -> Optional[str]:
 
 
 def check_stackable(spec):
-  for path, s in _flatten_with_paths(spec):
+  for path, s in flatten_with_paths(spec):
     if not isinstance(s, tf.TensorSpec):
       raise ValueError(
           f"select(...) stacks examples into super-batches and needs dense tensors; feature "
@@ -125,13 +125,62 @@ def check_stackable(spec):
           f"Received: element_spec={spec}")
 
 
-def _flatten_with_paths(spec):
-  flat = tf.nest.flatten(spec)
-  try:
-    paths = [p for p, _ in tf.nest.flatten_with_joined_string_paths(spec)]
-  except (AttributeError, TypeError):
-    paths = [str(i) for i in range(len(flat))]
-  return zip(paths, flat)
+# The parts of an `(x, y[, sample_weight])` element, as `fit` names them.
+_PARTS = ("x", "y", "sample_weight")
+
+
+def flatten_with_paths(spec):
+  """`[(path, leaf)]` in `tf.nest` order; paths join keys and indices with "/" ("x/tokens").
+
+  The components of a top-level `(x, y)` or `(x, y, sample_weight)` tuple are named so.
+  """
+  out = []
+
+  def walk(path, node):
+    if isinstance(node, Mapping):
+      for key in sorted(node):  # tf.nest's order
+        walk(f"{path}/{key}" if path else str(key), node[key])
+    elif isinstance(node, (tuple, list)):
+      names = getattr(node, "_fields", None) or (
+          _PARTS if not path and isinstance(node, tuple) and len(node) in (2, 3) else
+          [str(i) for i in range(len(node))])
+      for name, item in zip(names, node):
+        walk(f"{path}/{name}" if path else str(name), item)
+    else:
+      out.append((path, node))
+
+  walk("", spec)
+  return out
+
+
+def check_batched(spec):
+  """Raises ValueError unless every feature has a leading (batch) axis to unbatch."""
+  for path, s in flatten_with_paths(spec):
+    if getattr(s, "shape", None) is not None and s.shape.rank == 0:
+      raise ValueError(
+          f"input_batched=True unbatches the elements, but feature {path!r} is a scalar "
+          f"(shape ()), so the dataset yields single examples, not batches. Pass "
+          f"input_batched=False (the default) for a stream of single examples. "
+          f"Received: input_batched=True, element_spec={spec}")
+
+
+def check_labels(spec, skip=()):
+  """Raises ValueError if a label (`y` of an `(x, y[, w])` element) is a string tensor.
+
+  Args:
+    spec: the element spec of one example.
+    skip: leaves to leave out (the example-id feature, which may be a string in `y`).
+  """
+  if not isinstance(spec, tuple) or len(spec) < 2:
+    return
+  for path, s in flatten_with_paths(spec):
+    if (path == "y" or path.startswith("y/")) and not any(s is k for k in skip) and (
+        getattr(s, "dtype", None) == tf.string):
+      raise ValueError(
+          f"Classification scoring computes each example's loss from its labels, which must "
+          f"be numbers, but label feature {path!r} has dtype string. Map the labels to "
+          f"integers first (e.g. with keras.layers.StringLookup). "
+          f"Received: {path}={s}")
 
 
 def leading_size(structure) -> tf.Tensor:

@@ -85,15 +85,16 @@ def find_id(element, id_key: str):
       f"pass the right id_key. Received: id_key={id_key!r}, element_spec={_spec_of(element)}")
 
 
-def input_fingerprints(element) -> tf.Tensor:
-  """`[N]` int64: a FarmHash of every input feature (`x` and `y`) of each of `N` examples."""
+def input_fingerprints(element, labels: bool = True) -> tf.Tensor:
+  """`[N]` int64: a FarmHash of every input feature (`x`, and `y` with `labels`) of each of `N`
+  examples. Values that depend on the inputs only (a prior's targets) leave `labels` out."""
   x, y, _ = adapters.unpack(element)
   parts = [tf.fingerprint(tf.convert_to_tensor(t))  # [N, 8] uint8 per feature
-           for t in tf.nest.flatten((x, y)) if t is not None]
+           for t in tf.nest.flatten((x, y) if labels else x) if t is not None]
   return tf.bitcast(tf.fingerprint(tf.concat(parts, axis=1)), tf.int64)
 
 
-def input_structure(element_spec) -> list:
+def input_structure(element_spec, labels: bool = True) -> list:
   """What `input_fingerprints` hashes, as `[path, dtype, shape]` rows (JSON-friendly)."""
   x, y, _ = adapters.unpack(element_spec)
   rows = []
@@ -109,7 +110,8 @@ def input_structure(element_spec) -> list:
       rows.append([path, node.dtype.name, node.shape.as_list()])
 
   walk("x", x)
-  walk("y", y)
+  if labels:
+    walk("y", y)
   return rows
 
 
@@ -156,6 +158,8 @@ class PerIdValues:
 
   KIND = "reference cache"
   BUILDER = "tfjest.cache_reference(...)"
+  # Whether the labels are part of an example's fingerprint (a reference's loss reads them).
+  LABELS = True
   FORMAT = FORMAT
   VERSION = VERSION
   JOINED = ()
@@ -242,7 +246,7 @@ class PerIdValues:
       raise ValueError(
           f"The {self.KIND} at {self.path!r} is keyed by scalar {want} ids. "
           f"Received: id feature {id_key!r} of dtype {ids.dtype.name} and shape {ids.shape}")
-    structure = input_structure(element_spec)
+    structure = input_structure(element_spec, self.LABELS)
     if self.verify_inputs and structure != self.metadata["inputs"]:
       raise ValueError(
           f"The {self.KIND} at {self.path!r} was built from elements of another structure "
@@ -273,7 +277,7 @@ class PerIdValues:
     rows = tf.maximum(rows, 0)
     if self.verify_inputs:
       changed = tf.not_equal(tf.gather(self._values["input_fingerprint"], rows),
-                             input_fingerprints(super_batch)) & ~missing
+                             input_fingerprints(super_batch, self.LABELS)) & ~missing
       checks.append(tf.debugging.Assert(tf.logical_not(tf.reduce_any(changed)), [
           tf.strings.format(
               f"The {self.KIND} entry for example id {{}} was computed from other inputs "
@@ -542,11 +546,11 @@ def has_cache(path: str) -> bool:
   return os.path.exists(os.path.join(os.fspath(path), _METADATA))
 
 
-def ids_and_fingerprints(batch, id_key: str):
+def ids_and_fingerprints(batch, id_key: str, labels: bool = True):
   """`{"id", "input_fingerprint"}` of a batch of elements, as the cache stores them."""
   ids = find_id(batch, id_key)
   return {"id": ids if ids.dtype == tf.string else tf.cast(ids, tf.int64),
-          "input_fingerprint": input_fingerprints(batch)}
+          "input_fingerprint": input_fingerprints(batch, labels)}
 
 
 def _reusable(reference, dataset, path: str, *, id_key: str, batch_size: int, task: str,
@@ -583,7 +587,7 @@ def _reusable(reference, dataset, path: str, *, id_key: str, batch_size: int, ta
 
 
 def other_examples(metadata: dict, dataset: tf.data.Dataset, *, id_key: str,
-                   batch_size: int) -> Optional[str]:
+                   batch_size: int, labels: bool = True) -> Optional[str]:
   """Why `dataset` holds other examples than the cache of `metadata` was built from, else None.
 
   Checks the element structure and id dtype, then (one pass over the ids and inputs, no model
@@ -591,9 +595,10 @@ def other_examples(metadata: dict, dataset: tf.data.Dataset, *, id_key: str,
   """
   spec = dataset.element_spec
   id_dtype = "string" if find_id(spec, id_key).dtype == tf.string else "int64"
-  if id_dtype != metadata["dataset"]["id_dtype"] or input_structure(spec) != metadata["inputs"]:
+  if (id_dtype != metadata["dataset"]["id_dtype"] or
+      input_structure(spec, labels) != metadata["inputs"]):
     return "the dataset's elements have another structure or id dtype"
-  arrays = collect(dataset, lambda batch: ids_and_fingerprints(batch, id_key),
+  arrays = collect(dataset, lambda batch: ids_and_fingerprints(batch, id_key, labels),
                    batch_size=batch_size)
   if arrays is None:
     return "the dataset is empty"

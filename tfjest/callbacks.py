@@ -20,7 +20,8 @@ class SelectionStatsCallback(keras.callbacks.Callback):
   batch score `s(B)`, and the epoch's FLOPs by part (`flops_training`, `flops_learner_scoring`,
   `flops_reference_scoring`, `flops_proxy_training`, `flops_selection`, `flops_total`,
   `flops_per_step`; see `tfjest.cost`). Only the keys `tfjest.SelectionStats` reports for the
-  window are added. With `log_dir`, it also writes them as TensorBoard scalars itself.
+  window are added; a loss mean of an epoch in which every batch was non-finite is NaN, so
+  that each epoch has one entry. With `log_dir`, it also writes them as TensorBoard scalars itself.
 
   Keras calls the callbacks of `fit` in list order, all with one `logs` dict, and
   `keras.callbacks.TensorBoard` writes that dict as it is when its own `on_epoch_end` runs, so
@@ -64,7 +65,8 @@ class SelectionStatsCallback(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     stats = self.selector.stats
-    values = stats_lib.summarize(stats.snapshot(), self._epoch_start, stats.unit_costs())
+    values = stats_lib.summarize(stats.snapshot(), self._epoch_start, stats.unit_costs(),
+                                 recorded=stats.recorded())
     values = {self.prefix + k: v for k, v in values.items()}
     if logs is not None:
       logs.update(values)

@@ -12,6 +12,8 @@ Messages say what was expected and end with `Received: name=value`.
 import numbers
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 
 def is_int(value: Any) -> bool:
   """True for a Python or NumPy integer, False for a bool (a bool is not a count)."""
@@ -79,7 +81,7 @@ def boolean(value: Any, name: str) -> bool:
   Raises:
     ValueError: `{name} must be a bool. Received: {name}={value!r}`.
   """
-  if not isinstance(value, bool) and type(value).__name__ != "bool_":
+  if not isinstance(value, (bool, np.bool_)):  # NumPy 2's bool type is named "bool", not "bool_"
     raise ValueError(f"{name} must be a bool. Received: {name}={value!r}")
   return bool(value)
 

@@ -96,8 +96,19 @@ def _check_runs(runs: Sequence[Dict], name: str, keys=("accuracy",)):
     if not len(run["steps"]):  # pylint: disable=g-explicit-length-test
       raise ValueError(f"Expected curves with at least one evaluation. Received: {name}[{i}] "
                        "with steps=[]")
+    _check_increasing(run["steps"], f"{name}[{i}]['steps']")
     for key in keys:
       _check_xs_values(run["steps"], run[key], "steps", key)
+
+
+def _check_increasing(steps, where: str):
+  """Raises ValueError at the first evaluated step that is not after the one before it."""
+  for position in range(1, len(steps)):
+    if not steps[position] > steps[position - 1]:
+      raise ValueError(
+          f"steps must increase (one entry per evaluation, in training order), but "
+          f"steps[{position}]={steps[position]!r} is not after steps[{position - 1}]="
+          f"{steps[position - 1]!r}. Received: {where}={list(steps)}")
 
 
 def mean_curve(runs: Sequence[Dict], key: str = "accuracy") -> np.ndarray:
@@ -111,8 +122,8 @@ def mean_curve(runs: Sequence[Dict], key: str = "accuracy") -> np.ndarray:
     `[E]` float64, the mean at each of the `E` evaluations.
 
   Raises:
-    ValueError: if `runs` is empty, a run lacks `key` or has not one entry per step, or the
-      runs' steps differ.
+    ValueError: if `runs` is empty, a run lacks `key` or has not one entry per step, its steps
+      do not increase, or the runs' steps differ.
   """
   _check_runs(runs, "runs", (key,))
   steps = list(runs[0]["steps"])
@@ -223,8 +234,7 @@ def plateau(steps: Sequence[float], accuracy: Sequence[float], *, window: float 
     raise ValueError(f"tolerance must be a number > 0. Received: tolerance={tolerance!r}")
   xs = np.asarray(steps, np.float64)
   values = np.asarray(accuracy, np.float64)
-  if len(xs) and (np.diff(xs) <= 0).any():
-    raise ValueError(f"Expected increasing steps. Received: steps={list(steps)}")
+  _check_increasing(steps, "steps")
   start = xs[0] + (1 - window) * (xs[-1] - xs[0]) if len(xs) else 0.0
   inside = np.arange(len(xs)) > 0
   before, within = inside & (xs <= start), inside & (xs > start)
@@ -290,7 +300,8 @@ def summarize(runs: Sequence[Dict], uniform_runs: Sequence[Dict]) -> Dict:
 
   Raises:
     ValueError: if either list is empty, a curve lacks `steps`, `flops` or `accuracy` or has
-      not one entry per evaluation, one method's runs differ in steps, `super_batch_size` or
+      not one entry per evaluation, its `steps` do not increase (the message names the first
+      offending position), one method's runs differ in steps, `super_batch_size` or
       `dataset_size`, or uniform's curves hold no evaluation after step 0.
   """
   _check_runs(runs, "runs", ("flops", "accuracy"))

@@ -13,8 +13,9 @@ reference cache's format (`tfjest.cache`: `metadata.json` and a `tf.data` snapsh
 
 - the prior's weights are fingerprinted (`cache.reference_fingerprint`): `PriorTargets.check_prior`
   and `reuse=True` refuse targets of another prior;
-- the ids and each example's input fingerprint are recorded, and `join` checks, for every
-  element it joins, that its id is known and that its inputs hash to the recorded fingerprint
+- the ids and each example's input fingerprint (of `x`, which the prior reads, not of the
+  labels) are recorded, and `join` checks, for every element it joins, that its id is known
+  and that its inputs hash to the recorded fingerprint
   (another dataset or preprocessing stops the pipeline with an error naming the id);
 - the element structure is checked when the join is applied.
 
@@ -129,6 +130,8 @@ class PriorTargets(cache.PerIdValues):
   KIND = "prior targets"
   BUILDER = "tfjest.prior_targets(...)"
   JOINED = ("target",)
+  # The targets depend on the inputs `x` only: data with other labels may join them.
+  LABELS = False
 
   @property
   def width(self) -> int:
@@ -300,7 +303,7 @@ def prior_targets(prior: keras.Model, dataset: tf.data.Dataset, path: str, *, wi
   view = view_fn or (lambda x: x)
 
   def compute(batch):
-    out = cache.ids_and_fingerprints(batch, id_key)
+    out = cache.ids_and_fingerprints(batch, id_key, labels=False)
     x, _, _ = adapters.unpack(batch)
     values = tf.convert_to_tensor(extract(view(x), False))
     if values.shape.rank != 2:
@@ -322,7 +325,7 @@ def prior_targets(prior: keras.Model, dataset: tf.data.Dataset, path: str, *, wi
       "reference": {"name": prior.name, "fingerprint": fingerprint},
       "prior_width": int(raw.shape[1]), "settings": settings,
       "dataset": cache.dataset_metadata(arrays, id_spec),
-      "inputs": cache.input_structure(spec),
+      "inputs": cache.input_structure(spec, labels=False),
       "outputs": {"target": [k]},
   }
   cache.write(path, metadata, arrays, overwrite=overwrite)
@@ -350,4 +353,5 @@ def _stale(path, fingerprint, settings, dataset, id_key, batch_size) -> Optional
             f"{metadata['reference']['name']!r})")
   if metadata["settings"] != settings:
     return f"the targets were computed with {metadata['settings']}, not {settings}"
-  return cache.other_examples(metadata, dataset, id_key=id_key, batch_size=batch_size)
+  return cache.other_examples(metadata, dataset, id_key=id_key, batch_size=batch_size,
+                              labels=False)

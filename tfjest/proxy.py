@@ -14,7 +14,7 @@ elements carry them. So the next super-batch is scored with the updated proxy. T
 trained by the user's `fit`, as always; tfjest never calls it when a proxy scores.
 """
 
-from typing import Callable, Optional
+from typing import Any, Optional
 
 import keras
 import tensorflow as tf
@@ -44,8 +44,9 @@ class OnlineProxy:
       or classifier); never the learner itself.
     optimizer: its own optimizer; defaults to the one the proxy was compiled with. Must not be
       shared with the learner.
-    loss_fn: a classifier proxy's per-example loss (default: its compiled loss); ignored for
-      dual encoders, which train on the SigLIP loss.
+    loss_fn: a classifier proxy's loss in any form `compile` takes for one output (a name, a
+      `keras.losses.Loss`, a function), applied as `fit` applies it; default: its compiled
+      loss. Ignored for dual encoders, which train on the SigLIP loss.
 
   Attributes:
     model, optimizer, loss_fn: as given.
@@ -54,12 +55,13 @@ class OnlineProxy:
   Raises:
     TypeError: if `model` is not a `keras.Model` or `optimizer` not a Keras optimizer.
     ValueError: if no optimizer is given and the model was not compiled with one, or
-      `loss_fn` is not callable.
+      `loss_fn` is a loss name Keras does not know.
+    TypeError: if `loss_fn` is not a loss.
   """
 
   def __init__(self, model: keras.Model, *,
                optimizer: Optional[keras.optimizers.Optimizer] = None,
-               loss_fn: Optional[Callable] = None):
+               loss_fn: Optional[Any] = None):
     if not isinstance(model, keras.Model):
       raise TypeError(f"The proxy must be a keras.Model. Received: model of type "
                       f"{type(model).__name__}")
@@ -72,8 +74,8 @@ class OnlineProxy:
     if not isinstance(optimizer, keras.optimizers.Optimizer):
       raise TypeError(f"optimizer must be a keras.optimizers.Optimizer. Received: optimizer of "
                       f"type {type(optimizer).__name__}")
-    if loss_fn is not None and not callable(loss_fn):
-      raise ValueError(f"loss_fn must be callable. Received: loss_fn={loss_fn!r}")
+    if loss_fn is not None:  # any loss `compile` takes for one output, checked now
+      adapters.resolve_loss_fn(None, loss_fn, "proxy")
     self.model = model
     self.optimizer = optimizer
     self.loss_fn = loss_fn

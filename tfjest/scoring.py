@@ -11,7 +11,7 @@ the public rule of which models it calls.
 """
 
 import dataclasses
-from typing import Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -72,7 +72,7 @@ class Setup:
   proxy: Optional[proxy_lib.OnlineProxy] = None
   task: str = "auto"
   embedding_keys: Tuple[str, str] = ("image_embeddings", "text_embeddings")
-  loss_fn: Optional[Callable] = None
+  loss_fn: Any = None
   scoring_view: Optional[Callable] = None
   reference_cache: object = None
   id_key: Optional[str] = None
@@ -134,6 +134,7 @@ class Setup:
       raise ValueError("The proxy must be a separate (smaller) model, not the learner or the "
                        "reference: tfjest trains the proxy itself. "
                        f"Received: proxy.model={self.proxy.model.name!r}")
+    check_proxy_optimizer(self.proxy, self.learner)
     if self.task not in adapters.TASKS:
       raise ValueError(f"Expected task in {adapters.TASKS}. Received: task={self.task!r}")
     keys = self.embedding_keys
@@ -142,8 +143,10 @@ class Setup:
       raise ValueError("embedding_keys must be two strings (image_key, text_key). "
                        f"Received: embedding_keys={keys!r}")
     object.__setattr__(self, "embedding_keys", tuple(keys))
-    if self.loss_fn is not None and not callable(self.loss_fn):
-      raise ValueError(f"loss_fn must be callable. Received: loss_fn={self.loss_fn!r}")
+    if self.loss_fn is not None:
+      # Any loss `compile` takes for one output (a name, a Loss or its class, a function),
+      # resolved now so that a wrong one fails here rather than when the stream is scored.
+      adapters.resolve_loss_fn(None, self.loss_fn, "learner")
 
   @property
   def models_read(self) -> Tuple[str, ...]:
@@ -164,6 +167,23 @@ class Setup:
     if "reference" in reads and self.reference_cache is None:
       models["reference"] = self.reference
     return models
+
+
+def check_proxy_optimizer(proxy, learner):
+  """Raises ValueError if `proxy` trains with `learner`'s optimizer (None: nothing to check).
+
+  Called by `select` and again when the selector is applied (the learner may be compiled in
+  between).
+  """
+  learner_optimizer = getattr(learner, "optimizer", None)
+  if proxy is not None and learner_optimizer is not None and (
+      proxy.optimizer is learner_optimizer):
+    raise ValueError(
+        "The proxy shares the learner's optimizer, which is built for the learner's "
+        "variables only (fit would then fail with \"Unknown variable\"). Give the proxy its "
+        "own optimizer: `tfjest.OnlineProxy(model, optimizer=keras.optimizers.SGD(...))`. "
+        f"Received: proxy={proxy.model.name!r} with optimizer "
+        f"{type(proxy.optimizer).__name__} of learner={learner.name!r}")
 
 
 class Scored(NamedTuple):

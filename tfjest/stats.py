@@ -12,7 +12,9 @@ either selected, filtered out, or left over in a final partial super-batch that 
 score was NaN or infinite (selection takes them last). Loss means are per emitted batch, over
 usable candidates only (real, finite score, non-zero sample weight), summed so that a reader can
 take differences over a window (an epoch) and divide by the number of batches that had a value.
-A statistic no batch had (the learner's loss under "easy_reference") is not reported at all.
+A statistic no batch had (the learner's loss under "easy_reference") is not reported at all;
+one the step records but no batch of a window had a value for (every candidate non-finite) is
+NaN for that window.
 
 Because `fit` prefetches, the pipeline runs 0-2 batches ahead of the training step: statistics
 read during training describe the batches produced so far, which may not yet be consumed.
@@ -110,6 +112,20 @@ class SelectionStats(tf.Module):
                       for k in SUMS}
     self._unit_costs = None
     self._step_totals = None
+    # The statistics a step records (known when it is traced): a window in which none of its
+    # batches had a value reports NaN for them, so that every epoch has an entry.
+    self._recorded = set()
+    # Once-per-selector warnings, in a plain holder: not part of a checkpoint of the totals.
+    self._flags = _Flags(device)
+
+  def warned(self, name: str) -> tf.Variable:
+    """A bool variable for a warning printed once per selector (e.g. "non_finite")."""
+    return self._flags.get(name)
+
+  def recorded(self) -> frozenset:
+    """The `SUMS` a step of this selection records (once its step has been traced)."""
+    step = self._step_totals.recorded() if self._step_totals is not None else frozenset()
+    return frozenset(self._recorded) | step
 
   @property
   def device(self) -> str:
@@ -163,6 +179,7 @@ class SelectionStats(tf.Module):
         has = count > 0
       else:
         continue
+      self._recorded.add(key)
       ops.append(self._sums[key].assign_add(tf.where(has, mean, tf.zeros([], tf.float64))))
       ops.append(self._valued[key].assign_add(tf.cast(has, tf.int64)))
     return tf.group(ops)
@@ -185,14 +202,30 @@ class SelectionStats(tf.Module):
 
   def result(self) -> Dict[str, float]:
     """Counts so far and the mean of each per-batch statistic over the batches that had it."""
-    return summarize(self.snapshot(), None, self.unit_costs())
+    return summarize(self.snapshot(), None, self.unit_costs(), recorded=self.recorded())
 
 
-def summarize(now: Dict[str, float], before, costs: Optional[Dict[str, float]] = None
-             ) -> Dict[str, float]:
+class _Flags:
+  """Bool variables on `device`, created on first use outside any function."""
+
+  def __init__(self, device: str):
+    self._device = device
+    self._flags = {}
+
+  def get(self, name: str) -> tf.Variable:
+    if name not in self._flags:
+      with tf.init_scope(), tf.device(self._device):
+        self._flags[name] = tf.Variable(False, trainable=False, name=f"warned_{name}")
+    return self._flags[name]
+
+
+def summarize(now: Dict[str, float], before, costs: Optional[Dict[str, float]] = None,
+              recorded=()) -> Dict[str, float]:
   """Counts at `now` and per-batch means over the window `before -> now` (`None`: since 0).
 
-  A statistic no batch of the window had is left out. With `costs` (see
+  A statistic no batch of the window had is NaN if it is one of `recorded` (the statistics
+  the step records, `SelectionStats.recorded()`: e.g. the learner's loss while every candidate
+  scored NaN), so that each window has an entry; otherwise it is left out. With `costs` (see
   `SelectionStats.set_unit_costs`), also the window's FLOPs: `flops_<part>` for each known part,
   `flops_total`, and `flops_per_step` (per emitted batch).
   """
@@ -202,6 +235,8 @@ def summarize(now: Dict[str, float], before, costs: Optional[Dict[str, float]] =
     valued = now[f"{k}_batches"] - before.get(f"{k}_batches", 0)
     if valued > 0:
       out[k] = (now[k] - before.get(k, 0.0)) / valued
+    elif k in recorded:
+      out[k] = float("nan")
   if costs:
     scored = now["batch_score_batches"] - before.get("batch_score_batches", 0)
     units = {"selected": now["selected"] - before.get("selected", 0), "scored": scored,

@@ -128,7 +128,8 @@ class SelectionStep:
       updates.append(_warn_if(
           (values["non_finite"] > 0) & tf.equal(values["non_finite"], values["read"]),
           "tfjest.select: every candidate of a super-batch had a NaN or infinite score (a "
-          "diverged model?); it was selected uniformly. Step:", step))
+          "diverged model?); it was selected uniformly (counted in stats as non_finite; "
+          "shown once). Step:", step, warned=self.stats.warned("non_finite")))
     if self.proxy is not None:
       # The proxy learns from the batch it helped choose, at the view it scores with; the
       # next super-batch is scored with the updated weights.
@@ -217,16 +218,23 @@ def _batch_score(scores, kept, finite, collective: Collective) -> tf.Tensor:
   return tf.cast(tf.reduce_sum(tf.where(tf.math.is_finite(block), block, 0.0)), tf.float32)
 
 
-def _warn_if(condition, message, value):
+def _warn_if(condition, message, value, warned=None):
   """Prints `message value` to stderr when `condition` holds (graph-safe).
 
-  Inside a whole-step XLA compilation (Keras' `jit_compile`) nothing is printed: XLA has no
-  print op. The condition still reaches the statistics (`non_finite == read`).
+  With `warned` (a bool variable of the selector) it is printed the first time only: a
+  diverged learner would otherwise print it for every super-batch. Inside a whole-step XLA
+  compilation (Keras' `jit_compile`) nothing is printed: XLA has no print op. The condition
+  still reaches the statistics (`non_finite == read`).
   """
   if control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()):
     return tf.constant(False)
 
   def warn():
     with tf.control_dependencies([tf.print(message, value, output_stream=sys.stderr)]):
-      return tf.constant(True)
+      if warned is None:
+        return tf.constant(True)
+      with tf.control_dependencies([warned.assign(True)]):
+        return tf.constant(True)
+  if warned is not None:
+    condition = condition & tf.logical_not(warned.read_value())
   return tf.cond(condition, warn, lambda: tf.constant(False))

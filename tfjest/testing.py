@@ -79,9 +79,12 @@ def dual_encoder(seed: int = 0, name: str = "dual_encoder") -> keras.Model:
 
 
 def classifier(seed: int = 0, name: str = "classifier", classes: int = CLASSES) -> keras.Model:
-  """A compiled, built `TinyClassifier` (sparse categorical crossentropy)."""
+  """A compiled, built `TinyClassifier`: logits, sparse categorical crossentropy of logits."""
   model = TinyClassifier(seed, classes, name=name)
-  model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+  # The model outputs logits (linear, so NaN and inf inputs reach the loss), so the loss must
+  # read logits: the default `from_logits=False` would take them for probabilities.
+  model.compile(optimizer=keras.optimizers.SGD(0.1),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   model({"x": np.zeros((1, D), np.float32)})
   return model
 

@@ -9,7 +9,7 @@ inside a replicated train step is `tfjest.attach` (`tfjest/distribute/`), which 
 super-batching and the same step; this module knows nothing of `tf.distribute`.
 """
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
 import keras
@@ -114,6 +114,7 @@ class Selector:
       raise TypeError(f"select(...) applies to a tf.data.Dataset. "
                       f"Received: dataset of type {type(dataset).__name__}")
     if self.sizes.input_batched:
+      batching.check_batched(dataset.element_spec)
       dataset = dataset.unbatch()
     else:
       batched = batching.batched_by(dataset)
@@ -138,8 +139,13 @@ class Selector:
 
   def prepare(self, element_spec):
     """Builds and checks the models for elements of `element_spec`; fixes the step's cost."""
+    scoring.check_proxy_optimizer(self.setup.proxy, self.setup.learner)
     if self.scorer is not None:
       self.scorer.prepare(element_spec)
+      if self.scorer.task == "classification":
+        ids = (cache_lib.find_id(element_spec, self.setup.id_key)
+               if self.setup.id_key is not None else None)
+        batching.check_labels(element_spec, skip=(ids,) if ids is not None else ())
       if self.setup.proxy is not None:
         self.setup.proxy.prepare(self.scorer.task, self.setup.embedding_keys)
     if element_spec != self._element_spec:
@@ -249,7 +255,7 @@ def select(*, learner: Optional[keras.Model] = None,
            greedy: bool = False,
            task: str = "auto",
            embedding_keys: Sequence[str] = ("image_embeddings", "text_embeddings"),
-           loss_fn: Optional[Callable] = None,
+           loss_fn: Optional[Any] = None,
            input_batched: bool = False,
            remainder: str = "drop",
            reference_cache: Optional[cache_lib.ReferenceCache] = None,
@@ -314,8 +320,10 @@ def select(*, learner: Optional[keras.Model] = None,
     greedy: deterministic top-c in score-driven chunks.
     task: "contrastive", "classification", or "auto" (from the model's outputs).
     embedding_keys: `(image_key, text_key)` of a dual encoder's output mapping.
-    loss_fn: per-example loss for classifiers; defaults to the compiled loss (as `fit` applies
-      it: labels aligned to the outputs' rank, the loss of each example alone).
+    loss_fn: per-example loss for classifiers, in any form `compile` takes for one output (a
+      name such as "mae", a `keras.losses.Loss` or its class, a function); defaults to the
+      compiled loss. Applied as `fit` applies it: labels aligned to the outputs' rank, the
+      loss of each example alone.
     input_batched: set True if the dataset yields batches; they are unbatched first.
     remainder: what to do with a final super-batch shorter than `N`: "drop" (default; its
       examples are counted in `stats` as `left_over` and a warning is printed once) or "keep"
@@ -347,12 +355,15 @@ def select(*, learner: Optional[keras.Model] = None,
 
   Raises:
     ValueError: if an argument is outside its domain (each message names the argument and the
-      value received); if `reference` is the learner; if `reference_cache` was computed for
-      other reference weights; when applied, if the elements cannot be stacked or scored, are
-      batches (without `input_batched=True`), do not fit the cache, or under a strategy or
-      with a scoring model on a GPU or TPU, without `tfjest.attach`.
+      value received); if `reference` is the learner; if `proxy` shares the learner's
+      optimizer (also checked when applied); if `loss_fn` is a loss name Keras does not know;
+      if `reference_cache` was computed for other reference weights; when applied, if the
+      elements cannot be stacked or scored (a feature of no fixed shape, named by its path
+      such as 'x/tokens'; a string label under classification scoring), are batches (without
+      `input_batched=True`) or single examples (with it), do not fit the cache, or under a
+      strategy or with a scoring model on a GPU or TPU, without `tfjest.attach`.
     TypeError: if a model argument is not a `keras.Model`, `reference_cache` not a
-      `ReferenceCache` or `proxy` not an `OnlineProxy`.
+      `ReferenceCache`, `proxy` not an `OnlineProxy` or `loss_fn` not a loss.
   """
   sizes = batching.Sizes.of(batch_size=batch_size, filter_ratio=filter_ratio,
                    super_batch_size=super_batch_size, remainder=remainder,
