@@ -56,7 +56,8 @@ def attach(model: keras.Model, selector: transform.Selector, *, replica_selectio
   >>> attached.placement, attached.strategy is strategy
   ('train_step', True)
   >>> train_ds = testing.stream("classification", n=64)
-  >>> x, y = next(iter(train_ds.apply(attached)))   # apply what attach returns
+  >>> element = next(iter(train_ds.apply(attached)))   # apply what attach returns
+  >>> (x, y), = element.values()   # one super-batch, marked as the attached step's own
   >>> x["id"].shape  # the pipeline emits super-batches; each replica selects from its shard
   TensorShape([32])
   >>> history = model.fit(train_ds.apply(attached), verbose=0)
