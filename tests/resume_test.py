@@ -2,6 +2,7 @@
 
 import os
 
+from absl.testing import parameterized
 import keras
 import numpy as np
 import tensorflow as tf
@@ -185,6 +186,88 @@ class BackupAndRestoreTest(tf.test.TestCase):
     self.assertEqual(selector.stats.result()["batches"], 20)
     for a, b in zip(_weights(straight), _weights(resumed)):
       self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
+
+
+class EndlessStreamBackupTest(tf.test.TestCase, parameterized.TestCase):
+  """`repeat()` + `steps_per_epoch` (the README's setup), preempted after epoch 2 and resumed."""
+
+  EPOCHS, STEPS, N = 4, 4, 32  # 16 steps of 8 selected from 32: 512 examples read in all
+
+  def setUp(self):
+    super().setUp()
+    tf.config.experimental.enable_op_determinism()
+
+  def _fit(self, backup_dir, init_seed, interrupt_at=None, with_selector=True,
+           placement="pipeline"):
+    keras.utils.set_random_seed(init_seed)
+    learner = testing.PairDualEncoder(name="learner")
+    learner.compile(optimizer=keras.optimizers.Adam(1e-2))
+    keras.utils.set_random_seed(1)
+    reference = testing.PairDualEncoder(name="reference")
+    data = testing.make_pairs(200, 0.5, seed=0)  # 200 is no multiple of 32: epochs straddle
+    stream = tf.data.Dataset.from_tensor_slices(
+        {"image": data["image"], "text": data["text"], "id": data["id"]}).repeat()
+    selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
+                             super_batch_size=self.N, num_chunks=4, seed=3)
+    if placement == "train_step":
+      selector = tfjest.attach(learner, selector, placement="train_step")
+    selected = stream.apply(selector).with_options(tfjest.deterministic_options())
+
+    class Interrupt(keras.callbacks.Callback):
+
+      def on_epoch_begin(self, epoch, logs=None):
+        if epoch == interrupt_at:
+          raise RuntimeError("preempted")
+
+    callbacks = [tfjest.backup_and_restore(
+        backup_dir, selector=selector if with_selector else None, delete_checkpoint=False)]
+    if interrupt_at is not None:
+      callbacks.append(Interrupt())
+    learner.fit(selected, epochs=self.EPOCHS, steps_per_epoch=self.STEPS, verbose=0,
+                callbacks=callbacks)
+    return learner, selector
+
+  @parameterized.named_parameters(("pipeline", "pipeline"), ("train_step", "train_step"))
+  def test_resumed_fit_ends_like_the_uninterrupted_one(self, placement):
+    straight, straight_selector = self._fit(os.path.join(self.get_temp_dir(), "a"), 0,
+                                            placement=placement)
+    backup = os.path.join(self.get_temp_dir(), "b")
+    with self.assertRaisesRegex(RuntimeError, "preempted"):
+      self._fit(backup, init_seed=0, interrupt_at=2, placement=placement)
+    resumed, selector = self._fit(backup, init_seed=42, placement=placement)
+    total = self.EPOCHS * self.STEPS
+    self.assertEqual(selector.stats.result()["read"], total * self.N)  # 512 of 512
+    self.assertEqual(selector.stats.result()["selected"], total * B)
+    self.assertEqual(selector.stats.result(), straight_selector.stats.result())
+    self.assertEqual(int(resumed.optimizer.iterations.numpy()), total)
+    for a, b in zip(_weights(straight), _weights(resumed)):
+      self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
+    start = getattr(selector, "selector", selector).super_batches.start
+    self.assertEqual(int(start.numpy()), 0)  # reset when fit ends
+
+  def test_without_the_selector_only_the_model_and_epoch_are_restored(self):
+    # What Keras' callback alone restores: the resumed stream starts again at its first
+    # super-batch and the statistics at zero (the defect the selector argument fixes).
+    straight, _ = self._fit(os.path.join(self.get_temp_dir(), "a"), 0, with_selector=False)
+    backup = os.path.join(self.get_temp_dir(), "b")
+    with self.assertRaisesRegex(RuntimeError, "preempted"):
+      self._fit(backup, init_seed=0, interrupt_at=2, with_selector=False)
+    resumed, selector = self._fit(backup, init_seed=42, with_selector=False)
+    self.assertEqual(selector.stats.result()["read"], 2 * self.STEPS * self.N)  # 256 of 512
+    self.assertEqual(int(resumed.optimizer.iterations.numpy()), self.EPOCHS * self.STEPS)
+    self.assertGreater(max(np.max(np.abs(a - b))
+                           for a, b in zip(_weights(straight), _weights(resumed))), 1e-3)
+
+  def test_a_backup_without_selection_state_is_refused(self):
+    backup = os.path.join(self.get_temp_dir(), "c")
+    with self.assertRaisesRegex(RuntimeError, "preempted"):
+      self._fit(backup, init_seed=0, interrupt_at=1, with_selector=False)
+    with self.assertRaisesRegex(ValueError, r"not the selected stream's state.*Received: no "):
+      self._fit(backup, init_seed=0)
+
+  def test_selector_of_the_wrong_type(self):
+    with self.assertRaisesRegex(TypeError, r"Received: selector of type str"):
+      tfjest.backup_and_restore(self.get_temp_dir(), selector="selector")
 
 
 class SelectionCheckpointErrorsTest(tf.test.TestCase):

@@ -242,6 +242,9 @@ class SuperBatcher:
     self._name = name
     with tf.init_scope(), tf.device("/cpu:0"):
       self._warned = tf.Variable(False, trainable=False, name="warned_left_over")
+      # Super-batches an endless stream skips when an iterator starts: a `fit` resumed by
+      # `tfjest.backup_and_restore` sets it, so the stream goes on where the backup was taken.
+      self.start = tf.Variable(0, dtype=tf.int64, trainable=False, name="resume_start")
 
   def __call__(self, dataset, cardinality: int, *, full_only: bool = False):
     """`(index, super-batch)` pairs of `N` stacked elements; a dropped tail is counted.
@@ -251,6 +254,12 @@ class SuperBatcher:
     """
     n = self.sizes.super_batch_size
     batches = dataset.batch(n, drop_remainder=False).enumerate()
+    if cardinality == tf.data.INFINITE_CARDINALITY:
+      # `start` is read when an iterator starts (in the flat_map), not when the dataset is
+      # built: Keras' `fit` builds its iterator after the callbacks' `on_train_begin`. Skipped
+      # super-batches keep their indices, which key the noise.
+      whole, start = batches, self.start
+      batches = tf.data.Dataset.from_tensors(0).flat_map(lambda _: whole.skip(start))
     if self.sizes.remainder == "drop" or full_only:
       batches = batches.filter(self._keep_full_or_count)
     if full_only:

@@ -17,6 +17,7 @@ A preempted `fit` resumes with Keras' `BackupAndRestore`; `backup_and_restore` m
 works on a cluster, where only the chief may write the backup and every worker must read it.
 """
 
+import json
 import os
 from typing import Optional
 
@@ -132,7 +133,76 @@ def selection_checkpoint(selector: transform.Selector, iterator, **objects) -> t
   return tf.train.Checkpoint(**items, **objects)
 
 
-class _RestoreOnly(keras.callbacks.BackupAndRestore):
+def _selection_state(selector: transform.Selector, consumed: tf.Variable) -> tf.train.Checkpoint:
+  """What a backup holds besides the model: statistics, an online proxy, the stream position."""
+  items = {"selection_stats": selector.stats, "consumed": consumed}
+  if selector.proxy is not None:
+    items.update(proxy=selector.proxy.model, proxy_optimizer=selector.proxy.optimizer,
+                 proxy_steps=selector.proxy.steps)
+  return tf.train.Checkpoint(**items)
+
+
+class _Backup(keras.callbacks.BackupAndRestore):
+  """Keras' callback, which also backs up a selected stream's state with the weights.
+
+  With a selector, every save also writes `selection-<epoch>` (a `tf.train.Checkpoint` of the
+  statistics, an online proxy, and the number of super-batches trained on since the stream
+  started), and `on_train_begin` restores the one of the epoch Keras restores; an endless
+  stream then skips that many super-batches when `fit` starts its iterator.
+  """
+
+  def __init__(self, backup_dir, selector=None, **kwargs):
+    super().__init__(backup_dir, **kwargs)
+    self._selector = selector
+    if selector is not None:
+      with tf.init_scope(), tf.device("/cpu:0"):
+        self._consumed = tf.Variable(0, dtype=tf.int64, trainable=False, name="consumed")
+      self._state = _selection_state(selector, self._consumed)
+    self._seen = self._epoch_start = 0
+
+  def _state_path(self, epoch) -> str:
+    return os.path.join(self.backup_dir, f"selection-{epoch}")
+
+  def on_train_begin(self, logs=None):
+    super().on_train_begin(logs)
+    self._seen = self._epoch_start = 0
+    if self._selector is None:
+      return
+    self._consumed.assign(0)
+    if tf.io.gfile.exists(self._training_metadata_path):
+      with tf.io.gfile.GFile(self._training_metadata_path) as f:
+        epoch = json.loads(f.read())["epoch"]
+      path = self._state_path(epoch)
+      if not tf.io.gfile.exists(path + ".index"):
+        raise ValueError(
+            f"The backup in {self.backup_dir} holds the model at epoch {epoch} but not the "
+            "selected stream's state, so the stream would restart from its first super-batch. "
+            "Resume from a backup written by tfjest.backup_and_restore with the same selector, "
+            f"or start from an empty backup_dir. Received: no {path}")
+      self._state.read(path).assert_existing_objects_matched()
+      self._seen = self._epoch_start = int(self._consumed.numpy())
+    self._selector.super_batches.start.assign(self._seen)
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_start = self._seen
+
+  def on_train_batch_end(self, batch, logs=None):
+    self._seen = self._epoch_start + batch + 1  # `batch` is the last of the execution
+    super().on_train_batch_end(batch, logs)
+
+  def _save_model(self):
+    super()._save_model()
+    if self._selector is not None:
+      self._consumed.assign(self._seen)
+      self._state.write(self._state_path(self._current_epoch))
+
+  def on_train_end(self, logs=None):
+    super().on_train_end(logs)
+    if self._selector is not None:  # a later fit without a backup starts at the beginning
+      self._selector.super_batches.start.assign(0)
+
+
+class _RestoreOnly(_Backup):
   """Restores the backup when training begins; never writes or deletes one.
 
   Keras 3 (3.15) documents `save_freq=False` as no saving, but compares the batch count with it
@@ -146,11 +216,12 @@ class _RestoreOnly(keras.callbacks.BackupAndRestore):
     pass
 
   def on_train_end(self, logs=None):
-    pass
+    if self._selector is not None:
+      self._selector.super_batches.start.assign(0)
 
 
-def backup_and_restore(backup_dir: str, strategy: Optional[tf.distribute.Strategy] = None,
-                       **kwargs) -> keras.callbacks.BackupAndRestore:
+def backup_and_restore(backup_dir: str, strategy: Optional[tf.distribute.Strategy] = None, *,
+                       selector=None, **kwargs) -> keras.callbacks.BackupAndRestore:
   """Keras' `BackupAndRestore` callback for one worker of a cluster: only the chief writes.
 
   Use it in place of `keras.callbacks.BackupAndRestore` when `fit` may be preempted, with or
@@ -163,8 +234,20 @@ def backup_and_restore(backup_dir: str, strategy: Optional[tf.distribute.Strateg
   of every epoch and deletes it when `fit` completes. On the other workers it returns a
   callback that only restores. `save_freq=False` is refused: Keras 3 documents it as no saving
   but saves after every batch. `backup_dir` must be a path every worker reads (a shared file
-  system or a bucket). With a selected stream, an epoch of `steps_per_epoch` steps is the unit
-  of backup; `selection_checkpoint` resumes at any step.
+  system or a bucket).
+
+  With a selected stream, pass its `selector` (what `select` or `attach` returned): each backup
+  then also holds the selection statistics, an online proxy's state and how many super-batches
+  the model has trained on, and a resumed `fit` goes on exactly. On an endless stream
+  (`repeat()` before `select`, `fit(..., steps_per_epoch=...)`, the usual setup) the new
+  iterator skips the super-batches already trained on, keeping their indices (which key the
+  noise): the resumed run reads, selects and trains like the uninterrupted one, and the
+  statistics continue (tested with `deterministic_options()` and op determinism). Skipping reads
+  those examples through the pipeline above `select` again, without scoring them. A finite
+  stream restarts with each epoch anyway, so an epoch is the unit there with or without
+  `selector`. Without `selector`, only the model (weights and optimizer) and the epoch are
+  restored: an endless stream starts again from its first super-batch, with noise keys from 0,
+  and the statistics from zero. `selection_checkpoint` resumes at any step.
 
   >>> import os
   >>> import tempfile
@@ -187,6 +270,8 @@ def backup_and_restore(backup_dir: str, strategy: Optional[tf.distribute.Strateg
       training run.
     strategy: the strategy the model trains under; None for the strategy in scope
       (`tf.distribute.get_strategy()`, the default one outside any scope, which is the chief).
+    selector: the `Selector` (or `attach`'s `TrainStepSelection`) whose stream `fit` trains on,
+      to back up and restore its state too; None for a model alone.
     **kwargs: further arguments of `keras.callbacks.BackupAndRestore`. `double_checkpoint`
       defaults to True here: two generations, so that a backup torn by the preemption falls
       back to the one before it.
@@ -195,9 +280,10 @@ def backup_and_restore(backup_dir: str, strategy: Optional[tf.distribute.Strateg
     A `keras.callbacks.BackupAndRestore` to pass to `fit` on every worker.
 
   Raises:
-    ValueError: if `backup_dir` is empty or `save_freq=False`.
+    ValueError: if `backup_dir` is empty or `save_freq=False`; when training begins, if
+      `selector` is given and the backup holds a model but no selection state.
     TypeError: if `strategy` is not a `tf.distribute.Strategy` (nothing with
-      `extended.should_checkpoint`).
+      `extended.should_checkpoint`), or `selector` is not a selector.
   """
   if not isinstance(backup_dir, (str, os.PathLike)) or not os.fspath(backup_dir):
     raise ValueError(f"backup_dir must be a non-empty path. Received: backup_dir={backup_dir!r}")
@@ -212,6 +298,11 @@ def backup_and_restore(backup_dir: str, strategy: Optional[tf.distribute.Strateg
   if chief is None:
     raise TypeError("strategy must be a tf.distribute.Strategy (or None for the one in scope). "
                     f"Received: strategy of type {type(strategy).__name__}")
+  if selector is not None:
+    selector = transform.check_selector(selector)
   kwargs.setdefault("double_checkpoint", True)
-  callback = keras.callbacks.BackupAndRestore if bool(chief) else _RestoreOnly
-  return callback(os.fspath(backup_dir), **kwargs)
+  if not chief:
+    return _RestoreOnly(os.fspath(backup_dir), selector, **kwargs)
+  if selector is None:
+    return keras.callbacks.BackupAndRestore(os.fspath(backup_dir), **kwargs)
+  return _Backup(os.fspath(backup_dir), selector, **kwargs)

@@ -12,9 +12,14 @@ scores:
 Independent selection is `K = 1` with `first_chunk="scores"` on per-example scores; uniform
 selection is `K = 1` with `first_chunk="uniform"`. Everything has static shapes and a Python loop of
 `K` steps, so it traces into `tf.data` maps, replicated steps and `tf.function(jit_compile=True)`.
-Noise comes from a stateless RNG keyed by `(seed, step)`: a selection is a pure function of the
-scores, the seed and the step, hence reproducible and resumable. (Stateless random numbers differ
-between XLA and non-XLA compilation, so reproducibility holds within one compilation mode.)
+Noise comes from a counter-based generator keyed by `(seed, step)` (docs/SPEC.md section 13.1): a
+selection is a pure function of the scores, the seed and the step, hence reproducible and
+resumable. The generator is MurmurHash3 (x86, 32-bit) of `(seed, step, index)` written with plain
+int64 ops, because `tf.random.stateless_uniform` gives other bits under XLA than without it (also
+with `alg="philox"`, seen on CPU with TensorFlow 2.21), which made the `tf.data` map
+and an XLA-compiled train step pick different examples for the same seed. The uniforms are
+bit-identical eagerly, in a `tf.function`, in a `tf.data` map and under XLA; the Gumbel transform
+runs in float64 and is rounded to float32, see `gumbel_noise` for how far that is exact.
 
 Policy for bad candidates: a candidate whose own score `S_kk` or key is not finite (a NaN or
 infinite score, from a diverged model or a bad example) or that is marked invalid is taken only
@@ -46,16 +51,82 @@ GAIN_NORMALIZATIONS = ("none", "set_size")
 _INVALID_FILL_OFFSET = 1e4
 
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(a: tf.Tensor, c: int) -> tf.Tensor:
+  """`a * c mod 2**32` for int64 `a` in `[0, 2**32)`, without overflowing int64."""
+  high = tf.bitwise.left_shift(tf.bitwise.bitwise_and(a * (c >> 16), 0xFFFF), 16)
+  return tf.bitwise.bitwise_and(a * (c & 0xFFFF) + high, _MASK32)
+
+
+def _rotl32(x: tf.Tensor, r: int) -> tf.Tensor:
+  return tf.bitwise.bitwise_and(
+      tf.bitwise.bitwise_or(tf.bitwise.left_shift(x, r), tf.bitwise.right_shift(x, 32 - r)),
+      _MASK32)
+
+
+def _murmur_word(h: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+  """One 32-bit block of MurmurHash3_x86_32."""
+  k = _mul32(_rotl32(_mul32(k, 0xCC9E2D51), 15), 0x1B873593)
+  h = _rotl32(tf.bitwise.bitwise_xor(h, k), 13)
+  return tf.bitwise.bitwise_and(h * 5 + 0xE6546B64, _MASK32)
+
+
+def _murmur_finish(h: tf.Tensor, num_words: int) -> tf.Tensor:
+  h = tf.bitwise.bitwise_xor(h, 4 * num_words)
+  h = _mul32(tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16)), 0x85EBCA6B)
+  h = _mul32(tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 13)), 0xC2B2AE35)
+  return tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
+
+
 def stateless_seed(seed, step) -> tf.Tensor:
-  """The `[2]` int64 key of the stateless RNG for one selection step."""
+  """The `[2]` int64 key `(seed, step)` of the noise of one selection step."""
   return tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
 
 
+def counter_bits(shape, seed: tf.Tensor) -> tf.Tensor:
+  """32 random bits per element (int64 in `[0, 2**32)`), a pure function of the key and index.
+
+  Element `i` (row-major) is MurmurHash3_x86_32, seed 0, of the five 32-bit words
+  `(seed_lo, seed_hi, step_lo, step_hi, i)`. Only int64 multiplications of factors below
+  `2**48`, shifts, ands and xors: the same bits eagerly, in graphs, in `tf.data` and under XLA.
+
+  Args:
+    shape: static shape (a list of ints) of the result.
+    seed: the `[2]` int64 key from `stateless_seed`.
+  """
+  key = tf.cast(seed, tf.int64)
+  h = tf.zeros([], tf.int64)
+  for part in (key[0], key[1]):
+    h = _murmur_word(h, tf.bitwise.bitwise_and(part, _MASK32))
+    h = _murmur_word(h, tf.bitwise.bitwise_and(tf.bitwise.right_shift(part, 32), _MASK32))
+  index = tf.reshape(tf.range(int(np.prod(shape)), dtype=tf.int64), shape)
+  return _murmur_finish(_murmur_word(h, index), 5)
+
+
+def counter_uniform(shape, seed: tf.Tensor) -> tf.Tensor:
+  """float32 uniforms `(2m + 1) / 2**24` in `(0, 1)`, `m` the top 23 of `counter_bits`.
+
+  Every value is exact in float32 (no rounding anywhere), never 0 nor 1.
+  """
+  m = tf.bitwise.right_shift(counter_bits(shape, seed), 9)
+  return tf.cast(2 * m + 1, tf.float32) * (2.0 ** -24)
+
+
 def gumbel_noise(shape, seed: tf.Tensor, dtype=tf.float32) -> tf.Tensor:
-  """Standard Gumbel noise from a stateless uniform draw."""
-  tiny = np.finfo(dtype.as_numpy_dtype).tiny
-  u = tf.random.stateless_uniform(shape, seed=seed, minval=tiny, maxval=1.0, dtype=dtype)
-  return -tf.math.log(-tf.math.log(u))
+  """Standard Gumbel noise `-log(-log(u))` of `counter_uniform`, rounded to float32.
+
+  The uniforms are bit-identical in every compilation mode; `log` is not (XLA's float32 log
+  differs from TensorFlow's by an ulp on about a third of the values). So the transform runs in
+  float64, where the two differ by a few float64 ulps (at most 2e-15 measured), and is rounded
+  to float32: the results then differ only where a float64 value lies within those few ulps of
+  a float32 rounding boundary, about once in 1e8 values by that margin (none among 19.2 million
+  checked, tests/selection_noise_test.py). A flip there changes a pick only if it also reorders
+  two keys, which needs two keys within one float32 ulp of each other.
+  """
+  u = tf.cast(counter_uniform(shape, seed), tf.float64)
+  return tf.cast(tf.cast(-tf.math.log(-tf.math.log(u)), tf.float32), dtype)
 
 
 def conditional_gains(scores, chosen) -> tf.Tensor:
@@ -201,7 +272,7 @@ class Rule:
       "uniform" (the baseline, through the same sampler).
     num_chunks: `K` for "jest" (1 for the others).
     temperature: `tau > 0` of the sampling distribution `exp(u / tau)`.
-    seed: int >= 0; with the step it keys the stateless noise.
+    seed: int >= 0; with the step it keys the counter-based noise (`gumbel_noise`).
     first_chunk: "uniform" or "scores" (how JEST draws its first chunk).
     normalization: "none" or "set_size".
     greedy: deterministic top-c in score-driven chunks.

@@ -313,7 +313,7 @@ def select(*, learner: Optional[keras.Model] = None,
       "easy_reference" (`-l_reference`).
     num_chunks: `K` for "jest"; must divide `batch_size`. Ignored by the other methods.
     temperature: `tau > 0` of the sampling distribution `exp(u / tau)`.
-    seed: int >= 0. With the super-batch index it keys the stateless noise, so a selection is
+    seed: int >= 0. With the super-batch index it keys the counter-based noise, so a selection is
       reproducible and resumable.
     first_chunk: "uniform" (default, the released pseudo-code) or "scores".
     normalization: "none" or "set_size" (divide gains by `2|A| + 1`).
