@@ -88,24 +88,13 @@ class KMeansTest(tf.test.TestCase, parameterized.TestCase):
       tfjest.kmeans(tf.data.Dataset.range(4), 2)
 
 
-class ClusterTestCase(tf.test.TestCase, parameterized.TestCase):
+class ClusterReferenceTest(tf.test.TestCase, parameterized.TestCase):
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
     cls.dir = tempfile.mkdtemp()
-    cls.base = testing.dual_encoder(seed=1, name="base")
-    cls.stream = testing.stream("contrastive", n=M)
-    cls.cache = tfjest.cache_reference(cls.base, cls.stream, os.path.join(cls.dir, "cache"))
-    cls.clusters = tfjest.cluster_reference(cls.cache, os.path.join(cls.dir, "k4"),
-                                            num_clusters=4, seed=0)
-    cls.truth = dict(zip(cls.clusters.ids.tolist(), cls.clusters.assignments.tolist()))
-
-  def _clusters_of(self, ids):
-    return np.array([self.truth[i] for i in np.asarray(ids).tolist()])
-
-
-class ClusterReferenceTest(ClusterTestCase):
+    cls.base, cls.stream, cls.cache, cls.clusters = testing.cached_clusters(cls.dir, n=M)
 
   def test_assignments_are_kmeans_of_the_cached_image_embeddings(self):
     embeddings = self.cache.array("image_embeddings")

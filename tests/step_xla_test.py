@@ -26,6 +26,16 @@ import tfjest
 from tfjest import devices
 
 
+def _fit_attached(task, variant, jit):
+  """One epoch of `fit` with the selection in a train step compiled with `jit_compile=jit`."""
+  learner, kwargs = testing.selection_setup(task, variant)
+  learner.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit,
+                  loss=None if task == "contrastive" else "sparse_categorical_crossentropy")
+  selector = tfjest.attach(learner, tfjest.select(**kwargs), placement="train_step")
+  history = learner.fit(testing.stream(task, nan_every=7).apply(selector), epochs=1, verbose=0)
+  return selector, history, kwargs
+
+
 class WholeStepXlaTest(tf.test.TestCase, parameterized.TestCase):
   """Keras' `compile(jit_compile=True)`: selection in the compiled train step, still counted."""
 
@@ -36,12 +46,7 @@ class WholeStepXlaTest(tf.test.TestCase, parameterized.TestCase):
     # classifier below, run both ways).
     want = {"read": 160, "selected": 40, "filtered": 120, "non_finite": 23}
     for jit in ((False, True) if (task, variant) == ("classification", "plain") else (True,)):
-      learner, kwargs = testing.selection_setup(task, variant)
-      learner.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit,
-                      loss=None if task == "contrastive" else "sparse_categorical_crossentropy")
-      selector = tfjest.attach(learner, tfjest.select(**kwargs), placement="train_step")
-      history = learner.fit(testing.stream(task, nan_every=7).apply(selector), epochs=1,
-                            verbose=0)
+      selector, history, kwargs = _fit_attached(task, variant, jit)
       self.assertTrue(np.isfinite(history.history["loss"][-1]))
       stats = selector.stats.result()
       self.assertEqual({k: stats[k] for k in want}, want, f"jit_compile={jit}")
@@ -54,12 +59,7 @@ class WholeStepXlaTest(tf.test.TestCase, parameterized.TestCase):
   def test_statistics_recorded_on_the_device_of_the_compiled_step(self, task, variant):
     want = {"read": 160, "selected": 40, "filtered": 120, "non_finite": 23}
     with tf.device("/cpu:1"):  # stands in for the accelerator
-      learner, kwargs = testing.selection_setup(task, variant)
-      learner.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=True,
-                      loss=None if task == "contrastive" else "sparse_categorical_crossentropy")
-      selector = tfjest.attach(learner, tfjest.select(**kwargs), placement="train_step")
-      history = learner.fit(testing.stream(task, nan_every=7).apply(selector), epochs=1,
-                            verbose=0)
+      selector, history, kwargs = _fit_attached(task, variant, jit=True)
     self.assertTrue(np.isfinite(history.history["loss"][-1]))
     self.assertTrue(devices.same_device(selector.selection.step.stats.device, "/cpu:1"))
     stats = selector.stats.result()

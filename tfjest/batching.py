@@ -62,12 +62,8 @@ class Sizes:
     if not checks.is_int(self.super_batch_size) or self.super_batch_size < self.batch_size:
       raise ValueError(f"super_batch_size must be an integer >= batch_size ({self.batch_size})"
                        f". Received: super_batch_size={self.super_batch_size!r}")
-    if self.remainder not in REMAINDERS:
-      raise ValueError(f"Expected remainder in {REMAINDERS}. "
-                       f"Received: remainder={self.remainder!r}")
-    if not isinstance(self.input_batched, bool):
-      raise ValueError(
-          f"input_batched must be a bool. Received: input_batched={self.input_batched!r}")
+    checks.one_of(self.remainder, "remainder", REMAINDERS)
+    checks.boolean(self.input_batched, "input_batched")
     # NumPy integers are welcome, but only Python ints go on into TensorFlow ops.
     object.__setattr__(self, "batch_size", int(self.batch_size))
     object.__setattr__(self, "super_batch_size", int(self.super_batch_size))

@@ -300,14 +300,9 @@ class Rule:
                        f"deterministic top-k). Received: temperature={self.temperature!r}")
     if not checks.is_int(self.seed) or self.seed < 0:
       raise ValueError(f"seed must be an integer >= 0. Received: seed={self.seed!r}")
-    if self.first_chunk not in FIRST_CHUNK_RULES:
-      raise ValueError(f"Expected first_chunk in {FIRST_CHUNK_RULES}. "
-                       f"Received: first_chunk={self.first_chunk!r}")
-    if self.normalization not in GAIN_NORMALIZATIONS:
-      raise ValueError(f"Expected normalization in {GAIN_NORMALIZATIONS}. "
-                       f"Received: normalization={self.normalization!r}")
-    if not isinstance(self.greedy, bool):
-      raise ValueError(f"greedy must be a bool. Received: greedy={self.greedy!r}")
+    checks.one_of(self.first_chunk, "first_chunk", FIRST_CHUNK_RULES)
+    checks.one_of(self.normalization, "normalization", GAIN_NORMALIZATIONS)
+    checks.boolean(self.greedy, "greedy")
     if self.method != "jest" and self.num_chunks != 1:
       object.__setattr__(self, "num_chunks", 1)  # only JEST works in chunks
     object.__setattr__(self, "temperature", float(self.temperature))

@@ -167,6 +167,33 @@ def configure_cpu_devices(count: int) -> bool:
     return len(tf.config.list_logical_devices("CPU")) >= count
 
 
+def require_cpu_devices(count: int):
+  """Raises unless `count` logical CPU devices exist (a test module's `setUpModule`).
+
+  Raises:
+    RuntimeError: naming how to run the tests, when fewer devices exist.
+  """
+  if len(tf.config.list_logical_devices("CPU")) < count:
+    raise RuntimeError(f"These tests need {count} logical CPU devices, configured before any "
+                       "op. Run them with pytest (conftest.py) or as a script.")
+
+
+def cached_clusters(directory: str, *, n: int = 96, num_clusters: int = 4, seed: int = 0):
+  """A dual encoder's cached outputs over a contrastive stream, and k-means clusters of them.
+
+  Returns:
+    `(base, stream, cache, clusters)`: the frozen `dual_encoder(seed=1)`, `stream("contrastive",
+    n)`, its `ReferenceCache` under `directory/cache` and its `Clusters` under `directory/k<k>`.
+  """
+  import tfjest  # pylint: disable=g-import-not-at-top,import-outside-toplevel
+  base = dual_encoder(seed=1, name="base")
+  data = stream("contrastive", n=n)
+  cache = tfjest.cache_reference(base, data, os.path.join(directory, "cache"))
+  clusters = tfjest.cluster_reference(cache, os.path.join(directory, f"k{num_clusters}"),
+                                      num_clusters=num_clusters, seed=seed)
+  return base, data, cache, clusters
+
+
 _CPU_STRATEGIES = {}
 
 

@@ -38,3 +38,13 @@ def tfjest_py_test(name, size, deps = ["//tfjest"], srcs = None, **kwargs):
         srcs_version = "PY3",
         **kwargs
     )
+
+def tfjest_py_tests(srcs, size, deps = ["//tfjest"], **kwargs):
+    """One `tfjest_py_test` per file of `srcs`, named after its path without `.py`.
+
+    Tests in sub-directories keep them in their names (`//tests:distribute/attach_test`). All
+    the tests of one call share `size`, `deps`, `data` and `tags`: a group is sized by its
+    slowest member (at least 3x its time under load).
+    """
+    for src in srcs:
+        tfjest_py_test(name = src[:-len(".py")], size = size, deps = deps, srcs = [src], **kwargs)

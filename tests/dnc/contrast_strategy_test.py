@@ -23,9 +23,7 @@ N, R = 16, 2
 
 
 def setUpModule():
-  if len(tf.config.list_logical_devices("CPU")) < 2:
-    raise RuntimeError("These tests need 2 logical CPU devices, configured before any op. "
-                       "Run them with pytest (conftest.py) or as a script.")
+  testing.require_cpu_devices(2)
 
 
 class ByClusterStrategyTest(tf.test.TestCase):

@@ -1,6 +1,5 @@
 """`tfjest.by_cluster`: cluster-conditioned super-batches (Divide and Contrast)."""
 
-import os
 import tempfile
 
 from absl.testing import parameterized
@@ -13,24 +12,16 @@ from tfjest import testing
 M = 96
 
 
-class ClusterTestCase(tf.test.TestCase, parameterized.TestCase):
+class ByClusterTest(tf.test.TestCase, parameterized.TestCase):
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.dir = tempfile.mkdtemp()
-    cls.base = testing.dual_encoder(seed=1, name="base")
-    cls.stream = testing.stream("contrastive", n=M)
-    cls.cache = tfjest.cache_reference(cls.base, cls.stream, os.path.join(cls.dir, "cache"))
-    cls.clusters = tfjest.cluster_reference(cls.cache, os.path.join(cls.dir, "k4"),
-                                            num_clusters=4, seed=0)
+    _, cls.stream, cls.cache, cls.clusters = testing.cached_clusters(tempfile.mkdtemp(), n=M)
     cls.truth = dict(zip(cls.clusters.ids.tolist(), cls.clusters.assignments.tolist()))
 
   def _clusters_of(self, ids):
     return np.array([self.truth[i] for i in np.asarray(ids).tolist()])
-
-
-class ByClusterTest(ClusterTestCase):
 
   def _groups(self, dataset, size):
     return [b["id"].numpy() for b in dataset.batch(size)]

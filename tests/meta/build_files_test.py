@@ -23,7 +23,7 @@ from absl.testing import absltest
 LIBRARY_ROOTS = ("tfjest", "examples", "benchmarks")
 TEST_ROOTS = ("tests",)
 # The target that reads the files: its `data` must hold every checked package's build_inputs.
-CHECKER_TARGET = "//tests/meta:build_files_test"
+CHECKER_TARGET = "//tests:meta/build_files_test"
 _RULE_KINDS = ("py_library", "py_binary", "py_test")
 # tools/build_defs.bzl's macros, read as the rules they wrap; srcs default to [name + ".py"]
 # for the binary and the test (the library names its srcs).
@@ -111,9 +111,22 @@ def parse_build(text: str, package: str,
   for statement in ast.parse(text, filename="//{}:BUILD".format(package)).body:
     call = statement.value if isinstance(statement, ast.Expr) else None
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and
-            call.func.id in _RULE_KINDS + tuple(_MACROS)):
+            call.func.id in _RULE_KINDS + tuple(_MACROS) + ("tfjest_py_tests",)):
       continue
     attrs = {kw.arg: _evaluate(kw.value, glob) for kw in call.keywords if kw.arg}
+    if call.func.id == "tfjest_py_tests":  # one py_test per file of srcs, named after it
+      srcs = attrs.pop("srcs", None) or []
+      if call.args:
+        srcs = _evaluate(call.args[0], glob) or []
+      for src in srcs:
+        rules.append(Rule(
+            kind="py_test", label="//{}:{}".format(package, src[:-len(".py")]),
+            srcs=["{}/{}".format(package, src)],
+            deps=[label for label in (_normalize_label(v, package) for v in
+                                      attrs.get("deps", ["//tfjest"]) or []) if label],
+            data=[label for label in (_normalize_label(v, package) for v in
+                                      attrs.get("data") or []) if label]))
+      continue
     kind = _MACROS.get(call.func.id, call.func.id)
     if call.func.id in _MACROS and kind != "py_library" and "srcs" not in attrs:
       attrs["srcs"] = ["{}.py".format(attrs.get("name"))]
@@ -469,6 +482,16 @@ py_test(
         Rule("py_test", "//p:a_test", ["p/a_test.py"], ["//tfjest:tfjest"], []),
         Rule("py_binary", "//p:prog", ["p/prog.py"], ["//p:lib"], []),
         Rule("py_library", "//p:lib", ["p/lib.py"], [], []),
+    ])
+
+  def test_one_test_per_file_of_a_group(self):
+    rules = parse_build(
+        'tfjest_py_tests(srcs = glob(["*_test.py", "sub/*_test.py"]), size = "large", '
+        'deps = [":lib"], data = ["//p:x"])\n', "t",
+        glob=lambda patterns: ["a_test.py", "sub/b_test.py"])
+    self.assertEqual(rules, [
+        Rule("py_test", "//t:a_test", ["t/a_test.py"], ["//t:lib"], ["//p:x"]),
+        Rule("py_test", "//t:sub/b_test", ["t/sub/b_test.py"], ["//t:lib"], ["//p:x"]),
     ])
 
   def test_glob_exclude(self):
