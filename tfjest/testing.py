@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfjest import cache as cache_lib
+from tfjest import clusters as clusters_lib
 from tfjest import losses
 from tfjest import models
 from tfjest import proxy as proxy_lib
@@ -185,12 +186,11 @@ def cached_clusters(directory: str, *, n: int = 96, num_clusters: int = 4, seed:
     `(base, stream, cache, clusters)`: the frozen `dual_encoder(seed=1)`, `stream("contrastive",
     n)`, its `ReferenceCache` under `directory/cache` and its `Clusters` under `directory/k<k>`.
   """
-  import tfjest  # pylint: disable=g-import-not-at-top,import-outside-toplevel
   base = dual_encoder(seed=1, name="base")
   data = stream("contrastive", n=n)
-  cache = tfjest.cache_reference(base, data, os.path.join(directory, "cache"))
-  clusters = tfjest.cluster_reference(cache, os.path.join(directory, f"k{num_clusters}"),
-                                      num_clusters=num_clusters, seed=seed)
+  cache = cache_lib.cache_reference(base, data, os.path.join(directory, "cache"))
+  clusters = clusters_lib.cluster_reference(cache, os.path.join(directory, f"k{num_clusters}"),
+                                            num_clusters=num_clusters, seed=seed)
   return base, data, cache, clusters
 
 
