@@ -110,6 +110,7 @@ class SelectionStats(tf.Module):
                       for k in SUMS}
     self._unit_costs = None
     self._step_totals = None
+    self.extra = None  # readings added to `result()` (the selector's `SelectionSummaries`)
 
   @property
   def device(self) -> str:
@@ -142,6 +143,8 @@ class SelectionStats(tf.Module):
       v.assign(tf.zeros_like(v))
     if self._step_totals is not None:
       self._step_totals.reset()
+    if self.extra is not None:
+      self.extra.reset()
 
   def record_batch(self, values: Dict[str, tf.Tensor]):
     """Adds one selection's `batch_statistics` (graph-safe). Returns the update op."""
@@ -185,7 +188,13 @@ class SelectionStats(tf.Module):
 
   def result(self) -> Dict[str, float]:
     """Counts so far and the mean of each per-batch statistic over the batches that had it."""
-    return summarize(self.snapshot(), None, self.unit_costs())
+    out = summarize(self.snapshot(), None, self.unit_costs())
+    if self.extra is not None:
+      extra = self.extra.result(self.unit_costs())
+      if "flops_fidelity" in extra:
+        out["flops_total"] = out.get("flops_total", 0.0) + extra["flops_fidelity"]
+      out.update(extra)
+    return out
 
 
 def summarize(now: Dict[str, float], before, costs: Optional[Dict[str, float]] = None

@@ -54,6 +54,10 @@ class Collective:
     """Counts one training step of an online proxy, once over the replicas."""
     return proxy.steps.assign_add(1)
 
+  def record_local(self, fn, values: Dict[str, tf.Tensor]):
+    """Calls `fn(values)` once, on the host, with the replicas' values concatenated."""
+    return fn(values)
+
 
 LOCAL = Collective()
 
@@ -68,11 +72,13 @@ class SelectionStep:
     batch_size: `b` (global).
     super_batch_size: `N` (global).
     jit_compile: run the selection maths in an inner `tf.function(jit_compile=True)`.
+    summaries: an optional `summaries.SelectionSummaries` that observes each selection.
   """
 
   def __init__(self, rule, scorer, stats: stats_lib.SelectionStats, *, batch_size: int,
-               super_batch_size: int, jit_compile: bool = False):
+               super_batch_size: int, jit_compile: bool = False, summaries=None):
     self.rule = rule
+    self.summaries = summaries  # a `summaries.SelectionSummaries`, or None
     self.scorer = scorer
     self.stats = stats
     self.batch_size = batch_size
@@ -129,6 +135,10 @@ class SelectionStep:
           (values["non_finite"] > 0) & tf.equal(values["non_finite"], values["read"]),
           "tfjest.select: every candidate of a super-batch had a NaN or infinite score (a "
           "diverged model?); it was selected uniformly. Step:", step))
+      if self.summaries is not None:
+        updates.append(self.summaries.observe(
+            super_batch, step, scored=scored, chosen=chosen, usable=usable & finite, real=real,
+            collective=collective))
     if self.proxy is not None:
       # The proxy learns from the batch it helped choose, at the view it scores with; the
       # next super-batch is scored with the updated weights.
