@@ -6,6 +6,7 @@ candidates shown are mostly corrupted, and the corrupted pairs' selection rate (
 by the `corrupted` feature) is below the clean pairs'.
 """
 
+import contextlib
 import glob
 import os
 import tempfile
@@ -19,6 +20,8 @@ from tensorboard.backend.event_processing import event_accumulator
 import tfjest
 from tfjest import summaries
 from tfjest import testing
+
+testing.configure_cpu_devices(2)  # before any op, as under Bazel (no conftest there)
 
 N, B = 64, 16
 _REFERENCE = {}
@@ -64,17 +67,26 @@ class SummariesTest(tf.test.TestCase, parameterized.TestCase):
   def _fit(self, placement="pipeline", proxy=False, epochs=2):
     keras.utils.set_random_seed(0)
     pairs = testing.make_pairs(256, 0.3, seed=0)
-    learner = testing.PairDualEncoder(name="learner")
-    learner.compile(optimizer=keras.optimizers.Adam(1e-3))
-    kwargs = {}
-    if proxy:
-      small = testing.PairDualEncoder(width=8, name="proxy")
-      kwargs["proxy"] = tfjest.OnlineProxy(small, optimizer=keras.optimizers.Adam(1e-3))
-    selector = tfjest.select(learner=learner, reference=_reference(), batch_size=B,
-                             super_batch_size=N, num_chunks=2, group_key="corrupted", **kwargs)
-    applied = selector
-    if placement == "train_step":
-      applied = tfjest.attach(learner, selector, placement="train_step")
+    strategy = testing.cpu_mirrored_strategy(2) if placement == "mirrored" else None
+    with strategy.scope() if strategy else contextlib.nullcontext():
+      learner = testing.PairDualEncoder(name="learner")
+      learner.compile(optimizer=keras.optimizers.Adam(1e-3))
+      reference = _reference()
+      if strategy:  # the reference must be created under the scope: copy the trained one
+        reference = testing.PairDualEncoder(name="reference_copy")
+        reference(testing.make_pairs(1))
+        reference.set_weights(_reference().get_weights())
+        reference.trainable = False
+      kwargs = {}
+      if proxy:
+        small = testing.PairDualEncoder(width=8, name="proxy")
+        kwargs["proxy"] = tfjest.OnlineProxy(small, optimizer=keras.optimizers.Adam(1e-3))
+      selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
+                               super_batch_size=N, num_chunks=2, group_key="corrupted",
+                               **kwargs)
+      applied = selector
+      if placement != "pipeline":
+        applied = tfjest.attach(learner, selector, placement="train_step")
     log_dir = tempfile.mkdtemp(dir=self.get_temp_dir())
     words = ["", "red", "green", "blue", "yellow", "square", "disc", "bar", "top left",
              "top right", "bottom left", "bottom right"]
@@ -82,12 +94,14 @@ class SummariesTest(tf.test.TestCase, parameterized.TestCase):
                  tfjest.SelectionStatsCallback(applied, every_n_steps=1, vocabulary=words)]
     history = learner.fit(tf.data.Dataset.from_tensor_slices(pairs).apply(applied),
                           epochs=epochs, verbose=0, callbacks=callbacks).history
-    if placement == "train_step":
+    if placement != "pipeline":
       tfjest.detach(learner)
     return selector, pairs, history, _read(os.path.join(log_dir, "selection"))
 
-  @parameterized.parameters("pipeline", "train_step")
+  @parameterized.parameters("pipeline", "train_step", "mirrored")
   def test_event_files_hold_pictures_histograms_and_group_rates(self, placement):
+    if placement == "mirrored" and len(tf.config.list_logical_devices("CPU")) < 2:
+      self.skipTest("needs two logical CPUs, configured before any op (tests/conftest.py)")
     selector, pairs, history, events = self._fit(placement)
     for tag in ("selection_highest", "selection_lowest", "selection_candidates",
                 "selection_learnability/selected", "selection_learnability/rejected",
@@ -113,7 +127,10 @@ class SummariesTest(tf.test.TestCase, parameterized.TestCase):
     # Per-group rates: corrupted pairs are selected less often than clean pairs.
     clean_rate = float(events["selection_group_rate/0"][-1][1])
     corrupt_rate = float(events["selection_group_rate/1"][-1][1])
-    self.assertLess(corrupt_rate, 0.5 * clean_rate)
+    # Each of 2 replicas selects from its own half of a super-batch: a weaker filter.
+    self.assertLess(corrupt_rate, (0.8 if placement == "mirrored" else 0.5) * clean_rate)
+    steps = [step for step, _ in events["selection_group_rate/0"]]
+    self.assertEqual(steps, sorted(steps))  # one step axis: the optimizer's iterations
     result = selector.stats.result()
     self.assertAllClose([result["group_rate/0"], result["group_rate/1"]],
                         [clean_rate, corrupt_rate])

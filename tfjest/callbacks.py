@@ -102,8 +102,12 @@ class SelectionStatsCallback(keras.callbacks.Callback):
 
   def on_train_batch_end(self, batch, logs=None):
     if self._writer is not None and self.every_n_steps:
-      step = int(self.model.optimizer.iterations.numpy()) if self.model is not None else batch
-      self.pictures.write_if_new(self._writer, step)
+      self.pictures.write_if_new(self._writer, self._step(batch))
+
+  def _step(self, default: int = 0) -> int:
+    """The summaries' step: the optimizer's iterations (`default` without a model)."""
+    optimizer = getattr(self.model, "optimizer", None) if self.model is not None else None
+    return int(optimizer.iterations.numpy()) if optimizer is not None else default
 
   def on_train_end(self, logs=None):
     self.selector.summaries.set_every(0)
@@ -128,8 +132,11 @@ class SelectionStatsCallback(keras.callbacks.Callback):
       logs.update(values)
     if self._writer is not None:
       with self._writer.as_default():
-        for k, v in values.items():
-          tf.summary.scalar(k, v, step=epoch)
+        if self.log_dir:  # else a keras.callbacks.TensorBoard writes `logs` itself
+          for k, v in values.items():
+            if not k.startswith((self.prefix + "group_rate/", self.prefix + "fidelity_")):
+              tf.summary.scalar(k, v, step=epoch)  # those two are written per step
+        self.pictures.write_if_new(self._writer, self._step())
       self._writer.flush()
 
 

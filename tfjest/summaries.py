@@ -23,13 +23,17 @@ The selection step (`tfjest/step.py`, both placements) hands every super-batch t
 
 Under a strategy, each replica reduces its shard to these few values and the host records them
 once, concatenated over the worker's replicas (`Collective.record_local`, a `merge_call`), as
-the statistics are recorded. Nothing here changes what is selected.
+the statistics are recorded (tested with `MirroredStrategy` on two logical CPUs; under several
+workers each worker records its own replicas). A train step that Keras compiles whole with XLA
+(its default "auto" on one GPU, with `tfjest.attach`) records no summaries: XLA cannot update
+host variables. Nothing here changes what is selected.
 """
 
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 
 from tfjest import adapters
 from tfjest import cost as cost_lib
@@ -151,7 +155,10 @@ class SelectionSummaries(tf.Module):
 
   def observe(self, super_batch, step, *, scored, chosen, usable, real, collective):
     """Records one selection (graph-safe); returns the update op. Called by the step."""
-    if self.buffers is None:
+    if self.buffers is None or control_flow_util.GraphOrParentsInXlaContext(
+        tf.compat.v1.get_default_graph()):
+      # A step that Keras compiles whole with XLA cannot update host variables or hash
+      # strings: it records no summaries (its statistics go on the device; see stats.py).
       return tf.no_op()
     n = int(chosen.shape[0])
     every = self.every
