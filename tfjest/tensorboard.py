@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from tfjest import summaries as summaries_lib
 
-_CAPTION_NAMES = ("caption", "captions", "text", "label", "labels")
+_CAPTION_NAMES = ("caption", "captions", "text", "tokens", "label", "labels")
 
 
 class SummaryWriter:
@@ -102,22 +102,39 @@ class SummaryWriter:
     elements = dict(sample["elements"])
     marks = shown["chosen"]
     for path in self._image_paths(elements):
-      pictures = _framed(elements[path], marks, shown["usable"])
+      pictures = framed(elements[path], marks, shown["usable"])
       suffix = "" if len(self._image_paths(elements)) == 1 else f"/{path}"
       tf.summary.image(f"{self.prefix}highest{suffix}", pictures[:k], max_outputs=k)
       tf.summary.image(f"{self.prefix}lowest{suffix}", pictures[k:], max_outputs=k)
+    rows = ["| rank | score | | id | caption |", "|---|---|---|---|---|"]
+    for c in self.candidates(sample):
+      state = "**selected**" if c["selected"] else "rejected"
+      rows.append(f"| {c['rank']} | {c['score']:.3f} | {state} | {c['id']} | {c['caption']} |")
+    tf.summary.text(f"{self.prefix}candidates", "\n".join(rows))
+
+  def candidates(self, sample) -> list:
+    """The shown candidates of `sample` (`SelectionSummaries.sample()`), highest first.
+
+    Returns:
+      A list of dicts: `rank` ("highest 1", ..., "lowest 1", ...), `score`, `selected`,
+      `id` (the `id` feature as text, or ""), `caption` (as text, or "") and `image` (the
+      first image feature, or None).
+    """
+    k = summaries_lib.NUM_SHOWN
+    shown, elements = sample["shown"], dict(sample["elements"])
     captions = self._caption_texts(elements)
     ids = next((v for p, v in elements.items() if p.split("/")[-1] == "id"), None)
-    rows = ["| rank | score | | id | caption |", "|---|---|---|---|---|"]
-    for i in range(len(marks)):
+    paths = self._image_paths(elements)
+    out = []
+    for i in range(len(shown["chosen"])):
       if not shown["usable"][i]:
         continue
-      rank = f"highest {i + 1}" if i < k else f"lowest {i - k + 1}"
-      state = "**selected**" if marks[i] else "rejected"
-      caption = captions[i] if captions is not None else ""
-      example = "" if ids is None else self._decode(ids[i], words=False)
-      rows.append(f"| {rank} | {shown['score'][i]:.3f} | {state} | {example} | {caption} |")
-    tf.summary.text(f"{self.prefix}candidates", "\n".join(rows))
+      out.append({"rank": f"highest {i + 1}" if i < k else f"lowest {i - k + 1}",
+                  "score": float(shown["score"][i]), "selected": bool(shown["chosen"][i]),
+                  "id": "" if ids is None else self._decode(ids[i], words=False),
+                  "caption": captions[i] if captions is not None else "",
+                  "image": elements[paths[0]][i] if paths else None})
+    return out
 
   def _histogram_name(self, name: str) -> str:
     if name == "score":
@@ -162,7 +179,7 @@ class SummaryWriter:
     return " ".join(str(v) for v in ids) if ids.size > 1 else str(ids[0])
 
 
-def _framed(images: np.ndarray, chosen: np.ndarray, usable: np.ndarray) -> np.ndarray:
+def framed(images: np.ndarray, chosen: np.ndarray, usable: np.ndarray) -> np.ndarray:
   """`[n, H, W, 3]` float images in [0, 1], framed green (selected) or red (rejected)."""
   pictures = images.astype(np.float32)
   if images.dtype == np.uint8:
