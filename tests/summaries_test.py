@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 import tfjest
 from tfjest import summaries
+from tfjest import tensorboard as tfjest_tensorboard
 from tfjest import testing
 
 testing.configure_cpu_devices(2)  # before any op, as under Bazel (no conftest there)
@@ -190,6 +191,56 @@ class FidelityTest(tf.test.TestCase):
     overlap, corr = summaries.fidelity(tf.constant(proxy, tf.float32),
                                        tf.constant(proxy, tf.float32), chosen, usable)
     self.assertAllClose([overlap, corr], [1.0, 1.0])
+
+
+class _Recorded:
+  """What a `SelectionSummaries` reports, fixed (for the writer alone)."""
+
+  def __init__(self, result):
+    self._result = result
+
+  def result(self, unit_costs=None):
+    del unit_costs
+    return dict(self._result)
+
+
+class WriterTest(tf.test.TestCase):
+
+  def test_one_warning_when_fidelity_is_low(self):
+    writer = tfjest_tensorboard.SummaryWriter(_Recorded(
+        {"fidelity_overlap": 0.2, "fidelity_rank_correlation": 0.1}))
+    with tf.summary.create_file_writer(self.get_temp_dir()).as_default(step=0):
+      with self.assertLogs(level="WARNING") as logs:
+        writer.write_scalars()
+        writer.write_scalars()
+    self.assertLen(logs.output, 1)
+    self.assertRegex(logs.output[0], r"0\.20 of its picks.*larger proxy.*learner")
+
+  def test_no_warning_when_fidelity_is_high(self):
+    writer = tfjest_tensorboard.SummaryWriter(_Recorded({"fidelity_overlap": 0.9}))
+    with tf.summary.create_file_writer(self.get_temp_dir()).as_default(step=0):
+      writer.write_scalars()
+    self.assertFalse(writer.warned)
+
+  def test_captions_decoded_or_shown_as_ids(self):
+    sample = {"shown": {"score": np.arange(8, dtype=np.float32)[::-1],
+                        "chosen": np.arange(8) < 2, "usable": np.ones(8, bool)},
+              "elements": [("id", np.arange(8)), ("text", np.tile([[1, 5, 0]], (8, 1))),
+                           ("title", np.array([b"a cat"] * 8))]}
+    words = ["", "red", "green", "blue", "yellow", "square"]
+    by_words = tfjest_tensorboard.SummaryWriter(None, vocabulary=words, captions="text")
+    self.assertEqual(by_words.candidates(sample)[0]["caption"], "red square")
+    as_ids = tfjest_tensorboard.SummaryWriter(None, captions="text")
+    self.assertEqual(as_ids.candidates(sample)[0]["caption"], "1 5 0")
+    by_fn = tfjest_tensorboard.SummaryWriter(None, decode_fn=lambda ids: f"n={ids.size}",
+                                             captions="text")
+    self.assertEqual(by_fn.candidates(sample)[0]["caption"], "n=3")
+    strings = tfjest_tensorboard.SummaryWriter(None)  # a string feature is found first
+    candidates = strings.candidates(sample)
+    self.assertEqual(candidates[0]["caption"], "a cat")
+    self.assertEqual([c["rank"] for c in candidates[:5]],
+                     ["highest 1", "highest 2", "highest 3", "highest 4", "lowest 1"])
+    self.assertEqual([c["selected"] for c in candidates[:3]], [True, True, False])
 
 
 class ArgumentsTest(tf.test.TestCase):
