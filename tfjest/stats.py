@@ -110,7 +110,10 @@ class SelectionStats(tf.Module):
                       for k in SUMS}
     self._unit_costs = None
     self._step_totals = None
-    self.extra = None  # readings added to `result()` (the selector's `SelectionSummaries`)
+    # More readings for `result()` and what resets them (the selector's `SelectionSummaries`):
+    # bound methods, so that a checkpoint of these counters does not track that module.
+    self.extra_result = None
+    self.extra_reset = None
 
   @property
   def device(self) -> str:
@@ -143,8 +146,8 @@ class SelectionStats(tf.Module):
       v.assign(tf.zeros_like(v))
     if self._step_totals is not None:
       self._step_totals.reset()
-    if self.extra is not None:
-      self.extra.reset()
+    if self.extra_reset is not None:
+      self.extra_reset()
 
   def record_batch(self, values: Dict[str, tf.Tensor]):
     """Adds one selection's `batch_statistics` (graph-safe). Returns the update op."""
@@ -189,8 +192,8 @@ class SelectionStats(tf.Module):
   def result(self) -> Dict[str, float]:
     """Counts so far and the mean of each per-batch statistic over the batches that had it."""
     out = summarize(self.snapshot(), None, self.unit_costs())
-    if self.extra is not None:
-      extra = self.extra.result(self.unit_costs())
+    if self.extra_result is not None:
+      extra = self.extra_result(self.unit_costs())
       if "flops_fidelity" in extra:
         out["flops_total"] = out.get("flops_total", 0.0) + extra["flops_fidelity"]
       out.update(extra)

@@ -122,6 +122,10 @@ class SelectionStep:
     batch = tf.nest.map_structure(lambda t: tf.gather(t, chosen_idx), super_batch)
 
     updates = []
+    if record and self.summaries is not None:  # what TensorBoard shows (tfjest/summaries.py)
+      updates.append(self.summaries.observe(super_batch, step, scored=scored, kept=kept, n=n,
+                                            usable=usable & finite, real=real,
+                                            collective=collective))
     if record:
       chosen = tf.scatter_nd(kept[:, None], tf.ones_like(kept, tf.bool), [n])
       values = stats_lib.batch_statistics(
@@ -135,10 +139,6 @@ class SelectionStep:
           (values["non_finite"] > 0) & tf.equal(values["non_finite"], values["read"]),
           "tfjest.select: every candidate of a super-batch had a NaN or infinite score (a "
           "diverged model?); it was selected uniformly. Step:", step))
-      if self.summaries is not None:
-        updates.append(self.summaries.observe(
-            super_batch, step, scored=scored, chosen=chosen, usable=usable & finite, real=real,
-            collective=collective))
     if self.proxy is not None:
       # The proxy learns from the batch it helped choose, at the view it scores with; the
       # next super-batch is scored with the updated weights.

@@ -48,7 +48,8 @@ class Selector:
     self.rule, self.setup, self.sizes = rule, setup, sizes
     self.stats = stats_lib.SelectionStats()
     self.summaries = summaries or summaries_lib.SelectionSummaries()
-    self.stats.extra = self.summaries  # its rates and fidelity are part of `stats.result()`
+    # Its rates and fidelity are part of `stats.result()`.
+    self.stats.extra_result, self.stats.extra_reset = self.summaries.result, self.summaries.reset
     # Uniform selection reads no model: the baseline costs no scoring.
     self.scorer = scoring.Scorer(setup) if rule.reads_scores else None
     self.step = step_lib.SelectionStep(rule, self.scorer, self.stats,
