@@ -16,7 +16,10 @@ target long before, so their speedups are those of a run to `--steps`, and their
 accuracies are at fewer steps and less compute than uniform's (the comparison favours uniform).
 It prints one line per stage and a table: steps and compute (FLOPs) to reach uniform's best
 accuracy and the speedups, FLOPs per step, final accuracy, the share of corrupted examples
-selected, examples read and reads per web example; and writes `--output_dir/accuracy.png`.
+selected, examples read and reads per web example; and writes `--output_dir/accuracy.png`
+(with a panel of one step's highest- and lowest-scoring candidates, selected or rejected) and a
+TensorBoard log of each selecting run under `--output_dir/tensorboard` (it prints the
+`tensorboard --logdir ...` line; see README "Selection in TensorBoard").
 About 12 minutes on 2 CPU cores (`--steps=1000 --selection_steps=1000` for a quick look, below
 the plateau: the speedups are then capped by the budget).
 """
@@ -50,6 +53,7 @@ _import_tensorflow_quietly()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import contextlib
 import io
+import re
 import time
 import warnings
 
@@ -84,6 +88,9 @@ _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the learners and the selection.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/demo",
                                   "Where the plot (and the reference cache) are written.")
+_SUMMARY_EVERY = flags.DEFINE_integer(
+    "summary_every", 100, "Steps between the super-batches whose selected and rejected "
+    "examples the TensorBoard log (--output_dir/tensorboard) and the plot show.")
 _PROXY = flags.DEFINE_list(
     "proxy_filters", ["2", "4", "8"], "The convolution widths of the small online proxy that "
     "scores for the learner (tfjest.OnlineProxy; 1.18x a uniform step at f = 0.8); empty: the "
@@ -164,7 +171,11 @@ def main(argv):
     config = harness.RunConfig(batch_size=_BATCH.value, steps=steps, seed=_SEED.value,
                                eval_every=_EVAL_EVERY.value, filter_ratio=_RATIO.value,
                                num_chunks=_CHUNKS.value, **kwargs)
-    runs[name] = harness.run(config, task, reference=reference, reference_cache=cache)
+    # The selecting runs write TensorBoard summaries of what they kept and dropped.
+    board = (os.path.join(_OUTPUT_DIR.value, "tensorboard", re.sub(r"\W+", "_", name).strip("_"))
+             if name != "uniform" else None)
+    runs[name] = harness.run(config, task, reference=reference, reference_cache=cache,
+                             tensorboard_dir=board, summary_every=_SUMMARY_EVERY.value)
     print(f"{name}: {steps} steps in {runs[name]['wall_seconds']:.0f} s, final accuracy "
           f"{runs[name]['accuracy'][-1]:.3f}")
 
@@ -189,11 +200,20 @@ def main(argv):
         "ylabel": "zero-shot accuracy", "hline": (jest["target"], "uniform's best"),
         "series": [{"label": name, "x": run[axis], "y": run["accuracy"]}
                    for name, run in runs.items()]})
+  sample = runs[jest_name].get("selection_sample")
+  if sample and sample["candidates"] and sample["candidates"][0]["image"] is not None:
+    panels.append({
+        "title": f"{jest_name} at step {sample['step']}: highest (top) and lowest scores; "
+                 "green selected, red rejected", "columns": len(sample["candidates"]) // 2,
+        "tiles": [{"image": c["image"], "color": "green" if c["selected"] else "red",
+                   "label": f"{c['score']:.1f} {c['caption'][:18]}"}
+                  for c in sample["candidates"]]})
   path = plots.save_panels(
-      os.path.join(_OUTPUT_DIR.value, "accuracy.png"), panels, columns=2,
+      os.path.join(_OUTPUT_DIR.value, "accuracy.png"), panels, columns=len(panels),
       title=f"{task.config_name}: reference accuracy {metrics['accuracy']:.3f}, "
             f"b={_BATCH.value}, f={_RATIO.value}, seed {_SEED.value}")
   print(f"plot: {path}")
+  print(f"tensorboard: tensorboard --logdir {os.path.join(_OUTPUT_DIR.value, 'tensorboard')}")
   print(f"total time: {time.time() - start:.0f} s")
 
 

@@ -117,6 +117,10 @@ class SelectionStats(tf.Module):
     self._recorded = set()
     # Once-per-selector warnings, in a plain holder: not part of a checkpoint of the totals.
     self._flags = _Flags(device)
+    # More readings for `result()` and what resets them (the selector's `SelectionSummaries`):
+    # bound methods, so that a checkpoint of these counters does not track that module.
+    self.extra_result = None
+    self.extra_reset = None
 
   def warned(self, name: str) -> tf.Variable:
     """A bool variable for a warning printed once per selector (e.g. "non_finite")."""
@@ -158,6 +162,8 @@ class SelectionStats(tf.Module):
       v.assign(tf.zeros_like(v))
     if self._step_totals is not None:
       self._step_totals.reset()
+    if self.extra_reset is not None:
+      self.extra_reset()
 
   def record_batch(self, values: Dict[str, tf.Tensor]):
     """Adds one selection's `batch_statistics` (graph-safe). Returns the update op."""
@@ -202,7 +208,13 @@ class SelectionStats(tf.Module):
 
   def result(self) -> Dict[str, float]:
     """Counts so far and the mean of each per-batch statistic over the batches that had it."""
-    return summarize(self.snapshot(), None, self.unit_costs(), recorded=self.recorded())
+    out = summarize(self.snapshot(), None, self.unit_costs(), recorded=self.recorded())
+    if self.extra_result is not None:
+      extra = self.extra_result(self.unit_costs())
+      if "flops_fidelity" in extra:
+        out["flops_total"] = out.get("flops_total", 0.0) + extra["flops_fidelity"]
+      out.update(extra)
+    return out
 
 
 class _Flags:

@@ -54,6 +54,10 @@ class Collective:
     """Counts one training step of an online proxy, once over the replicas."""
     return proxy.steps.assign_add(1)
 
+  def record_local(self, fn, values: Dict[str, tf.Tensor]):
+    """Calls `fn(values)` once, on the host, with the replicas' values concatenated."""
+    return fn(values)
+
 
 LOCAL = Collective()
 
@@ -68,11 +72,13 @@ class SelectionStep:
     batch_size: `b` (global).
     super_batch_size: `N` (global).
     jit_compile: run the selection maths in an inner `tf.function(jit_compile=True)`.
+    summaries: an optional `summaries.SelectionSummaries` that observes each selection.
   """
 
   def __init__(self, rule, scorer, stats: stats_lib.SelectionStats, *, batch_size: int,
-               super_batch_size: int, jit_compile: bool = False):
+               super_batch_size: int, jit_compile: bool = False, summaries=None):
     self.rule = rule
+    self.summaries = summaries  # a `summaries.SelectionSummaries`, or None
     self.scorer = scorer
     self.stats = stats
     self.batch_size = batch_size
@@ -116,6 +122,10 @@ class SelectionStep:
     batch = tf.nest.map_structure(lambda t: tf.gather(t, chosen_idx), super_batch)
 
     updates = []
+    if record and self.summaries is not None:  # what TensorBoard shows (tfjest/summaries.py)
+      updates.append(self.summaries.observe(super_batch, step, scored=scored, kept=kept, n=n,
+                                            usable=usable & finite, real=real,
+                                            collective=collective))
     if record:
       chosen = tf.scatter_nd(kept[:, None], tf.ones_like(kept, tf.bool), [n])
       values = stats_lib.batch_statistics(

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from tfjest import adapters
 from tfjest import batching
+from tfjest import checks
 from tfjest import cache as cache_lib
 from tfjest import cost as cost_lib
 from tfjest import devices
@@ -25,6 +26,7 @@ from tfjest import scoring
 from tfjest import selection
 from tfjest import stats as stats_lib
 from tfjest import step as step_lib
+from tfjest import summaries as summaries_lib
 
 class Selector:
   """The transformation returned by `select`: call it (or `dataset.apply` it) on a dataset.
@@ -40,15 +42,20 @@ class Selector:
 
   placement = "pipeline"
 
-  def __init__(self, rule: selection.Rule, setup: scoring.Setup, sizes: batching.Sizes):
+  def __init__(self, rule: selection.Rule, setup: scoring.Setup, sizes: batching.Sizes,
+               summaries: Optional[summaries_lib.SelectionSummaries] = None):
     rule.check_batch_size(sizes.batch_size)
     self.rule, self.setup, self.sizes = rule, setup, sizes
     self.stats = stats_lib.SelectionStats()
+    self.summaries = summaries or summaries_lib.SelectionSummaries()
+    # Its rates and fidelity are part of `stats.result()`.
+    self.stats.extra_result, self.stats.extra_reset = self.summaries.result, self.summaries.reset
     # Uniform selection reads no model: the baseline costs no scoring.
     self.scorer = scoring.Scorer(setup) if rule.reads_scores else None
     self.step = step_lib.SelectionStep(rule, self.scorer, self.stats,
                                        batch_size=sizes.batch_size,
-                                       super_batch_size=sizes.super_batch_size)
+                                       super_batch_size=sizes.super_batch_size,
+                                       summaries=self.summaries)
     self.super_batches = batching.SuperBatcher(sizes, self.stats.record_left_over)
     self._element_spec = None
     self._step_cost = None
@@ -159,6 +166,8 @@ class Selector:
         logging.warning("tfjest: FLOP accounting is off for these statistics: %s", e)
         self._step_cost = None
       self.stats.set_unit_costs(cost_lib.unit_costs(self._step_cost, self.batch_size))
+    self.summaries.prepare(element_spec, setup=self.setup, scorer=self.scorer,
+                           super_batch_size=self.super_batch_size)
 
   def select_batch(self, super_batch, step=0):
     """Selects from one super-batch outside a pipeline (eagerly or in a `tf.function`).
@@ -261,7 +270,9 @@ def select(*, learner: Optional[keras.Model] = None,
            reference_cache: Optional[cache_lib.ReferenceCache] = None,
            id_key: Optional[str] = None,
            scoring_view: Optional[Callable] = None,
-           proxy: Optional[proxy_lib.OnlineProxy] = None) -> Selector:
+           proxy: Optional[proxy_lib.OnlineProxy] = None,
+           group_key: Optional[str] = None,
+           max_groups: int = 8) -> Selector:
   """Keeps `batch_size` of every `N` examples, chosen by learnability.
 
   The input is a stream of single examples. They are grouped into super-batches of `N`; each is
@@ -339,6 +350,12 @@ def select(*, learner: Optional[keras.Model] = None,
     proxy: an `OnlineProxy`: a small model that scores instead of the learner and that tfjest
       trains on every emitted batch. `learner` is then never called (it is still used, if
       given, to count training FLOPs).
+    group_key: a scalar string or integer feature (a source, a domain, a label, a corruption
+      tag; in the element, its x or its y, "/" for nested paths) whose values get their own
+      selection rate (`selected / read`), in `stats.result()` as `group_rate/<value>` and in
+      TensorBoard (see `tfjest.summaries`).
+    max_groups: how many of the most read values of `group_key` are reported by name; all
+      others together are reported as "other".
 
   Returns:
     A `Selector`: a `Dataset` transformation function, which can be passed to
@@ -375,4 +392,8 @@ def select(*, learner: Optional[keras.Model] = None,
       score=score, learner=learner, reference=reference, proxy=proxy, task=task,
       embedding_keys=embedding_keys, loss_fn=loss_fn, scoring_view=scoring_view,
       reference_cache=reference_cache, id_key=id_key, method=rule.method)
-  return Selector(rule, setup, sizes)
+  if group_key is not None and (not isinstance(group_key, str) or not group_key):
+    raise ValueError(f"group_key must be a feature name. Received: group_key={group_key!r}")
+  max_groups = checks.integer(max_groups, "max_groups", minimum=1)
+  return Selector(rule, setup, sizes, summaries_lib.SelectionSummaries(
+      group_key=group_key, max_groups=max_groups))

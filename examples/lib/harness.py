@@ -198,6 +198,7 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
           prior_targets: Optional[tfjest.PriorTargets] = None,
           before_selection: Optional[Callable[[tf.data.Dataset], tf.data.Dataset]] = None,
           proxy_model: Optional[keras.Model] = None,
+          tensorboard_dir: Optional[str] = None, summary_every: int = 100,
           log: Callable[[str], None] = lambda s: None):
   """Trains a learner of `task` on selected data; returns `(learner, result)`.
 
@@ -218,6 +219,13 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
     proxy_model: with `config.proxy_filters`, the proxy's model to train (built like
       `task.make_model("proxy", ...)`), for a caller that scores with it afterwards; else the
       harness builds it.
+    tensorboard_dir: write TensorBoard summaries of selection there
+      (`tfjest.SelectionStatsCallback`: scalars, and every `summary_every` steps a sampled
+      super-batch's images, captions and score histograms, per-corruption selection rates
+      when selecting in the pipeline, proxy fidelity); the result then holds
+      `selection_sample`: `{"step", "candidates"}`, the shown candidates of the last sampled
+      super-batch (`tfjest.tensorboard.SummaryWriter.candidates`).
+    summary_every: steps between sampled super-batches (with `tensorboard_dir`).
     log: called with one line per evaluation.
 
   Returns:
@@ -251,7 +259,7 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
                                              filters=config.proxy_filters)
       small(task.example_inputs(1))
       proxy = tfjest.OnlineProxy(small, optimizer=keras.optimizers.Adam(config.learning_rate))
-    selector = tfjest.select(
+    select_kwargs = dict(
         learner=learner, reference=reference if needs_reference else None,
         reference_cache=reference_cache if use_cache else None,
         id_key=task.id_key if use_cache else None, batch_size=config.batch_size,
@@ -260,6 +268,11 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
         first_chunk=config.first_chunk, normalization=config.normalization, proxy=proxy,
         scoring_view=(data.lower_resolution(config.scoring_resolution)
                       if config.scoring_resolution else None))
+    selector = tfjest.select(**select_kwargs)
+    if tensorboard_dir and strategy is None and selector.models_location() == "host":
+      # In the pipeline the elements still carry their corruption tag (the train step's do
+      # not): selection rates per tag.
+      selector = tfjest.select(**select_kwargs, group_key="corruption")
     # Under a strategy, or with a scoring model on a GPU/TPU, selection runs in the train step.
     if strategy is not None or selector.models_location() == "accelerator":
       selector = tfjest.attach(learner, selector, replica_selection=config.replica_selection)
@@ -304,6 +317,13 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
 
   record(0)
   callbacks = [_Evaluate(record, config.eval_every)]
+  stats_callback = None
+  if tensorboard_dir:
+    vocab = getattr(getattr(getattr(task, "world", None), "tokenizer", None), "vocab", None)
+    stats_callback = tfjest.SelectionStatsCallback(
+        selector, log_dir=tensorboard_dir, every_n_steps=summary_every,
+        vocabulary=None if vocab is None else ["" if w == "[PAD]" else w for w in vocab])
+    callbacks.append(stats_callback)
   if config.backup_dir:
     callbacks.append(tfjest.backup_and_restore(config.backup_dir, strategy))
   trained = learner
@@ -337,6 +357,10 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
       "selection_stats": {k: float(v) for k, v in selector.stats.result().items()},
       "wall_seconds": time.time() - start,
   }
+  sample = stats_callback.selector.summaries.sample() if stats_callback is not None else None
+  if sample is not None:
+    result["selection_sample"] = {"step": sample["step"],
+                                  "candidates": stats_callback.pictures.candidates(sample)}
   if prior_targets is not None:
     result["rela"] = {"switch_step": int(trained.switch_step.numpy()),
                       "prior": prior_targets.metadata["reference"]["name"],

@@ -32,6 +32,9 @@ def save_panels(path: str, panels: Sequence[Dict], *, title: Optional[str] = Non
   rows = math.ceil(len(panels) / columns)
   fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
   for ax, panel in zip(axes.flat, panels):
+    if "tiles" in panel:
+      _draw_tiles(ax, panel)
+      continue
     for series in panel["series"]:
       x, y = np.asarray(series["x"], float), np.asarray(series["y"], float)
       line, = ax.plot(x, y, label=series["label"], linewidth=1.8, color=series.get("color"))
@@ -59,3 +62,23 @@ def save_panels(path: str, panels: Sequence[Dict], *, title: Optional[str] = Non
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
+
+
+def _draw_tiles(ax, panel: Dict):
+  """A panel of images in a row-major grid, each framed and labelled (`panel["tiles"]`: dicts
+  with `image` `[H, W, 3]` in [0, 1], `label` and `color`), `panel["columns"]` per row."""
+  tiles = panel["tiles"]
+  columns = panel.get("columns", 4)
+  rows = max(1, math.ceil(len(tiles) / columns))
+  height, width = tiles[0]["image"].shape[:2] if tiles else (1, 1)
+  pad = max(2, height // 8)
+  grid = np.ones((rows * (height + 3 * pad), columns * (width + pad), 3), np.float32)
+  for i, tile in enumerate(tiles):
+    r, c = divmod(i, columns)
+    y, x = r * (height + 3 * pad), c * (width + pad)
+    grid[y:y + height, x:x + width] = np.clip(tile["image"][..., :3], 0, 1)
+    ax.text(x + width / 2, y + height + 0.3 * pad, tile["label"], ha="center", va="top",
+            fontsize=6, color=tile.get("color", "black"))
+  ax.imshow(grid, interpolation="nearest")
+  ax.set_title(panel["title"], fontsize=10)
+  ax.axis("off")

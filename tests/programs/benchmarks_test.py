@@ -88,6 +88,13 @@ class BenchmarksTest(tf.test.TestCase):
       self.assertIn(part, result.stdout)
     self.assertRegex(result.stdout, r"reference scoring 0\.00 G")
 
+  def test_summaries_overhead(self):
+    result = _run("summaries_overhead", "--batch_size=16", "--num_chunks=4", "--image_size=16",
+                  "--every=2", "--steps=4", "--warmup=1", "--rounds=1")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertRegex(result.stdout, r"overhead \(b\)/\(a\) - 1 = [-+]\d+\.\d\d%")
+    self.assertRegex(result.stdout, r"writing: [1-9]\d* writes, \d+\.\d ms each")
+
   def test_step_overhead_refuses_a_ratio_that_does_not_divide(self):
     # N = 16 / (1 - 0.7) = 53.3: the library's rule raises instead of rounding.
     result = _run("step_overhead", "--batch_size=16", "--filter_ratio=0.7")

@@ -2,6 +2,7 @@
 a user would (subprocesses, tiny dataset in a temporary directory) and checks what they write."""
 
 import json
+import glob
 import os
 import re
 import shutil
@@ -87,6 +88,10 @@ class ExamplesSmokeTest(tf.test.TestCase):
     self.assertIn(f"plot: {path}", result.stdout)
     with open(path, "rb") as f:
       self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+    board = os.path.join(out, "tensorboard")
+    self.assertIn(f"tensorboard: tensorboard --logdir {board}", result.stdout)
+    self.assertEqual(sorted(os.listdir(board)), ["easy_reference", "jest_proxy"])
+    self.assertNotEmpty(glob.glob(os.path.join(board, "jest_proxy", "events.out.tfevents.*")))
     # Quiet: one line per stage; no log lines of TensorFlow, absl or TFDS, no warnings.
     self.assertEqual(result.stderr, "")
     for line in result.stdout.splitlines():

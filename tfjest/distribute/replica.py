@@ -49,6 +49,15 @@ class ReplicaCollective(step_lib.Collective):
   def count_proxy_step(self, proxy):
     return self.ctx.merge_call(lambda strategy: proxy.steps.assign_add(1))
 
+  def record_local(self, fn, values):
+    # Scalars are the same on every replica (the step, a flag): the first replica's is kept.
+    def record(strategy, values):
+      def join(v):
+        parts = strategy.experimental_local_results(v)
+        return parts[0] if parts[0].shape.rank == 0 else tf.concat(parts, axis=0)
+      return fn(tf.nest.map_structure(join, values))
+    return self.ctx.merge_call(record, args=(values,))
+
 
 class ReplicaSelection:
   """Selects `b / R` examples from one replica's shard of a super-batch.
@@ -89,7 +98,8 @@ class ReplicaSelection:
     self.record_stats = record_stats
     self.step = step_lib.SelectionStep(
         selector.rule, selector.scorer, selector.stats, batch_size=selector.batch_size,
-        super_batch_size=selector.super_batch_size, jit_compile=jit_compile)
+        super_batch_size=selector.super_batch_size, jit_compile=jit_compile,
+        summaries=selector.summaries)
 
   def record_on(self, device: str):
     """Records this selection's statistics (and an online proxy's step count) on `device`.
