@@ -104,7 +104,9 @@ class SelectionSummaries(tf.Module):
     """Creates the buffers for elements of `element_spec` (eagerly; once per structure)."""
     if self.element_spec == element_spec:
       return
-    self.element_spec = element_spec
+    # Not a tracked attribute: tf.Module would wrap the spec's dicts in place (DictWrapper), and
+    # the same dicts are the dataset's element_spec, which the rest of the pipeline walks.
+    object.__setattr__(self, "element_spec", element_spec)
     self._setup = setup
     if self.group_key is not None:
       spec = find_feature(element_spec, self.group_key)
