@@ -16,7 +16,7 @@ PROGRAMS = ("examples.demo", "examples.dnc", "examples.quickstart", "examples.re
             "benchmarks.data_efficiency", "benchmarks.dnc", "benchmarks.plateau_table",
             "benchmarks.rela", "benchmarks.scoring_view",
             "benchmarks.selection_overhead", "benchmarks.selection_scale",
-            "benchmarks.step_overhead")
+            "benchmarks.step_overhead", "benchmarks.summaries_overhead")
 
 
 def _source(module):
