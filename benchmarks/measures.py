@@ -29,6 +29,13 @@ def define_selection_flags(batch_size: int, batch_help: str):
           flags.DEFINE_integer("num_chunks", 16, "K, JEST chunks."))
 
 
+def define_round_flags(steps: int, warmup: int, rounds: int):
+  """Defines `--steps`, `--warmup` and `--rounds` of an A/B timing in alternating rounds."""
+  return (flags.DEFINE_integer("steps", steps, "Timed steps per round and side."),
+          flags.DEFINE_integer("warmup", warmup, "Untimed steps before each timed round."),
+          flags.DEFINE_integer("rounds", rounds, "Alternating rounds of (a) and (b)."))
+
+
 def peak_rss_bytes() -> int:
   """This process's peak resident set size (VmHWM; getrusage where /proc is missing)."""
   try:

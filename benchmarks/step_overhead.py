@@ -47,9 +47,7 @@ from benchmarks import timing
 _BATCH, _RATIO, _CHUNKS = measures.define_selection_flags(128, "b, examples per training step.")
 _IMAGE = flags.DEFINE_integer("image_size", 32, "Image side in pixels.")
 _EXAMPLES = flags.DEFINE_integer("examples", 3200, "Distinct examples in the (repeated) stream.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps per round and side.")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps before each timed round.")
-_ROUNDS = flags.DEFINE_integer("rounds", 5, "Alternating rounds of (a) and (b).")
+_STEPS, _WARMUP, _ROUNDS = measures.define_round_flags(steps=10, warmup=3, rounds=5)
 _LIVE = flags.DEFINE_bool("live_reference", False, "Also measure with a live reference.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for data and models.")
 

@@ -36,9 +36,7 @@ from benchmarks import timing
 
 _BATCH, _RATIO, _CHUNKS = measures.define_selection_flags(32, "b, examples per training step.")
 _EVERY = flags.DEFINE_integer("every", 100, "K: steps between sampled super-batches.")
-_STEPS = flags.DEFINE_integer("steps", 200, "Timed steps per round and side.")
-_WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps before each timed round.")
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds of (a) and (b).")
+_STEPS, _WARMUP, _ROUNDS = measures.define_round_flags(steps=200, warmup=5, rounds=3)
 _IMAGE = flags.DEFINE_integer("image_size", 32, "Image side in pixels.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for data and models.")
 

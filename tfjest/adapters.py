@@ -45,6 +45,22 @@ def unpack(element):
   return element, None, None
 
 
+def find_feature(element, key: str):
+  """`element[key]`, else `x[key]`, else `y[key]` of an element or spec, or None if absent.
+
+  `(x, y, w)` elements are looked into in that order, so a feature may travel with the inputs
+  or beside the labels; `key` may be a "/"-separated path into nested mappings.
+  """
+  x, y, _ = unpack(element)
+  for container in (element, x, y):
+    node = container
+    for part in key.split("/"):
+      node = node.get(part) if isinstance(node, Mapping) else None
+    if node is not None:
+      return node
+  return None
+
+
 def _scalar(model: keras.Model, attr: str) -> tf.Tensor:
   value = getattr(model, attr, None)
   if value is None:

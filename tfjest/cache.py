@@ -72,13 +72,9 @@ def find_id(element, id_key: str):
   Raises:
     ValueError: if there is no such feature.
   """
-  x, y, _ = adapters.unpack(element)
-  for container in (element, x, y):
-    node = container
-    for part in id_key.split("/"):
-      node = node.get(part) if isinstance(node, Mapping) else None
-    if node is not None:
-      return node
+  node = adapters.find_feature(element, id_key)
+  if node is not None:
+    return node
   raise ValueError(
       f"The reference cache joins outputs by example id, but the elements have no feature "
       f"{id_key!r} (looked in the element, in its x and in its y). Add an id feature or "

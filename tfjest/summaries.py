@@ -56,18 +56,6 @@ def flatten_with_paths(structure, prefix: str = "") -> List[Tuple[str, object]]:
   return [(prefix.rstrip("/"), structure)]
 
 
-def find_feature(element, key: str):
-  """`element[key]`, else `x[key]`, else `y[key]` ("/" for nested paths), or None."""
-  x, y, _ = adapters.unpack(element)
-  for container in (element, x, y):
-    node = container
-    for part in key.split("/"):
-      node = node.get(part) if isinstance(node, dict) else None
-    if node is not None:
-      return node
-  return None
-
-
 class SelectionSummaries(tf.Module):
   """The recorder behind TensorBoard's pictures of selection (see the module docstring).
 
@@ -109,7 +97,7 @@ class SelectionSummaries(tf.Module):
     object.__setattr__(self, "element_spec", element_spec)
     self._setup = setup
     if self.group_key is not None:
-      spec = find_feature(element_spec, self.group_key)
+      spec = adapters.find_feature(element_spec, self.group_key)
       if spec is None or spec.shape.rank != 0 or not (spec.dtype == tf.string or
                                                        spec.dtype.is_integer):
         raise ValueError(
@@ -185,7 +173,7 @@ class SelectionSummaries(tf.Module):
         if f"{role}_loss" in self.buffers:
           local[f"{role}_loss"] = tf.cast(loss, tf.float32)
     if self.group_key is not None:
-      value = find_feature(super_batch, self.group_key)
+      value = adapters.find_feature(super_batch, self.group_key)
       names = value if value.dtype == tf.string else tf.strings.as_string(value)
       local["group_bucket"] = tf.strings.to_hash_bucket_fast(names, GROUP_BUCKETS)
       local["group_name"] = names
