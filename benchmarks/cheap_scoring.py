@@ -38,7 +38,7 @@ from examples.lib import reference as reference_lib
 from examples.lib import tasks
 
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, ~/tensorflow_datasets).")
 _SIZES = flags.DEFINE_list("sizes", None, "web,curated,test sizes of a small config (tests).")
 _STEPS = flags.DEFINE_integer("steps", 2000, "JEST training steps of each learner.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "b.")

@@ -41,7 +41,7 @@ from tfjest import efficiency
 
 _OUTPUT = flags.DEFINE_string("output", "out/data_efficiency/results.json",
                               "Results file (JSON); plots go next to it. Resumed if present.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, ~/tensorflow_datasets).")
 _NOISES = flags.DEFINE_list("noises", ["0.5", "0.0"], "Web noise levels (registered configs).")
 _JEST_SCORES = flags.DEFINE_list("jest_scores", list(harness.SCORES), "Scores for jest.")
 _INDEPENDENT_SCORES = flags.DEFINE_list("independent_scores", ["learnability"],

@@ -52,7 +52,7 @@ _OUTPUT = flags.DEFINE_string("output", "out/dnc/results.json", "Results file (J
 _WORK_DIR = flags.DEFINE_string(
     "work_dir", None, "Where the reference, its cache, the clusters and the experts' caches are "
     "kept (tens of MB per cache; default: next to --output).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, ~/tensorflow_datasets).")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config).")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per row (0, 1, ...).")
 _FIRST_SEED = flags.DEFINE_integer(

@@ -48,7 +48,7 @@ from examples.lib import tasks
 
 _OUTPUT = flags.DEFINE_string("output", "out/rela/results.json",
                               "Results file (JSON). Resumed if present.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, ~/tensorflow_datasets).")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config).")
 _PRIORS = flags.DEFINE_list("priors", list(rela_lib.KINDS), "Priors (examples.lib.rela.KINDS).")
 _SWITCH = flags.DEFINE_string("switch", "0.1", "ReLA switch: a fraction of the budget (0.1), "

@@ -68,7 +68,7 @@ from examples.lib import reference as reference_lib
 from examples.lib import tasks
 from tfjest import efficiency
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, ~/tensorflow_datasets).")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Share of corrupted web examples (a registered config).")
 _SIZES = flags.DEFINE_list(
     "sizes", None, "web,curated,test sizes for a small config (tests); default: the full one.")

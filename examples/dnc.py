@@ -25,7 +25,7 @@ from examples.lib import reference as reference_lib
 from examples.lib import tasks
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/dnc", "Reference, caches and clusters.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, ~/tensorflow_datasets).")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level (a registered config).")
 _SIZES = flags.DEFINE_list("sizes", None, "web,curated,test sizes of a small config (tests).")
 _CLUSTERS = flags.DEFINE_integer("num_clusters", 5, "k of k-means (experts).")

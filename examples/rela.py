@@ -34,7 +34,7 @@ _STEPS = flags.DEFINE_integer("steps", 500, "Training steps.")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 100, "Steps between evaluations.")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level.")
 _SIZES = flags.DEFINE_list("sizes", [], "web,curated,test sizes of a custom (small) world.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, ~/tensorflow_datasets).")
 _EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
                                "Epochs of reference (and trained prior) training.")
 _TARGETS_DIR = flags.DEFINE_string("targets_dir", "", "Where the targets (and the reference "

@@ -21,7 +21,7 @@ from examples.lib import tasks
 
 _OUTPUT = flags.DEFINE_string("output", "out/reference.keras", "Where to save the reference.")
 _NOISE = flags.DEFINE_float("noise", 0.5, "Web noise level of the config (its vocabulary).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS').")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory (default: TFDS' own, ~/tensorflow_datasets).")
 _EPOCHS = flags.DEFINE_integer("epochs", reference_lib.EPOCHS, "Epochs over curated.")
 _BATCH = flags.DEFINE_integer("batch_size", reference_lib.BATCH_SIZE, "Batch size.")
 _LR = flags.DEFINE_float("learning_rate", reference_lib.LEARNING_RATE, "Adam rate.")

@@ -72,6 +72,13 @@ class ProgramsTest(tf.test.TestCase, parameterized.TestCase):
       name = call.args[0].value
       self.assertRegex(stdout, rf"--\[?(no)?\]?{name}\b", f"{module} --{name}")
 
+  def test_data_dir_help_says_where_the_default_is(self):
+    # A newcomer read "(default: TFDS')." in every program's --data_dir help.
+    for module, (_, stdout, _) in self.help.items():
+      if "--data_dir" in stdout:
+        self.assertIn("~/tensorflow_datasets", stdout, module)
+        self.assertNotIn("(default: TFDS').", stdout, module)
+
 
 if __name__ == "__main__":
   tf.test.main()
