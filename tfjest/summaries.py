@@ -74,7 +74,10 @@ class SelectionSummaries(tf.Module):
       self.samples = tf.Variable(0, dtype=tf.int64, trainable=False, name="samples")
       self.group_read = tf.Variable(tf.zeros([GROUP_BUCKETS], tf.int64), trainable=False)
       self.group_selected = tf.Variable(tf.zeros([GROUP_BUCKETS], tf.int64), trainable=False)
-      self.group_names = tf.Variable(tf.fill([GROUP_BUCKETS], ""), trainable=False)
+      # Only with a group key: a string variable cannot be broadcast by
+      # MultiWorkerMirroredStrategy's collectives (so group_key is not for that strategy).
+      self.group_names = (tf.Variable(tf.fill([GROUP_BUCKETS], ""), trainable=False)
+                          if group_key is not None else None)
       self.fidelity_checks = tf.Variable(0, dtype=tf.int64, trainable=False)
       self.overlap = tf.Variable(np.nan, dtype=tf.float32, trainable=False)
       self.rank_correlation = tf.Variable(np.nan, dtype=tf.float32, trainable=False)
@@ -239,6 +242,10 @@ class SelectionSummaries(tf.Module):
       with tf.control_dependencies(updates):
         return tf.constant(True)
 
+    if any(local[k].shape[0] != v.shape[0] for k, v in self.buffers.items()):
+      # Several workers: this one holds only its own replicas' share of the super-batch, so
+      # no picture is sampled (the per-group counts above are still this worker's).
+      return tf.group(ops)
     ops.append(tf.cond(local["sampled"], sample, lambda: tf.constant(False)))
     return tf.group(ops)
 
@@ -252,6 +259,8 @@ class SelectionSummaries(tf.Module):
 
   def group_rates(self) -> Dict[str, Tuple[int, int]]:
     """`{value: (read, selected)}` of the `max_groups` most read values and "other"."""
+    if self.group_names is None:
+      return {}
     read, selected = self.group_read.numpy(), self.group_selected.numpy()
     names = [n.decode("utf-8", "replace") for n in self.group_names.numpy()]
     seen = np.flatnonzero(read > 0)
