@@ -122,12 +122,13 @@ class SelectionStep:
     batch = tf.nest.map_structure(lambda t: tf.gather(t, chosen_idx), super_batch)
 
     updates = []
-    if record and self.summaries is not None:  # what TensorBoard shows (tfjest/summaries.py)
-      updates.append(self.summaries.observe(super_batch, step, scored=scored, kept=kept, n=n,
-                                            usable=usable & finite, real=real,
-                                            collective=collective))
     if record:
       chosen = tf.scatter_nd(kept[:, None], tf.ones_like(kept, tf.bool), [n])
+    if record and self.summaries is not None:  # what TensorBoard shows (tfjest/summaries.py)
+      updates.append(self.summaries.observe(super_batch, step, scored=scored, chosen=chosen,
+                                            n=n, usable=usable & finite, real=real,
+                                            collective=collective))
+    if record:
       values = stats_lib.batch_statistics(
           read=tf.reduce_sum(tf.cast(real, tf.int32)), selected=tf.size(kept), chosen=chosen,
           usable=usable & finite, finite=finite, real=real,

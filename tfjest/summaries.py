@@ -146,14 +146,14 @@ class SelectionSummaries(tf.Module):
 
   # ---- in the step (graph) -----------------------------------------------------------------
 
-  def observe(self, super_batch, step, *, scored, kept, n: int, usable, real, collective):
+  def observe(self, super_batch, step, *, scored, chosen, n: int, usable, real, collective):
     """Records one selection (graph-safe); returns the update op. Called by the step.
 
     Args:
       super_batch: the `n` candidates (this replica's shard).
       step: the step index that keys the noise.
       scored: the `scoring.Scored` super-batch (None for uniform selection).
-      kept: int `[k]`, the indices emitted.
+      chosen: `[n]` bool, the candidates emitted (the step's mask, also its statistics').
       n: candidates in `super_batch`.
       usable, real: `[n]` bool, as the step computes them.
       collective: the step's `Collective`.
@@ -163,7 +163,6 @@ class SelectionSummaries(tf.Module):
       # A step that Keras compiles whole with XLA cannot update host variables or hash
       # strings: it records no summaries (its statistics go on the device; see stats.py).
       return tf.no_op()
-    chosen = tf.scatter_nd(kept[:, None], tf.ones_like(kept, tf.bool), [n])
     every = self.every
     sampled = (every > 0) & tf.equal(tf.math.floormod(tf.cast(step, tf.int64),
                                                       tf.maximum(every, 1)), 0)
