@@ -40,7 +40,8 @@ class ParityTest(tf.test.TestCase, parameterized.TestCase):
     attached = tfjest.attach(learner, tfjest.select(**kwargs), placement="train_step",
                              jit_compile=False)
     step = tf.function(attached.selection)  # what the model's train step runs, step by step
-    got = [_ids(step(super_batch, i)) for i, super_batch in enumerate(stream.apply(attached))]
+    got = [_ids(step(super_batch, tf.constant(i, tf.int64)))  # one trace
+           for i, super_batch in enumerate(stream.apply(attached))]
 
     self.assertLen(got, 5)
     self.assertAllEqual(np.stack(got), np.stack(want))
@@ -219,7 +220,7 @@ class SampleWeightTest(tf.test.TestCase, parameterized.TestCase):
     if placement == "train_step":
       selector = tfjest.attach(learner, selector, placement="train_step", jit_compile=False)
       step = tf.function(selector.selection)
-      batches = [step(sb, i) for i, sb in enumerate(stream.apply(selector))]
+      batches = [step(sb, tf.constant(i, tf.int64)) for i, sb in enumerate(stream.apply(selector))]
     else:
       batches = list(stream.apply(selector))
     ids = np.concatenate([_ids(b) for b in batches])

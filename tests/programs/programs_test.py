@@ -1,5 +1,11 @@
 """Every program of examples/ and benchmarks/ runs as its docstring says: `python -m <module>`
-from the repository root, and `--help` lists its flags (nothing edits sys.path to get there)."""
+from the repository root, and its flags are documented (nothing edits sys.path to get there).
+
+Each program is run as `python -m <module>` by one program test (`RUN_BY` says which, and a
+test checks that file does run it); `--help` is run here for the programs no other test runs
+and for the demo, side by side (each run imports TensorFlow: running all seventeen took most
+of this file's time and checked nothing the smoke runs do not).
+"""
 
 import ast
 import os
@@ -10,27 +16,45 @@ from absl.testing import parameterized
 import tensorflow as tf
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROGRAMS = ("examples.demo", "examples.dnc", "examples.quickstart", "examples.rela",
-            "examples.train_reference", "examples.train_learner",
-            "benchmarks.accelerator_check", "benchmarks.cheap_scoring",
-            "benchmarks.data_efficiency", "benchmarks.dnc", "benchmarks.plateau_table",
-            "benchmarks.rela", "benchmarks.scoring_view",
-            "benchmarks.selection_overhead", "benchmarks.selection_scale",
-            "benchmarks.step_overhead", "benchmarks.summaries_overhead")
+# program -> the test file (under tests/programs) that runs it with `python -m`
+RUN_BY = {
+    "examples.demo": "examples_smoke_test.py",
+    "examples.dnc": "dnc_programs_test.py",
+    "examples.quickstart": "quickstart_test.py",
+    "examples.rela": None,  # run here with --help only (its recipe is benchmarks.rela's)
+    "examples.train_reference": "examples_smoke_test.py",
+    "examples.train_learner": "train_learner_test.py",
+    "benchmarks.accelerator_check": "benchmarks_test.py",
+    "benchmarks.cheap_scoring": "benchmarks_test.py",
+    "benchmarks.data_efficiency": "examples_smoke_test.py",
+    "benchmarks.dnc": "dnc_programs_test.py",
+    "benchmarks.plateau_table": "plateau_table_test.py",
+    "benchmarks.rela": "rela_benchmark_test.py",
+    "benchmarks.scoring_view": "benchmarks_test.py",
+    "benchmarks.selection_overhead": "benchmarks_test.py",
+    "benchmarks.selection_scale": "benchmarks_test.py",
+    "benchmarks.step_overhead": "benchmarks_test.py",
+    "benchmarks.summaries_overhead": "benchmarks_test.py",
+}
+PROGRAMS = tuple(RUN_BY)
+HELP_RUN = ("examples.demo",) + tuple(m for m, by in RUN_BY.items() if by is None)
 
 
-def _source(module):
-  with open(os.path.join(_ROOT, *module.split(".")) + ".py") as f:
+def _source(path):
+  with open(os.path.join(_ROOT, path)) as f:
     return f.read()
 
 
+def _module_source(module):
+  return _source(os.path.join(*module.split(".")) + ".py")
+
+
 def _help_outputs():
-  """`python -m <program> --help` for every program, run side by side (each one imports
-  TensorFlow; one after the other they took most of this file's time)."""
+  """`python -m <program> --help` for `HELP_RUN`, side by side."""
   running = {module: subprocess.Popen([sys.executable, "-m", module, "--help"], cwd=_ROOT,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True)
-             for module in PROGRAMS}
+             for module in HELP_RUN}
   outputs = {}
   for module, process in running.items():
     try:
@@ -40,6 +64,11 @@ def _help_outputs():
       stdout, stderr = process.communicate()
     outputs[module] = (process.returncode, stdout, stderr)
   return outputs
+
+
+def _flag_calls(source):
+  return [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call) and
+          getattr(node.func, "attr", "").startswith("DEFINE_")]
 
 
 class ProgramsTest(tf.test.TestCase, parameterized.TestCase):
@@ -53,29 +82,49 @@ class ProgramsTest(tf.test.TestCase, parameterized.TestCase):
     found = set()
     for package in ("examples", "benchmarks"):
       for name in os.listdir(os.path.join(_ROOT, package)):
-        if name.endswith(".py") and "app.run(main)" in _source(f"{package}.{name[:-3]}"):
+        if name.endswith(".py") and "app.run(main)" in _module_source(f"{package}.{name[:-3]}"):
           found.add(f"{package}.{name[:-3]}")
     self.assertEqual(found, set(PROGRAMS))
 
   @parameterized.parameters(*PROGRAMS)
-  def test_docstring_gives_the_command_and_help_lists_the_flags(self, module):
-    source = _source(module)
+  def test_docstring_gives_the_command_and_a_test_runs_it(self, module):
+    source = _module_source(module)
     self.assertIn(f"python -m {module}", ast.get_docstring(ast.parse(source)))
     self.assertNotIn("sys.path", source)
+    if RUN_BY[module] is not None:
+      test = _source(os.path.join("tests", "programs", RUN_BY[module]))
+      package, name = module.split(".")
+      # `[sys.executable, "-m", "<module>"]`, or a `_run("<name>")` helper that prefixes it
+      self.assertRegex(test, rf"[\"']({module}|{name})[\"']", f"{RUN_BY[module]} runs {module}")
+      self.assertIn('"-m"', test)
+    else:
+      self.assertIn(module, HELP_RUN)
+
+  @parameterized.parameters(*PROGRAMS)
+  def test_every_flag_has_a_help_text(self, module):
+    calls = _flag_calls(_module_source(module))
+    self.assertNotEmpty(calls)
+    for call in calls:
+      name = call.args[0].value
+      help_text = call.args[2] if len(call.args) > 2 else next(
+          (k.value for k in call.keywords if k.arg == "help"), None)
+      self.assertIsNotNone(help_text, f"{module} --{name}")
+      if isinstance(help_text, ast.Constant):  # an f-string or a joined one is not empty
+        self.assertTrue(help_text.value.strip(), f"{module} --{name}")
+
+  @parameterized.parameters(*HELP_RUN)
+  def test_help_lists_the_flags(self, module):
     returncode, stdout, stderr = self.help[module]
     # absl prints the help on stdout and exits with 1.
     self.assertEqual(returncode, 1, stderr[-2000:])
-    flags = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call) and
-             getattr(node.func, "attr", "").startswith("DEFINE_")]
-    self.assertNotEmpty(flags)
-    for call in flags:
+    for call in _flag_calls(_module_source(module)):
       name = call.args[0].value
       self.assertRegex(stdout, rf"--\[?(no)?\]?{name}\b", f"{module} --{name}")
 
   def test_data_dir_help_says_where_the_default_is(self):
     # A newcomer read "(default: TFDS')." in every program's --data_dir help.
-    for module, (_, stdout, _) in self.help.items():
-      self.assertNotIn("(default: TFDS').", stdout, module)
+    for module in PROGRAMS:
+      self.assertNotIn("(default: TFDS').", _module_source(module), module)
     self.assertIn("~/tensorflow_datasets", self.help["examples.demo"][1])
 
 
