@@ -29,7 +29,7 @@ class LabelsAreNotInputsTest(tf.test.TestCase):
                                         features=_features)
 
   def _joined(self, stream):
-    rows = {int(x["id"]): x[tfjest.priors.TARGET_KEY].numpy()
+    rows = {int(x["id"]): x["rela_target"].numpy()
             for x, _ in stream.apply(self.targets.join())}
     return np.stack([rows[i] for i in sorted(rows)])
 

@@ -212,9 +212,9 @@ class Clusters(values_lib.Store):
   """
 
   KIND = "clusters"
-  NAME = "cluster assignment"
+  NAME = "clusters"
   BUILDER = "tfjest.cluster_reference(...)"
-  SOURCE = "reference cache's"
+  SOURCE = "reference cache's contents (weights, ids, inputs)"
   FEATURES = {"cluster": "cluster"}
 
   def __init__(self, path: str, metadata: dict, verify_inputs: bool = True):

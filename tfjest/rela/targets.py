@@ -121,7 +121,7 @@ class PriorTargets(values_lib.Store):
   KIND = "prior_targets"
   NAME = "prior targets"
   BUILDER = "tfjest.prior_targets(...)"
-  SOURCE = "prior's"
+  SOURCE = "prior's weights"
   FEATURES = {"target": TARGET_KEY}
   # The targets depend on the inputs `x` only: data with other labels may join them.
   LABELS = False

@@ -50,7 +50,7 @@ class ReferenceCache(values_lib.Store):
   KIND = "reference_cache"
   NAME = "reference cache"
   BUILDER = "tfjest.cache_reference(...)"
-  SOURCE = "reference"
+  SOURCE = "reference weights"
 
   @property
   def FEATURES(self) -> Dict[str, str]:  # pylint: disable=invalid-name
@@ -304,21 +304,46 @@ def cache_reference(reference: keras.Model, dataset, path: str, *,
   check_service(service, processing_mode)
   spec = inputs[0].element_spec
   id_dtype = fingerprints.id_dtype(fingerprints.find_id(spec, id_key), id_key)
-  task, compute = _reference_compute(reference, spec, task=task, embedding_keys=embedding_keys,
-                                     loss_fn=loss_fn, id_key=id_key)
-  expected = {"task": task, "inputs": fingerprints.input_structure(spec),
-              "settings": {"embedding_keys": list(embedding_keys) if task == "contrastive"
+  path = os.fspath(path)
+  called = {}
+
+  def resolve():  # calls the reference once (a zero example): only to build, or if unknown
+    if not called:
+      called["task"], called["compute"] = _reference_compute(
+          reference, spec, task=task, embedding_keys=embedding_keys, loss_fn=loss_fn,
+          id_key=id_key)
+    return called["task"], called["compute"]
+
+  known = task
+  if known == "auto" and reuse and shards_lib.has_store(path):
+    try:  # reuse never calls the reference: its task is the stored one, if any
+      known = shards_lib.read_metadata(path, ReferenceCache)["task"]
+    except ValueError:
+      pass
+  if known == "auto" or not reference.built:
+    known = resolve()[0]
+  try:
+    fingerprint = fingerprints.model_fingerprint(reference, known, "reference")
+  except ValueError:
+    if not reuse:
+      raise
+    known = resolve()[0]  # not the stored kind of model: it is rebuilt
+    fingerprint = fingerprints.model_fingerprint(reference, known, "reference")
+  expected = {"task": known, "inputs": fingerprints.input_structure(spec),
+              "settings": {"embedding_keys": list(embedding_keys) if known == "contrastive"
                            else None}}
-  metadata = {"ids": {"dtype": id_dtype}}
-  if task == "contrastive":
+
+  def late():
+    if known != "contrastive":
+      return {}
     scale, bias = adapters.logit_parameters(reference)
-    metadata.update(logit_scale=float(scale.numpy()), logit_bias=float(bias.numpy()))
+    return {"logit_scale": float(scale.numpy()), "logit_bias": float(bias.numpy())}
+
   return ReferenceCache.build(
-      os.fspath(path), source={"name": reference.name,
-                               "fingerprint": fingerprints.model_fingerprint(reference, task,
-                                                                              "reference")},
-      expected=expected, metadata=metadata, num_shards=len(inputs), shards=inputs,
-      chunks=lambda: shards_lib.compute_chunks(inputs, compute, batch_size=batch_size,
+      path, source={"name": reference.name, "fingerprint": fingerprint},
+      expected=expected, metadata={"ids": {"dtype": id_dtype}}, late_metadata=late,
+      num_shards=len(inputs), shards=inputs,
+      chunks=lambda: shards_lib.compute_chunks(inputs, resolve()[1], batch_size=batch_size,
                                                service=service,
                                                processing_mode=processing_mode),
       id_key=id_key, batch_size=batch_size, overwrite=overwrite, reuse=reuse,

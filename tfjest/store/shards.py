@@ -158,7 +158,8 @@ def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,
   shards, values, whole = [], None, fingerprints.Digest()
   for index, chunks in enumerate(shard_chunks):
     name = shard_file(index, num_shards)
-    ids_digest, content_digest, count, seen = fingerprints.Digest(), fingerprints.Digest(), 0, set()
+    ids_digest, content_digest = fingerprints.Digest(), fingerprints.Digest()
+    count, seen = 0, set()
     with tf.io.TFRecordWriter(os.path.join(path, name + ".tmp")) as writer:
       for chunk in chunks:
         ids = chunk["id"]
@@ -173,13 +174,13 @@ def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,
           values = {k: {"shape": list(v.shape[1:]), "dtype": v.dtype.name}
                     for k, v in chunk.items() if k not in ("id", "input_fingerprint")}
         ids_digest.update(ids)
-        content_digest.update(ids, chunk["input_fingerprint"])
+        content_digest.update(chunk["input_fingerprint"])
         count += len(ids)
         writer.write(_serialize(chunk))
     os.replace(os.path.join(path, name + ".tmp"), os.path.join(path, name))
     shards.append({"file": name, "num_examples": count,
                    "ids_fingerprint": ids_digest.hexdigest(),
-                   "content_fingerprint": content_digest.hexdigest()})
+                   "content_fingerprint": _content(ids_digest, content_digest)})
     whole.update(np.array([s.encode() for s in (shards[-1]["ids_fingerprint"],
                                                 shards[-1]["content_fingerprint"])], object))
   total = sum(s["num_examples"] for s in shards)
@@ -211,11 +212,14 @@ def stale_reason(path, kind, *, source_fingerprint: Optional[str] = None,
   except ValueError as e:
     return f"the {kind.NAME} there is unreadable ({e})"
   if source_fingerprint is not None and metadata["source"]["fingerprint"] != source_fingerprint:
-    return (f"the {kind.SOURCE} weights differ from those the {kind.NAME} was built with "
-            f"(model {metadata['source']['name']!r})")
+    return (f"the {kind.SOURCE} differ from those the {kind.NAME} was built from "
+            f"({metadata['source']['name']!r})")
   for key, value in (expected or {}).items():
+    if key == "inputs" and metadata.get(key) != value:
+      return (f"the dataset's elements have another structure than those the {kind.NAME} was "
+              f"built from ({metadata.get(key)})")
     if metadata.get(key) != value:
-      return f"the {kind.NAME} was built with {key}={metadata.get(key)!r}, not {value!r}"
+      return f"the {kind.NAME} was built with other {key} ({metadata.get(key)!r}, not {value!r})"
   if shards is None:
     return None
   return _other_inputs(metadata, kind, input_shards(shards), id_key, batch_size)
@@ -236,12 +240,18 @@ def _other_inputs(metadata, kind, shards, id_key, batch_size) -> Optional[str]:
     ids, content, count = fingerprints.Digest(), fingerprints.Digest(), 0
     for chunk in chunks:
       ids.update(chunk["id"])
-      content.update(chunk["id"], chunk["input_fingerprint"])
+      content.update(chunk["input_fingerprint"])
       count += len(chunk["id"])
     if ids.hexdigest() != recorded["ids_fingerprint"]:
       return (f"the dataset holds other example ids in input shard {index} ({count} examples, "
               f"the {kind.NAME} {recorded['num_examples']})")
-    if content.hexdigest() != recorded["content_fingerprint"]:
+    if _content(ids, content) != recorded["content_fingerprint"]:
       return (f"the inputs of some examples differ from those the {kind.NAME} was built from "
               f"(input shard {index})")
   return None
+
+
+def _content(ids: fingerprints.Digest, inputs: fingerprints.Digest) -> str:
+  """The digest of a shard's `(id, input fingerprint)` pairs, in order (chunking aside)."""
+  return fingerprints.Digest().update(np.array(
+      [ids.hexdigest().encode(), inputs.hexdigest().encode()], object)).hexdigest()

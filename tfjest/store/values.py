@@ -50,7 +50,7 @@ class Store:
   KIND = "values"
   NAME = "store"
   BUILDER = "its builder"
-  SOURCE = "model"
+  SOURCE = "model's weights"
   LABELS = True
   FEATURES: Mapping[str, str] = {}
 
@@ -110,8 +110,8 @@ class Store:
     if not isinstance(reuse, bool):
       raise ValueError(f"reuse must be a bool. Received: reuse={reuse!r}")
     if shards_lib.has_store(path) and not (overwrite or reuse):
-      raise ValueError(f"A {cls.NAME} already exists there; pass overwrite=True to replace it "
-                       f"(or reuse=True to keep it if current). Received: path={path!r}")
+      raise ValueError(f"The {cls.NAME} already exists there; pass overwrite=True to replace "
+                       f"it (or reuse=True to keep it if current). Received: path={path!r}")
     reason = None
     if reuse:
       reason = shards_lib.stale_reason(path, cls, source_fingerprint=source["fingerprint"],
