@@ -47,7 +47,7 @@ class CacheReuseTest(tf.test.TestCase, parameterized.TestCase):
         reused = self._cache()
     self.assertTrue(reused.reused)
     self.assertIsNone(reused.rebuild_reason)
-    self.assertRegex(logs.output[-1], r"reused the cache at .* \(96 examples\)")
+    self.assertRegex(logs.output[-1], r"reused the reference cache at .* \(96 examples\)")
     self.assertEqual(reused.metadata, built.metadata)
     # The same stream reordered and re-batched holds the same examples.
     shuffled = self.stream.shuffle(96, seed=3, reshuffle_each_iteration=False)

@@ -281,7 +281,7 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
                    "kind": _PriorFeatures.KIND, "ids": {"dtype": id_dtype}},
         ((moments.add(c) for c in shard) for shard in shards_lib.compute_chunks(
             inputs, compute, batch_size=batch_size, service=service,
-            processing_mode=processing_mode)),
+            processing_mode=processing_mode, id_key=id_key)),
         num_shards=len(inputs), empty_message="prior_targets(...) was given an empty dataset. "
                                               "Received: dataset with no elements")
     stored = _PriorFeatures(raw_path, raw)

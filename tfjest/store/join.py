@@ -94,8 +94,8 @@ class Streamed:
       raise ValueError(f"The streamed join reads single examples in the order the {store.NAME} "
                        f"was built from: join before batching (and before shuffling). "
                        f"Received: id feature {id_key!r} of shape {id_spec.shape}")
-    store.check_element_spec(spec, id_key)
     _check_new(spec, self.features.values())
+    store.check_element_spec(spec, id_key)
     stream = dataset.map(lambda *e: (tf.constant(True), e if len(e) > 1 else e[0]))
     stream = stream.concatenate(tf.data.Dataset.from_tensors(
         (tf.constant(False), tf.nest.map_structure(_zeros, spec))))

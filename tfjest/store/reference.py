@@ -344,7 +344,7 @@ def cache_reference(reference: keras.Model, dataset, path: str, *,
       expected=expected, metadata={"ids": {"dtype": id_dtype}}, late_metadata=late,
       num_shards=len(inputs), shards=inputs,
       chunks=lambda: shards_lib.compute_chunks(inputs, resolve()[1], batch_size=batch_size,
-                                               service=service,
+                                               service=service, id_key=id_key,
                                                processing_mode=processing_mode),
       id_key=id_key, batch_size=batch_size, overwrite=overwrite, reuse=reuse,
       empty_message="cache_reference(...) was given an empty dataset. Received: dataset with "
