@@ -314,7 +314,8 @@ class CacheArgumentsTest(CacheTestCase):
     path = _fresh_dir(self)
     with open(os.path.join(path, "metadata.json"), "w") as f:
       json.dump({"format": "something.else", "version": 1}, f)
-    with self.assertRaisesRegex(ValueError, "Received: format='something.else', version=1, kind=None"):
+    with self.assertRaisesRegex(ValueError,
+                                "Received: format='something.else', version=1, kind=None"):
       tfjest.ReferenceCache.load(path)
 
   def test_classifier_cache_needs_labels_and_data(self):

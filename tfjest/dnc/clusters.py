@@ -15,7 +15,8 @@ Why our own k-means: `kmeans` is Lloyd's algorithm written as passes over a `tf.
 initialisation on the first `init_size` rows, float64 accumulation, and a fixed iteration order,
 so the result is deterministic from the seed and the same on every machine. Exact Lloyd
 rather than mini-batch k-means, because the input (a cache of `M * d` floats, streamed from
-disk) is cheap enough to pass over a few dozen times and mini-batch updates depend on batch order and size.
+disk) is cheap enough to pass over a few dozen times and mini-batch updates depend on batch
+order and size.
 scikit-learn's `KMeans` (Lloyd or Elkan, several k-means++ restarts, `n_init`) is better
 tuned and well kept and would give lower inertia for the same k; it is not a dependency of
 tfjest and needs the embeddings as one in-memory NumPy array. Users who prefer it can pass
