@@ -126,8 +126,8 @@ class ClusterReferenceTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(loaded.assignments, stale.assignments)
     with self.assertRaisesRegex(ValueError, "already exists there"):
       tfjest.cluster_reference(self.cache, path, num_clusters=3)
-    with self.assertRaisesRegex(ValueError, "holding clusters. Received: format='tfjest.store', version=2, "
-                                "kind='reference_cache'"):
+    with self.assertRaisesRegex(ValueError, "holding clusters. Received: format='tfjest.store', "
+                                "version=2, kind='reference_cache'"):
       tfjest.Clusters.load(self.cache.path)
 
   @parameterized.named_parameters(

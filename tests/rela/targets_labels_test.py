@@ -1,4 +1,7 @@
-"""Prior targets depend on the inputs only: data with other labels joins them (`tfjest.prior_targets`)."""
+"""Prior targets depend on the inputs only: data with other labels joins them.
+
+(`tfjest.prior_targets`, `tfjest/rela/targets.py`.)
+"""
 
 import os
 import tempfile

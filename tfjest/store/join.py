@@ -24,6 +24,7 @@ from tfjest import adapters
 from tfjest.store import fingerprints
 
 _SHARD, _POSITION = "_shard", "_position"
+_BLOCK = 256  # examples checked at a time
 
 
 def add_features(element, features: Mapping[str, tf.Tensor]):
@@ -76,13 +77,17 @@ class Streamed:
     return tf.data.Dataset.choose_from_datasets(joined, choice, stop_on_empty_dataset=False)
 
   def _values(self, indices) -> tf.data.Dataset:
+    """The values of `indices`, each tagged with its shard and position, then an end marker."""
     out = None
     for i in indices:
-      values = self.store.shard_dataset(i).enumerate().map(
-          lambda position, v, i=i: dict(v, **{_SHARD: tf.constant(i, tf.int64),
-                                              _POSITION: position}))
+      def tag(offset, chunk, i=i):
+        n = tf.shape(chunk["id"], out_type=tf.int64)[0]
+        return offset + n, dict(chunk, **{_SHARD: tf.fill([n], tf.constant(i, tf.int64)),
+                                          _POSITION: offset + tf.range(n)})
+      values = self.store.shard_dataset(i, chunked=True).scan(tf.constant(0, tf.int64), tag)
       out = values if out is None else out.concatenate(values)
-    end = tf.nest.map_structure(lambda s: _zeros(s), out.element_spec)
+    out = out.unbatch()
+    end = tf.nest.map_structure(_zeros, out.element_spec)
     end[_SHARD] = tf.constant(-1, tf.int64)
     return out.concatenate(tf.data.Dataset.from_tensors(end))
 
@@ -96,15 +101,21 @@ class Streamed:
                        f"Received: id feature {id_key!r} of shape {id_spec.shape}")
     _check_new(spec, self.features.values())
     store.check_element_spec(spec, id_key)
-    stream = dataset.map(lambda *e: (tf.constant(True), e if len(e) > 1 else e[0]))
+    # Both sides end with a marker, then are checked a block of examples at a time: a stream
+    # longer or shorter than its values meets the other side's marker (zip cannot hide it).
+    stream = dataset.batch(_BLOCK).map(lambda *e: (
+        tf.fill([tf.shape(fingerprints.find_id(e if len(e) > 1 else e[0], id_key))[0]], True),
+        e if len(e) > 1 else e[0]))
     stream = stream.concatenate(tf.data.Dataset.from_tensors(
-        (tf.constant(False), tf.nest.map_structure(_zeros, spec))))
+        (tf.constant(False), tf.nest.map_structure(_zeros, spec))).batch(1)).unbatch()
     names = tf.constant(self.names)
     last = self.names[indices[-1]]
     labels, verify, features = store.LABELS, self.verify, self.features
 
     def check(real_and_element, value):
       real, element = real_and_element
+      n = tf.minimum(tf.shape(real)[0], tf.shape(value["id"])[0])
+      real, element, value = tf.nest.map_structure(lambda t: t[:n], (real, element, value))
       ids = fingerprints.find_id(element, id_key)
       ids = ids if ids.dtype == tf.string else tf.cast(ids, tf.int64)
       shard = value[_SHARD]
@@ -112,43 +123,46 @@ class Streamed:
       same = tf.equal(ids, value["id"])
       ok = tf.equal(real, stored) & (same | ~real)
       if verify:
-        fingerprint = fingerprints.input_fingerprints(
-            tf.nest.map_structure(lambda t: t[None], element), labels)[0]
-        ok &= ~(real & stored & same) | tf.equal(fingerprint, value["input_fingerprint"])
+        ok &= ~(real & stored & same) | tf.equal(
+            fingerprints.input_fingerprints(element, labels), value["input_fingerprint"])
 
       def fail():
-        name = tf.gather(names, tf.maximum(shard, 0))
+        k = tf.argmin(tf.cast(ok, tf.int32))
+        r, s, at_id, want, position = (real[k], stored[k], ids[k], value["id"][k],
+                                       value[_POSITION][k])
+        name = tf.gather(names, tf.maximum(shard[k], 0))
         message = tf.case([
-            (real & ~stored, lambda: tf.strings.format(
+            (r & ~s, lambda: tf.strings.format(
                 "an extra example: id {} comes after the last stored value (of shard {}). The "
                 "stream holds examples or input shards the store was not built from. "
-                "Received: id={}", [ids, last, ids])),
-            (~real & stored, lambda: tf.strings.format(
+                "Received: id={}", [at_id, last, at_id])),
+            (~r & s, lambda: tf.strings.format(
                 "the stream ended before the value of id {} (position {} of shard {}): a "
                 "missing example or input shard. Received: end of stream, shard={}",
-                [value["id"], value[_POSITION], name, name])),
-            (~same, lambda: tf.strings.format(
+                [want, position, name, name])),
+            (tf.not_equal(at_id, want), lambda: tf.strings.format(
                 "example id {} met the value stored for id {} (position {} of shard {}): the "
                 "stream is not read in the build's order (a reordered or missing shard, a "
                 "shuffle before the join) or holds other ids. Received: id={}, shard={}",
-                [ids, value["id"], value[_POSITION], name, ids, name]))],
+                [at_id, want, position, name, at_id, name]))],
             default=lambda: tf.strings.format(
                 "the inputs of example id {} differ from those its value was computed from "
                 "(position {} of shard {}): the store is stale. Rebuild it, or join with "
                 "verify_inputs=False to accept stale values. Received: id={}, shard={}",
-                [ids, value[_POSITION], name, ids, name]))
+                [at_id, position, name, at_id, name]))
         with tf.control_dependencies([tf.debugging.Assert(
             False, [f"tfjest: the stream and the {store.NAME} at {store.path} are not aligned: ",
                     message])]):
           return tf.constant(False)
 
-      checked = tf.cond(ok, lambda: tf.constant(True), fail)
+      checked = tf.cond(tf.reduce_all(ok), lambda: tf.constant(True), fail)
       with tf.control_dependencies([checked]):
         real = tf.identity(real)
-      return real, add_features(element, {name: value[k] for k, name in features.items()})
+      element = add_features(element, {name: value[k] for k, name in features.items()})
+      return tf.nest.map_structure(lambda t: tf.boolean_mask(t, real), element)
 
-    joined = tf.data.Dataset.zip((stream, self._values(indices))).map(check)
-    return joined.filter(lambda real, _: real).map(lambda _, element: element)
+    joined = tf.data.Dataset.zip((stream.batch(_BLOCK), self._values(indices).batch(_BLOCK)))
+    return joined.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
 def by_id(store, id_key: str, features: Mapping[str, str]):

@@ -141,12 +141,16 @@ class Store:
   def source_fingerprint(self) -> str:
     return self.metadata["source"]["fingerprint"]
 
-  def shard_dataset(self, index: int) -> tf.data.Dataset:
-    """The values of shard `index`, one element per example: `id`, `input_fingerprint`, values."""
+  def shard_dataset(self, index: int, chunked: bool = False) -> tf.data.Dataset:
+    """The values of shard `index`, one element per example: `id`, `input_fingerprint`, values.
+
+    With `chunked`, one element per stored chunk (`[n, ...]` each).
+    """
     self.opened_shards.append(int(index))
     name = os.path.join(self.path, self.metadata["shards"][index]["file"])
     parse = shards_lib.parse_fn(self.metadata["values"], self.metadata["ids"]["dtype"])
-    return tf.data.TFRecordDataset(name).map(parse).unbatch()
+    chunks = tf.data.TFRecordDataset(name).map(parse)
+    return chunks if chunked else chunks.unbatch()
 
   def read(self, shards: Optional[Sequence[int]] = None) -> tf.data.Dataset:
     """The values of `shards` (default all), shard after shard, in the build's order."""
