@@ -3,8 +3,7 @@
 Run from the repository root: `python tools/store_join_cost.py [M] [d]`. Builds a store of M
 examples of d-wide float32 values (written directly through the store's writer: no model), then
 times one pass of (a) the plain stream, (b) the stream joined with the ids checked, (c) joined
-with the ids and input fingerprints checked. The full scale benchmark is
-benchmarks/store_scale.py.
+with the ids and input fingerprints checked. The full scale benchmark is issue 23's.
 """
 
 import os
