@@ -185,12 +185,12 @@ class _PriorFeatures(values_lib.Store):
 def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
                   id_key: str = "id",
                   features: Features = None,
-                  view_fn: Optional[Callable] = None,
                   batch_size: int = 256,
                   service: Optional[str] = None,
                   processing_mode: str = "distributed_epoch",
                   overwrite: bool = False,
-                  reuse: bool = False) -> PriorTargets:
+                  reuse: bool = False,
+                  view_fn: Optional[Callable] = None) -> PriorTargets:
   """Runs a frozen prior once over `dataset`; stores each example's ReLA target by id.
 
   >>> import os
