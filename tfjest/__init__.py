@@ -6,22 +6,18 @@ design (docs/DESIGN.md has the map):
 - the core, at the top: `transform` (`select`), `step` (the one selection step), `selection`
   (the rules), `scores` and `global_scores`, `losses`, `scoring` (where models are called),
   `adapters` (Keras model contracts), `stats`, `batching`, `cost`, `efficiency`, `checks`;
-- cost levers: `proxy` (`OnlineProxy`), `resolution` (`multi_resolution`), `cache`
-  (`cache_reference`);
+- cost levers: `proxy` (`OnlineProxy`), `resolution` (`multi_resolution`);
+- `store/`: per-example values on disk, in shards, joined to a stream (`cache_reference`;
+  the prior targets and cluster ids use it too);
 - `distribute/`: `attach`, `detach` and the replicated train step;
-- `rela/`: the ReLA aid and per-epoch subsets (prior targets: `priors`);
-- `dnc/`: cluster-conditioned super-batches (clusters: `clusters`);
+- `rela/`: the ReLA aid, per-epoch subsets and prior targets (`targets`);
+- `dnc/`: k-means clusters (`clusters`) and cluster-conditioned super-batches;
 - `datasets/`: the offline TFDS world; `callbacks`, `resume`, `testing`.
 """
 
 from tfjest import efficiency
 from tfjest.batching import super_batch_size_for
-from tfjest.cache import ReferenceCache
-from tfjest.cache import cache_reference
 from tfjest.callbacks import SelectionStatsCallback
-from tfjest.clusters import Clusters
-from tfjest.clusters import cluster_reference
-from tfjest.clusters import kmeans
 from tfjest.cost import StepCost
 from tfjest.cost import forward_flops
 from tfjest.cost import selection_flops
@@ -31,6 +27,9 @@ from tfjest.distribute.attach import detach
 from tfjest.distribute.keras_compat import ensure_multi_worker_fit
 from tfjest.distribute.replica import ReplicaSelection
 from tfjest.distribute.train_step import TrainStepSelection
+from tfjest.dnc.clusters import Clusters
+from tfjest.dnc.clusters import cluster_reference
+from tfjest.dnc.clusters import kmeans
 from tfjest.dnc.contrast import by_cluster
 from tfjest.global_scores import GlobalScores
 from tfjest.losses import Embeddings
@@ -41,12 +40,12 @@ from tfjest.losses import sigmoid_pair_loss_block
 from tfjest.losses import sigmoid_pair_loss_chunk_sums
 from tfjest.losses import sigmoid_pair_loss_diagonal
 from tfjest.models import SigLIPDualEncoder
-from tfjest.priors import PriorTargets
-from tfjest.priors import prior_targets
 from tfjest.proxy import OnlineProxy
 from tfjest.rela.aid import ReLAAid
 from tfjest.rela.aid import rela_switch_update
 from tfjest.rela.subsets import epoch_subsets
+from tfjest.rela.targets import PriorTargets
+from tfjest.rela.targets import prior_targets
 from tfjest.resolution import multi_resolution
 from tfjest.resume import backup_and_restore
 from tfjest.resume import deterministic_options
@@ -62,6 +61,8 @@ from tfjest.selection import independent_selection
 from tfjest.selection import joint_selection
 from tfjest.selection import uniform_selection
 from tfjest.stats import SelectionStats
+from tfjest.store.reference import ReferenceCache
+from tfjest.store.reference import cache_reference
 from tfjest.transform import Selector
 from tfjest.transform import select
 from tfjest.version import __version__

@@ -377,3 +377,24 @@ def _describe(outputs) -> str:
     return f"a {type(outputs).__name__} of {len(outputs)}"
   shape = getattr(outputs, "shape", None)
   return f"of type {type(outputs).__name__}" + (f" and shape {shape}" if shape is not None else "")
+
+
+def _zeros_like_spec(s):
+  shape = [1] + s.shape.as_list()
+  if s.dtype == tf.string:
+    return tf.fill(shape, "")
+  return tf.zeros(shape, s.dtype)
+
+
+def build_and_probe(model: keras.Model, x_spec, role: str):
+  """Calls a model eagerly on one zero example (building it if needed); returns its outputs."""
+  dummy = tf.nest.map_structure(_zeros_like_spec, x_spec)
+  try:
+    return model(dummy, training=False)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(
+        f"tfjest could not call the {role} on the elements' inputs (it calls the model once on "
+        f"a zero example to build it and check its outputs). Make sure the model accepts the "
+        f"dataset's x as `fit` would pass it (if the dataset yields batches, pass "
+        f"input_batched=True). Received: {role}={model.name!r}, inputs spec={x_spec}. "
+        f"Error: {e}") from e

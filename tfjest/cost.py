@@ -287,7 +287,7 @@ def selector_step_cost(*, rule, setup, scorer, sizes, x_spec) -> StepCost:
   return step_cost(
       batch_size=b, super_batch_size=n, learner_flops=learner_flops,
       learner_scoring_flops=scoring_flops, reference_flops=reference_flops,
-      reference_cached=scorer.reference_cache is not None,
+      reference_cached=scorer.reference_values is not None,
       proxy_flops=scoring_flops if setup.proxy is not None else None, selection=selection)
 
 

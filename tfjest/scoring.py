@@ -11,7 +11,7 @@ the public rule of which models it calls.
 """
 
 import dataclasses
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -20,6 +20,7 @@ from tfjest import adapters
 from tfjest import proxy as proxy_lib
 from tfjest import scores as scores_lib
 from tfjest import selection
+from tfjest.store import reference as reference_lib
 
 ROLES = ("learner", "reference")
 
@@ -74,8 +75,11 @@ class Setup:
   embedding_keys: Tuple[str, str] = ("image_embeddings", "text_embeddings")
   loss_fn: Any = None
   scoring_view: Optional[Callable] = None
-  reference_cache: object = None
+  reference_cache: Optional[reference_lib.ReferenceCache] = None
   id_key: Optional[str] = None
+  reference_features: Optional[Mapping[str, str]] = None
+  logit_scale: Optional[float] = None
+  logit_bias: Optional[float] = None
   # With `score`, which models are called (`models_read`): none for "uniform".
   method: str = "jest"
 
@@ -93,11 +97,8 @@ class Setup:
           "copy, e.g. `reference = keras.models.clone_model(model); reference.set_weights("
           "model.get_weights()); reference.trainable = False`, or a cache of it. "
           f"Received: reference={self.reference.name!r} (the learner)")
-    # `cache` calls the reference through a `Scorer`, so this module cannot import it: a
-    # ReferenceCache is recognised by what the scorer calls on it.
-    if self.reference_cache is not None and not all(
-        callable(getattr(self.reference_cache, m, None))
-        for m in ("outputs_for", "check_element_spec", "check_reference")):
+    if self.reference_cache is not None and not isinstance(self.reference_cache,
+                                                           reference_lib.ReferenceCache):
       raise TypeError("reference_cache must be a tfjest.ReferenceCache (from "
                       "tfjest.cache_reference or ReferenceCache.load). Received: "
                       f"reference_cache of type {type(self.reference_cache).__name__}")
@@ -107,12 +108,29 @@ class Setup:
     if "learner" in reads and self.learner is None and self.proxy is None:
       raise ValueError(f"score={score!r} scores with the learner. Pass learner=<the model "
                        "being trained> (or proxy=). Received: learner=None")
-    elif "reference" in reads and self.reference is None and self.reference_cache is None:
-      raise ValueError(f"score={score!r} needs a frozen reference model. Pass reference= or "
-                       "reference_cache=, or use score='hard_learner'. Received: reference=None")
+    elif "reference" in reads and self.reference is None and self.reference_cache is None \
+        and self.reference_features is None:
+      raise ValueError(f"score={score!r} needs a frozen reference model. Pass reference=, "
+                       "reference_cache= or reference_features=, or use score='hard_learner'. "
+                       "Received: reference=None")
     elif reads and self.reference_cache is not None and "reference" not in reads:
       raise ValueError(f"score={score!r} does not read the reference, so reference_cache "
                        f"would be unused. Received: reference_cache={self.reference_cache.path!r}")
+    elif reads and self.reference_features is not None and "reference" not in reads:
+      raise ValueError(f"score={score!r} does not read the reference, so reference_features "
+                       f"would be unused. Received: reference_features={self.reference_features!r}")
+    values = None
+    if self.reference_features is not None:
+      if self.reference_cache is not None or self.reference is not None:
+        raise ValueError("reference_features are the reference's stored outputs: pass them "
+                         "instead of reference= and reference_cache=, not with them. Received: "
+                         f"reference_features={self.reference_features!r}")
+      values = reference_lib.ReferenceValues.from_features(
+          self.reference_features, self.logit_scale, self.logit_bias)
+    elif self.logit_scale is not None or self.logit_bias is not None:
+      raise ValueError("logit_scale and logit_bias only serve reference_features, which were "
+                       f"not given. Received: logit_scale={self.logit_scale!r}, "
+                       f"logit_bias={self.logit_bias!r}")
     for name in ("scoring_view", "proxy"):
       value = getattr(self, name)
       if reads and value is not None and "learner" not in reads:
@@ -124,9 +142,12 @@ class Setup:
                          f"id_key=<the id feature>. Received: id_key={self.id_key!r}")
       if self.reference is not None:
         self.reference_cache.check_reference(self.reference)
+      values = reference_lib.ReferenceValues.from_cache(self.reference_cache, self.id_key)
     elif self.id_key is not None:
       raise ValueError(f"id_key only serves reference_cache, which was not given. "
                        f"Received: id_key={self.id_key!r}")
+    # How scoring reads the reference's stored outputs (features, or the cache by id).
+    object.__setattr__(self, "reference_values", values)
     if self.scoring_view is not None and not callable(self.scoring_view):
       raise ValueError(f"scoring_view must be a function of the inputs x. "
                        f"Received: scoring_view={self.scoring_view!r}")
@@ -164,7 +185,7 @@ class Setup:
     if "learner" in reads:
       models[self.learner_role] = (self.proxy.model if self.proxy is not None
                                    else self.learner)
-    if "reference" in reads and self.reference_cache is None:
+    if "reference" in reads and self.reference_values is None:
       models["reference"] = self.reference
     return models
 
@@ -213,8 +234,8 @@ class Scorer:
   def __init__(self, setup: Setup):
     self.setup = setup
     self.models = setup.scoring_models()
-    self.reference_cache = (setup.reference_cache
-                            if "reference" in setup.models_read else None)
+    self.reference_values = (setup.reference_values
+                             if "reference" in setup.models_read else None)
     self.task = None if setup.task == "auto" else setup.task
     self.input_specs = {}
     self.width = None
@@ -224,7 +245,11 @@ class Scorer:
   @property
   def roles(self):
     """The roles whose scores enter: the learner's (or proxy's) and/or "reference"."""
-    return tuple(self.models) + (("reference",) if self.reference_cache is not None else ())
+    return tuple(self.models) + (("reference",) if self.reference_values is not None else ())
+
+  def strip(self, element):
+    """`element` (or its spec) without the reference's stored features: what models see."""
+    return self.reference_values.drop(element) if self.reference_values is not None else element
 
   def prepare(self, element_spec):
     """Builds unbuilt models, checks their outputs and fixes the task (once per spec).
@@ -238,13 +263,16 @@ class Scorer:
     if self._prepared_for == element_spec:
       return
     setup = self.setup
-    x_spec, y_spec, _ = adapters.unpack(element_spec)
+    stored_width = None
+    if self.reference_values is not None:  # first: it finds out whether values are features
+      stored_width = self.reference_values.prepare(element_spec)
+    x_spec, y_spec, _ = adapters.unpack(self.strip(element_spec))
     kinds, shapes = [], {}
     for role, model in self.models.items():
       spec = x_spec
       if role != "reference" and setup.scoring_view is not None:
         spec = view_spec(setup.scoring_view, x_spec)
-      outputs = build_and_probe(model, spec, role)
+      outputs = adapters.build_and_probe(model, spec, role)
       self.input_specs[role] = spec
       task = adapters.resolve_task(
           outputs, task=setup.task, embedding_keys=setup.embedding_keys, loss_fn=setup.loss_fn,
@@ -255,11 +283,10 @@ class Scorer:
       else:
         self._loss_fns[role] = adapters.resolve_loss_fn(model, setup.loss_fn, role)
         shapes[role] = tf.nest.map_structure(lambda t: tuple(t.shape[1:]), outputs)
-    if self.reference_cache is not None:
-      kinds.append(("reference cache", self.reference_cache.task))
-      self.reference_cache.check_element_spec(element_spec, setup.id_key)
-      if self.width is None and self.reference_cache.task == "contrastive":
-        self.width = self.reference_cache.metadata["outputs"]["image_embeddings"][0]
+    if self.reference_values is not None:
+      kinds.append(("reference cache" if self.reference_values.cache is not None else
+                    "reference features", self.reference_values.task))
+      self.width = self.width or stored_width
     resolved = None
     for role, task in kinds:
       if resolved is not None and task != resolved:
@@ -282,13 +309,13 @@ class Scorer:
   def outputs(self, super_batch, joined=None) -> Dict[str, object]:
     """`{role: losses.Embeddings or [N] losses}` of every role, in the graph (call `prepare`).
 
-    `joined` is the reference cache's `values_for(super_batch)` when the pipeline joined them
-    already (selection in a train step); else the cache is looked up here.
+    The reference's stored outputs are `joined` when the pipeline looked them up by id already
+    (selection in a train step), else read from the elements' features or looked up here.
     """
     if self._prepared_for is None:
       raise RuntimeError("Scorer.prepare(element_spec) must run before scoring.")
     setup = self.setup
-    x, y, _ = adapters.unpack(super_batch)
+    x, y, _ = adapters.unpack(self.strip(super_batch))
     n = _leading_size(super_batch)
     out = {}
     for role, model in self.models.items():
@@ -302,10 +329,10 @@ class Scorer:
         value = adapters.classification_losses(model, inputs, y, self._loss_fns[role], role)
         _check_count(value, n, role)
       out[role] = value
-    if self.reference_cache is not None:
+    if self.reference_values is not None:
       if joined is None:
-        joined = self.reference_cache.values_for(super_batch, setup.id_key)
-      out["reference"] = self.reference_cache.outputs_from(joined)
+        joined = self.reference_values.values(super_batch)
+      out["reference"] = self.reference_values.outputs_from(joined)
     return out
 
   def __call__(self, super_batch, joined=None) -> Scored:
@@ -372,17 +399,3 @@ def _zeros(s):
   if s.dtype == tf.string:
     return tf.fill(shape, "")
   return tf.zeros(shape, s.dtype)
-
-
-def build_and_probe(model: keras.Model, x_spec, role: str):
-  """Calls a model eagerly on one zero example (building it if needed); returns its outputs."""
-  dummy = tf.nest.map_structure(_zeros, x_spec)
-  try:
-    return model(dummy, training=False)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ValueError(
-        f"tfjest could not call the {role} on the elements' inputs (it calls the model once on "
-        f"a zero example to build it and check its outputs). Make sure the model accepts the "
-        f"dataset's x as `fit` would pass it (if the dataset yields batches, pass "
-        f"input_batched=True). Received: {role}={model.name!r}, inputs spec={x_spec}. "
-        f"Error: {e}") from e

@@ -119,13 +119,15 @@ class SelectionStep:
     picks = self._choose(scored, key, usable, n, b, collective)
     kept = picks if keep is None else picks[:keep]
     chosen_idx = tf.sort(kept)  # keep the stream's order inside the batch
-    batch = tf.nest.map_structure(lambda t: tf.gather(t, chosen_idx), super_batch)
+    # Stored reference values (features of the elements) never reach `fit` nor the summaries.
+    plain = self.scorer.strip(super_batch) if self.scorer is not None else super_batch
+    batch = tf.nest.map_structure(lambda t: tf.gather(t, chosen_idx), plain)
 
     updates = []
     if record:
       chosen = tf.scatter_nd(kept[:, None], tf.ones_like(kept, tf.bool), [n])
     if record and self.summaries is not None:  # what TensorBoard shows (tfjest/summaries.py)
-      updates.append(self.summaries.observe(super_batch, step, scored=scored, chosen=chosen,
+      updates.append(self.summaries.observe(plain, step, scored=scored, chosen=chosen,
                                             n=n, usable=usable & finite, real=real,
                                             collective=collective))
     if record:

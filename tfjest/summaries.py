@@ -117,7 +117,7 @@ class SelectionSummaries(tf.Module):
       self.fidelity_learner = learner
       x_spec, _, _ = adapters.unpack(element_spec)
       from tfjest import scoring  # pylint: disable=g-import-not-at-top
-      scoring.build_and_probe(learner, x_spec, "learner")
+      adapters.build_and_probe(learner, x_spec, "learner")
       if scorer.task == "classification":
         self._fidelity_loss_fn = adapters.resolve_loss_fn(learner, setup.loss_fn, "learner")
       names += ("learner_score", "learner_full_loss")

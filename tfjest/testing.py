@@ -23,8 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfjest import cache as cache_lib
-from tfjest import clusters as clusters_lib
+from tfjest.dnc import clusters as clusters_lib
+from tfjest.store import reference as cache_lib
 from tfjest import losses
 from tfjest import models
 from tfjest import proxy as proxy_lib

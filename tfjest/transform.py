@@ -9,7 +9,7 @@ inside a replicated train step is `tfjest.attach` (`tfjest/distribute/`), which 
 super-batching and the same step; this module knows nothing of `tf.distribute`.
 """
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import logging
 import keras
@@ -18,7 +18,6 @@ import tensorflow as tf
 from tfjest import adapters
 from tfjest import batching
 from tfjest import checks
-from tfjest import cache as cache_lib
 from tfjest import cost as cost_lib
 from tfjest import devices
 from tfjest import proxy as proxy_lib
@@ -27,6 +26,8 @@ from tfjest import selection
 from tfjest import stats as stats_lib
 from tfjest import step as step_lib
 from tfjest import summaries as summaries_lib
+from tfjest.store import fingerprints
+from tfjest.store import reference as reference_lib
 
 class Selector:
   """The transformation returned by `select`: call it (or `dataset.apply` it) on a dataset.
@@ -150,7 +151,7 @@ class Selector:
     if self.scorer is not None:
       self.scorer.prepare(element_spec)
       if self.scorer.task == "classification":
-        ids = (cache_lib.find_id(element_spec, self.setup.id_key)
+        ids = (fingerprints.find_id(element_spec, self.setup.id_key)
                if self.setup.id_key is not None else None)
         batching.check_labels(element_spec, skip=(ids,) if ids is not None else ())
       if self.setup.proxy is not None:
@@ -160,14 +161,18 @@ class Selector:
       try:
         self._step_cost = cost_lib.selector_step_cost(
             rule=self.rule, setup=self.setup, scorer=self.scorer, sizes=self.sizes,
-            x_spec=adapters.unpack(element_spec)[0])
+            x_spec=adapters.unpack(self.model_spec(element_spec))[0])
       except Exception as e:  # pylint: disable=broad-except
         # FLOPs are a report; a model the counter cannot trace must not stop training.
         logging.warning("tfjest: FLOP accounting is off for these statistics: %s", e)
         self._step_cost = None
       self.stats.set_unit_costs(cost_lib.unit_costs(self._step_cost, self.batch_size))
-    self.summaries.prepare(element_spec, setup=self.setup, scorer=self.scorer,
+    self.summaries.prepare(self.model_spec(element_spec), setup=self.setup, scorer=self.scorer,
                            super_batch_size=self.super_batch_size)
+
+  def model_spec(self, element_spec):
+    """The elements' spec as the models and `fit` see it: without stored reference features."""
+    return self.scorer.strip(element_spec) if self.scorer is not None else element_spec
 
   def select_batch(self, super_batch, step=0):
     """Selects from one super-batch outside a pipeline (eagerly or in a `tf.function`).
@@ -267,8 +272,11 @@ def select(*, learner: Optional[keras.Model] = None,
            loss_fn: Optional[Any] = None,
            input_batched: bool = False,
            remainder: str = "drop",
-           reference_cache: Optional[cache_lib.ReferenceCache] = None,
+           reference_cache: Optional[reference_lib.ReferenceCache] = None,
            id_key: Optional[str] = None,
+           reference_features: Optional[Mapping[str, str]] = None,
+           logit_scale: Optional[float] = None,
+           logit_bias: Optional[float] = None,
            scoring_view: Optional[Callable] = None,
            proxy: Optional[proxy_lib.OnlineProxy] = None,
            group_key: Optional[str] = None,
@@ -342,8 +350,18 @@ def select(*, learner: Optional[keras.Model] = None,
     reference_cache: a `ReferenceCache` (from `cache_reference`) holding the frozen
       reference's outputs per example id: the reference is then never called. If `reference`
       is given too, its weights must match the cache's fingerprint.
+      A stream joined with `reference_cache.join(id_key=...)` (streamed, in the build's
+      order) carries them as features, which are read; any other stream is joined by id in
+      memory (small data; see README, "Per-example values at scale").
     id_key: the example-id feature that joins `reference_cache` to the stream (in the element,
       else in its `x`, else in its `y`; "/" for nested paths). Required with `reference_cache`.
+    reference_features: the reference's outputs stored as features of each element (written by
+      another engine, e.g. Apache Beam or Spark): `{"image_embeddings": name,
+      "text_embeddings": name}` (`[d]` floats each) for a dual encoder, with `logit_scale`
+      and `logit_bias`, or `{"loss": name}` (a float) for a classifier. The reference is then
+      never called; the features are dropped from the emitted batches.
+    logit_scale: with dual-encoder `reference_features`, the reference's logit scale.
+    logit_bias: with dual-encoder `reference_features`, the reference's logit bias.
     scoring_view: a function applied to the super-batch's inputs `x` (leading axis `N`) before
       the learner (or proxy) scores them, e.g. downscaled images: a cheaper forward pass. The
       reference and the emitted batches see the inputs unchanged.
@@ -391,7 +409,8 @@ def select(*, learner: Optional[keras.Model] = None,
   setup = scoring.Setup(
       score=score, learner=learner, reference=reference, proxy=proxy, task=task,
       embedding_keys=embedding_keys, loss_fn=loss_fn, scoring_view=scoring_view,
-      reference_cache=reference_cache, id_key=id_key, method=rule.method)
+      reference_cache=reference_cache, id_key=id_key, reference_features=reference_features,
+      logit_scale=logit_scale, logit_bias=logit_bias, method=rule.method)
   if group_key is not None and (not isinstance(group_key, str) or not group_key):
     raise ValueError(f"group_key must be a feature name. Received: group_key={group_key!r}")
   max_groups = checks.integer(max_groups, "max_groups", minimum=1)

@@ -363,7 +363,7 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
                                   "candidates": stats_callback.pictures.candidates(sample)}
   if prior_targets is not None:
     result["rela"] = {"switch_step": int(trained.switch_step.numpy()),
-                      "prior": prior_targets.metadata["reference"]["name"],
+                      "prior": prior_targets.metadata["source"]["name"],
                       "target_width": prior_targets.width}
   result.update(replicas=strategy.num_replicas_in_sync if strategy is not None else 1,
                 identical_replica_weights=all(

@@ -58,19 +58,19 @@ class TrainStepSelection:
     scope = self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
     with scope:  # models built here get their variables on the replicas
       self.selector.prepare(dataset.element_spec)
-      _build_for_fit(self.model, dataset.element_spec, self.selector.batch_size)
+      _build_for_fit(self.model, self.selector.model_spec(dataset.element_spec),
+                     self.selector.batch_size)
     super_batches = self.selector.super_batches(dataset, cardinality, full_only=True)
     scorer = self.selector.scorer
-    if scorer is None or scorer.reference_cache is None:
+    values = scorer.reference_values if scorer is not None else None
+    if values is None or values.streamed:  # stored values, if any, are features already
       return super_batches.map(_mark)
-    # Cached reference values are joined here, on the host, where the cache lives: the train
-    # step then needs no table lookup (which XLA cannot compile) and each replica gets its
-    # shard of them with its shard of the examples.
-    cache, id_key = scorer.reference_cache, self.selector.setup.id_key
-
+    # Stored reference values are looked up here, on the host, where the table lives: the
+    # train step then needs no table lookup (which XLA cannot compile) and each replica gets
+    # its shard of them with its shard of the examples.
     def join(*parts):  # `map` passes a tuple element's parts as separate arguments
       batch = parts if len(parts) > 1 else parts[0]
-      return {replica_lib.SUPER_BATCH: batch, replica_lib.JOINED: cache.values_for(batch, id_key)}
+      return {replica_lib.SUPER_BATCH: batch, replica_lib.JOINED: values.values(batch)}
 
     return super_batches.map(join)
 

@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from tfjest import batching
 from tfjest import checks
-from tfjest import clusters as clusters_lib
+from tfjest.dnc import clusters as clusters_lib
 
 NEGATIVES = ("global", "per_replica")
 _COUNTS = ("read", "emitted", "left_over")

@@ -3,7 +3,6 @@
 - `aid.py`: `ReLAAid` (the loss switch from prior targets to the task's own loss) and
   `rela_switch_update`.
 - `subsets.py`: `epoch_subsets`, a fresh random subset of the data each epoch.
-
-The prior targets themselves are per-example values, computed once and stored
-(`tfjest.prior_targets`, `tfjest/priors.py`, beside the reference cache whose store it shares).
+- `targets.py`: `prior_targets`, `PriorTargets`: the prior's standardised features per
+  example, computed once and kept in the store (`tfjest/store/`).
 """

@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from tfjest import checks
 from tfjest import adapters
-from tfjest import priors
+from tfjest.rela import targets as priors
 
 SWITCH_RULES = ("adaptive",)
 FAST_DECAY, SLOW_DECAY, THRESHOLD = 0.999, 0.99, 0.995

@@ -1,4 +1,7 @@
-"""Prior targets depend on the inputs only: data with other labels joins them (`tfjest.prior_targets`)."""
+"""Prior targets depend on the inputs only: data with other labels joins them.
+
+(`tfjest.prior_targets`, `tfjest/rela/targets.py`.)
+"""
 
 import os
 import tempfile
@@ -29,7 +32,7 @@ class LabelsAreNotInputsTest(tf.test.TestCase):
                                         features=_features)
 
   def _joined(self, stream):
-    rows = {int(x["id"]): x[tfjest.priors.TARGET_KEY].numpy()
+    rows = {int(x["id"]): x["rela_target"].numpy()
             for x, _ in stream.apply(self.targets.join())}
     return np.stack([rows[i] for i in sorted(rows)])
 

@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from tfjest import clusters as clusters_lib
+from tfjest.dnc import clusters as clusters_lib
 from tfjest import testing
 
 M = 96
@@ -120,14 +120,14 @@ class ClusterReferenceTest(tf.test.TestCase, parameterized.TestCase):
     other_cache = tfjest.cache_reference(other_base, self.stream,
                                          os.path.join(self.get_temp_dir(), "other_cache"))
     stale = tfjest.cluster_reference(other_cache, path, num_clusters=3, seed=1, reuse=True)
-    self.assertRegex(stale.rebuild_reason, "another reference")
-    with self.assertRaisesRegex(ValueError, "other reference weights"):
-      stale.check_reference(self.base)
+    self.assertRegex(stale.rebuild_reason, "reference cache's contents .* differ")
+    self.assertNotEqual(stale.source_fingerprint, again.source_fingerprint)
     loaded = tfjest.Clusters.load(path)
     self.assertAllEqual(loaded.assignments, stale.assignments)
-    with self.assertRaisesRegex(ValueError, "already exist there"):
+    with self.assertRaisesRegex(ValueError, "already exists there"):
       tfjest.cluster_reference(self.cache, path, num_clusters=3)
-    with self.assertRaisesRegex(ValueError, "Expected a tfjest.clusters of version 1"):
+    with self.assertRaisesRegex(ValueError, "holding clusters. Received: format='tfjest.store', "
+                                "version=2, kind='reference_cache'"):
       tfjest.Clusters.load(self.cache.path)
 
   @parameterized.named_parameters(

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from tfjest import priors
+from tfjest.rela import targets as priors
 from tfjest import testing
 
 N = 48
@@ -174,7 +174,7 @@ class ServiceTest(RelaTestCase):
         dispatcher_address=address, worker_address="127.0.0.1:%port%"))
     local = self._targets(name="local")
     remote = self._targets(name="remote", service=dispatcher.target)
-    self.assertEqual(remote.metadata["dataset"], local.metadata["dataset"])
+    self.assertEqual(remote.metadata["shards"], local.metadata["shards"])
     x, y = next(iter(self.stream.batch(N)))
     self.assertAllClose(remote.targets_for((x, y), "id"), local.targets_for((x, y), "id"),
                         atol=1e-5)

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
-from tfjest import cache as cache_lib
+from tfjest.store import fingerprints
 from tfjest import testing
 
 N, B = 40, 8
@@ -83,11 +83,15 @@ class ContrastiveCacheTest(CacheTestCase):
     self.assertEqual(cache.num_examples, 200)
     with open(os.path.join(cache.path, "metadata.json")) as f:
       metadata = json.load(f)
-    self.assertEqual(metadata["reference"]["fingerprint"],
-                     cache_lib.reference_fingerprint(self.reference, "contrastive"))
-    self.assertLen(metadata["dataset"]["ids_fingerprint"], 64)
+    self.assertEqual(metadata["source"]["fingerprint"],
+                     fingerprints.model_fingerprint(self.reference, "contrastive"))
+    self.assertEqual(metadata["kind"], "reference_cache")
+    self.assertLen(metadata["ids"]["fingerprint"], 64)
+    self.assertLen(metadata["shards"], 1)
+    self.assertLen(metadata["shards"][0]["content_fingerprint"], 64)
     self.assertAllClose(metadata["logit_scale"], 10.0, rtol=1e-6)
-    self.assertEqual(metadata["outputs"], {"image_embeddings": [32], "text_embeddings": [32]})
+    self.assertEqual(metadata["values"], {"image_embeddings": {"shape": [32], "dtype": "float32"},
+                                          "text_embeddings": {"shape": [32], "dtype": "float32"}})
     loaded = tfjest.ReferenceCache.load(cache.path)
     ids = tf.constant([5, 0, 199], tf.int64)
     batch = {"image": self.data["image"][[5, 0, 199]], "text": self.data["text"][[5, 0, 199]],
@@ -249,8 +253,9 @@ class ServiceTest(CacheTestCase):
   def test_service_writes_the_same_cache(self, mode):
     local = self._cache()
     remote = self._cache(service=self.dispatcher.target, processing_mode=mode)
-    self.assertEqual(remote.metadata["dataset"], local.metadata["dataset"])
-    self.assertEqual(remote.reference_fingerprint, local.reference_fingerprint)
+    self.assertEqual(remote.metadata["ids"], local.metadata["ids"])
+    self.assertEqual(remote.metadata["shards"], local.metadata["shards"])
+    self.assertEqual(remote.source_fingerprint, local.source_fingerprint)
     batch = next(iter(self.stream.batch(N)))
     self.assertAllClose(remote.outputs_for(batch, "id").image,
                         local.outputs_for(batch, "id").image, atol=1e-6)
@@ -309,7 +314,8 @@ class CacheArgumentsTest(CacheTestCase):
     path = _fresh_dir(self)
     with open(os.path.join(path, "metadata.json"), "w") as f:
       json.dump({"format": "something.else", "version": 1}, f)
-    with self.assertRaisesRegex(ValueError, "Received: format='something.else', version=1"):
+    with self.assertRaisesRegex(ValueError,
+                                "Received: format='something.else', version=1, kind=None"):
       tfjest.ReferenceCache.load(path)
 
   def test_classifier_cache_needs_labels_and_data(self):

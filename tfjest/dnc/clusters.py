@@ -1,21 +1,22 @@
 """Divide and Contrast (DnC, arXiv 2105.08054): a cluster id per example, built once.
 
 Divide: `cluster_reference(cache, path, num_clusters=k)` runs k-means on a frozen model's
-embeddings, read from a reference cache (`tfjest.cache_reference` of that model: the reference,
-or any frozen base model), and stores one cluster id per example id. The result, `Clusters`,
-is kept like the reference cache it comes from (`cache.PerIdValues`): a directory with the
-reference's weights fingerprint, the ids' and the inputs' fingerprints and the element
-structure; in the stream every id must be present and (with `verify_inputs`) every example's
+embeddings, streamed from a reference cache's shards (`tfjest.cache_reference` of that model:
+the reference, or any frozen base model), and stores one cluster id per example in the store
+every per-example value uses (`tfjest/store/`): one value shard per shard of the cache, in its
+order, with its ids and input fingerprints, the cache's contents fingerprinted as the store's
+`source`. In the stream every id must be present and (with `verify_inputs`) every example's
 inputs must hash to what was clustered, or the pipeline stops with an error naming the id.
 `reuse=True` returns the stored clusters when they were computed from the same cache contents
-with the same k-means settings.
+with the same k-means settings (`tfjest.store.shards.stale_reason`).
 
 Why our own k-means: `kmeans` is Lloyd's algorithm written as passes over a `tf.data.Dataset`
 (one `reduce` of per-cluster sums and counts per iteration, memory `O(k * d)`), seeded k-means++
 initialisation on the first `init_size` rows, float64 accumulation, and a fixed iteration order,
 so the result is deterministic from the seed and the same on every machine. Exact Lloyd
-rather than mini-batch k-means, because the input (a cache of `M * d` floats) is small enough
-to pass over a few dozen times and mini-batch updates depend on batch order and size.
+rather than mini-batch k-means, because the input (a cache of `M * d` floats, streamed from
+disk) is cheap enough to pass over a few dozen times and mini-batch updates depend on batch
+order and size.
 scikit-learn's `KMeans` (Lloyd or Elkan, several k-means++ restarts, `n_init`) is better
 tuned and well kept and would give lower inertia for the same k; it is not a dependency of
 tfjest and needs the embeddings as one in-memory NumPy array. Users who prefer it can pass
@@ -31,12 +32,13 @@ import hashlib
 import os
 from typing import Optional
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from tfjest import cache as cache_lib
 from tfjest import checks
+from tfjest.store import fingerprints
+from tfjest.store import reference as reference_lib
+from tfjest.store import values as values_lib
 
 FEATURES = ("image", "text", "both")
 
@@ -196,33 +198,36 @@ def balanced_slots(sizes, num_slots: int) -> np.ndarray:
   return slots
 
 
-class Clusters(cache_lib.PerIdValues):
+class Clusters(values_lib.Store):
   """One k-means cluster id per example id (DnC's divide step), joined to a stream by id.
 
-  Create one with `cluster_reference` or `Clusters.load(path)`. Besides `PerIdValues`'
-  attributes (`path`, `metadata`, `num_examples`, `ids`, `verify_inputs`, `reused`,
+  Create one with `cluster_reference` or `Clusters.load(path)`. Besides a store's attributes
+  (`path`, `metadata`, `num_examples`, `num_shards`, `verify_inputs`, `reused`,
   `rebuild_reason`):
 
   Attributes:
     num_clusters: `k`.
     centroids: `[k, d]` float64.
     sizes: `[k]` int64, examples per cluster.
-    assignments: `[M]` int64, the cluster of `ids[i]`.
+    assignments: `[M]` int64, the cluster of `ids[i]` (reads the store once).
   """
 
-  KIND = "cluster assignment"
+  KIND = "clusters"
+  NAME = "clusters"
   BUILDER = "tfjest.cluster_reference(...)"
-  FORMAT = "tfjest.clusters"
-  VERSION = 1
-  JOINED = ("cluster",)
+  SOURCE = "reference cache's contents (weights, ids, inputs)"
+  FEATURES = {"cluster": "cluster"}
 
-  def __init__(self, path: str, metadata: dict, arrays: dict, verify_inputs: bool = True):
-    super().__init__(path, metadata, arrays, verify_inputs=verify_inputs)
+  def __init__(self, path: str, metadata: dict, verify_inputs: bool = True):
+    super().__init__(path, metadata, verify_inputs=verify_inputs)
     kmeans_meta = metadata["kmeans"]
     self.num_clusters = int(kmeans_meta["num_clusters"])
     self.centroids = np.asarray(kmeans_meta["centroids"], np.float64)
-    self.assignments = np.asarray(arrays["cluster"], np.int64)
-    self.sizes = np.bincount(self.assignments, minlength=self.num_clusters)
+    self.sizes = np.asarray(kmeans_meta["sizes"], np.int64)
+
+  @property
+  def assignments(self) -> np.ndarray:
+    return self.array("cluster").astype(np.int64)
 
   def cluster_of(self, element, id_key: str = "id") -> tf.Tensor:
     """int64 cluster id of an element (scalar), or `[n]` of `n` stacked ones (graph-safe).
@@ -231,18 +236,18 @@ class Clusters(cache_lib.PerIdValues):
       tf.errors.InvalidArgumentError: when run, if an id is missing or (with `verify_inputs`)
         an example's inputs differ from those that were clustered.
     """
-    single = cache_lib.find_id(element, id_key).shape.rank == 0
+    single = fingerprints.find_id(element, id_key).shape.rank == 0
     if single:
       element = tf.nest.map_structure(lambda t: tf.expand_dims(t, 0), element)
     clusters = self.values_for(element, id_key)["cluster"]
     return clusters[0] if single else clusters
 
 
-def cluster_reference(cache: cache_lib.ReferenceCache, path: str, *, num_clusters: int,
+def cluster_reference(cache: reference_lib.ReferenceCache, path: str, *, num_clusters: int,
                       features: str = "image", seed: int = 0, iterations: int = 20,
                       initial_centroids=None, overwrite: bool = False,
                       reuse: bool = False) -> Clusters:
-  """Clusters the examples of a reference cache by k-means on their cached embeddings.
+  """Clusters the examples of a reference cache by k-means on their stored embeddings.
 
   >>> import os
   >>> import tempfile
@@ -279,7 +284,7 @@ def cluster_reference(cache: cache_lib.ReferenceCache, path: str, *, num_cluster
       or existing clusters at `path` without `overwrite` or `reuse`.
     TypeError: if `cache` is not a `ReferenceCache`.
   """
-  if not isinstance(cache, cache_lib.ReferenceCache):
+  if not isinstance(cache, reference_lib.ReferenceCache):
     raise TypeError(f"cache must be a tfjest.ReferenceCache (tfjest.cache_reference of the base "
                     f"model). Received: cache of type {type(cache).__name__}")
   if cache.task != "contrastive":
@@ -294,69 +299,42 @@ def cluster_reference(cache: cache_lib.ReferenceCache, path: str, *, num_cluster
     raise ValueError(f"Expected features in {FEATURES}. Received: features={features!r}")
   checks.integer(seed, "seed", minimum=0)
   checks.integer(iterations, "iterations", minimum=1)
-  if not isinstance(reuse, bool):
-    raise ValueError(f"reuse must be a bool. Received: reuse={reuse!r}")
-  path = os.fspath(path)
-  exists = os.path.exists(os.path.join(path, "metadata.json"))
-  if exists and not (overwrite or reuse):
-    raise ValueError(f"Clusters already exist there; pass overwrite=True to replace them or "
-                     f"reuse=True to keep them if current. Received: path={path!r}")
   given = None
   if initial_centroids is not None:  # recorded by a digest of the exact float64 values
     given = hashlib.sha256(np.ascontiguousarray(initial_centroids, np.float64)).hexdigest()
   settings = {"num_clusters": num_clusters, "features": features, "seed": seed,
               "iterations": iterations, "initial_centroids": given}
-  source = {"reference": cache.metadata["reference"], "dataset": cache.metadata["dataset"],
-            "inputs": cache.metadata["inputs"], "embedding_keys": cache.metadata.get(
-                "embedding_keys")}
-  rebuild_reason = None
-  if reuse:
-    rebuild_reason = _stale_reason(path, source, settings)
-    if rebuild_reason is None:
-      found = Clusters.load(path)
-      found.reused = True
-      logging.info("tfjest.cluster_reference: reused the clusters at %s", path)
-      return found
-    logging.info("tfjest.cluster_reference: computing the clusters at %s: %s", path,
-                 rebuild_reason)
+  # What the clusters are computed from: the cache's source and contents, shard by shard.
+  contents = fingerprints.Digest().update(np.array(
+      [cache.source_fingerprint, cache.metadata["ids"]["fingerprint"]], object)).hexdigest()
   keys = {"image": ["image_embeddings"], "text": ["text_embeddings"],
           "both": ["image_embeddings", "text_embeddings"]}[features]
-  embeddings = np.concatenate([cache.array(k) for k in keys], axis=1)
-  result = kmeans(embeddings, num_clusters, seed=seed, iterations=iterations,
-                  initial_centroids=initial_centroids)
-  assignments = np.concatenate([
-      nearest_centroid(embeddings[i:i + 65536], result.centroids)[0].numpy()
-      for i in range(0, len(embeddings), 65536)])
-  arrays = {"id": cache.ids, "input_fingerprint": cache.array("input_fingerprint"),
-            "cluster": assignments.astype(np.int64)}
-  metadata = {
-      "format": Clusters.FORMAT, "version": Clusters.VERSION, "task": cache.task, **source,
-      "settings": settings,
-      "kmeans": {"num_clusters": num_clusters, "centroids": result.centroids.tolist(),
-                 "inertia": result.inertia, "iterations_run": result.iterations,
-                 "sizes": np.bincount(assignments, minlength=num_clusters).tolist()},
-      "source_cache": cache.path,
-  }
-  os.makedirs(path, exist_ok=True)
-  Clusters.write_arrays(path, metadata, arrays, overwrite=exists)
-  clusters = Clusters(path, metadata, arrays)
-  clusters.rebuild_reason = rebuild_reason
+  embed = lambda v: tf.concat([v[k] for k in keys], axis=-1)
+  result = {}
+
+  def chunks():
+    result["kmeans"] = kmeans(cache.read().map(embed), num_clusters, seed=seed,
+                              iterations=iterations, initial_centroids=initial_centroids)
+    sizes = np.zeros(num_clusters, np.int64)
+    for index in range(cache.num_shards):
+      yield _assigned(cache.shard_dataset(index).batch(65536), embed, result["kmeans"], sizes)
+    result["sizes"] = sizes
+
+  clusters = Clusters.build(
+      os.fspath(path), source={"name": cache.path, "fingerprint": contents},
+      expected={"task": cache.task, "inputs": cache.metadata["inputs"], "settings": settings},
+      metadata={"ids": {"dtype": cache.metadata["ids"]["dtype"]}, "source_cache": cache.path},
+      late_metadata=lambda: {"kmeans": {
+          "num_clusters": num_clusters, "centroids": result["kmeans"].centroids.tolist(),
+          "inertia": result["kmeans"].inertia, "iterations_run": result["kmeans"].iterations,
+          "sizes": result["sizes"].tolist()}},
+      chunks=chunks, num_shards=cache.num_shards, overwrite=overwrite, reuse=reuse)
   return clusters
 
 
-def _stale_reason(path: str, source: dict, settings: dict) -> Optional[str]:
-  """None if the clusters at `path` were computed from `source` with `settings`, else why not."""
-  if not os.path.exists(os.path.join(path, "metadata.json")):
-    return "no clusters at this path"
-  try:
-    metadata, _ = Clusters.read_arrays(path)
-  except ValueError as e:
-    return f"the clusters there are unreadable ({e})"
-  if metadata["reference"]["fingerprint"] != source["reference"]["fingerprint"]:
-    return "they were computed from another reference's embeddings"
-  if (metadata["dataset"]["content_fingerprint"] != source["dataset"]["content_fingerprint"]
-      or metadata["inputs"] != source["inputs"]):
-    return "they were computed over other examples (ids or inputs)"
-  if metadata["settings"] != settings:
-    return f"they were computed with other settings ({metadata['settings']})"
-  return None
+def _assigned(batches, embed, found: KMeansResult, sizes: np.ndarray):
+  for batch in batches:
+    cluster = nearest_centroid(embed(batch), found.centroids)[0].numpy()
+    np.add.at(sizes, cluster, 1)
+    yield {"id": batch["id"].numpy(), "input_fingerprint": batch["input_fingerprint"].numpy(),
+           "cluster": cluster.astype(np.int64)}

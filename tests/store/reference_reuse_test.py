@@ -41,13 +41,13 @@ class CacheReuseTest(tf.test.TestCase, parameterized.TestCase):
   def test_built_when_absent_then_reused_without_calling_the_reference(self):
     built = self._cache()
     self.assertFalse(built.reused)
-    self.assertEqual(built.rebuild_reason, "no cache at this path")
+    self.assertEqual(built.rebuild_reason, "no reference cache at this path")
     with mock.patch.object(self.reference, "call", side_effect=AssertionError("called")):
       with self.assertLogs("absl", "INFO") as logs:
         reused = self._cache()
     self.assertTrue(reused.reused)
     self.assertIsNone(reused.rebuild_reason)
-    self.assertRegex(logs.output[-1], r"reused the cache at .* \(96 examples\)")
+    self.assertRegex(logs.output[-1], r"reused the reference cache at .* \(96 examples\)")
     self.assertEqual(reused.metadata, built.metadata)
     # The same stream reordered and re-batched holds the same examples.
     shuffled = self.stream.shuffle(96, seed=3, reshuffle_each_iteration=False)
@@ -82,9 +82,10 @@ class CacheReuseTest(tf.test.TestCase, parameterized.TestCase):
     self.assertRegex(self._cache().rebuild_reason, "reference weights differ")
 
   @parameterized.named_parameters(
-      ("fewer_ids", lambda d: d.take(64), "other example ids \\(64 examples, the cache 96\\)"),
+      ("fewer_ids", lambda d: d.take(64),
+       "other example ids in input shard 0 \\(64 examples, the reference cache 96\\)"),
       ("other_ids", lambda d: d.map(lambda e: dict(e, id=e["id"] + 1000)),
-       "other example ids \\(96 examples, the cache 96\\)"),
+       "other example ids in input shard 0 \\(96 examples, the reference cache 96\\)"),
       ("one_input_changed", lambda d: _with_image_changed(d, 17), "inputs of some examples"),
       ("other_inputs", lambda d: testing.stream("contrastive", n=96, seed=1),
        "inputs of some examples"),
@@ -126,10 +127,10 @@ class CacheReuseTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "Received: reuse='yes'"):
       tfjest.cache_reference(self.reference, self.stream, self.path, id_key="id", reuse="yes")
 
-  def test_duplicate_ids_with_other_inputs_are_an_error_as_when_building(self):
+  def test_duplicate_ids_are_an_error_as_when_building(self):
     self._cache()
     duplicated = self.stream.concatenate(_with_image_changed(self.stream.take(4), 2))
-    with self.assertRaisesRegex(ValueError, "Received: id=2"):
+    with self.assertRaisesRegex(ValueError, "must be unique.*input shard 0.*Received: id=0"):
       self._cache(dataset=duplicated)
 
 

@@ -7,40 +7,32 @@ preprocessing), and keeps per example its pooled features or embedding projected
 standardised with its global mean and standard deviation. A learner then regresses onto these
 targets early in training (`tfjest.ReLAAid`).
 
-`prior_targets(prior, dataset, path, width=...)` computes them and writes them to disk in the
-reference cache's format (`tfjest.cache`: `metadata.json` and a `tf.data` snapshot of
-`id`, `input_fingerprint` and `target` per example), with the same staleness checks:
+`prior_targets(prior, dataset, path, width=...)` stores them with the store every per-example
+value uses (`tfjest/store/`: value shards per input shard, the prior's weights fingerprinted as
+the store's `source`, reuse and staleness by `stale_reason`). The PCA is computed out of core:
+a first pass stores the prior's raw features and accumulates their mean and covariance
+(`D x D`), a second rewrites each shard projected and standardised (memory `O(D^2)` plus a
+chunk, whatever the number of examples). The targets' fingerprints leave the labels out (they
+depend on `x` only), so data with other labels may join them.
 
-- the prior's weights are fingerprinted (`cache.reference_fingerprint`): `PriorTargets.check_prior`
-  and `reuse=True` refuse targets of another prior;
-- the ids and each example's input fingerprint (of `x`, which the prior reads, not of the
-  labels) are recorded, and `join` checks, for every element it joins, that its id is known
-  and that its inputs hash to the recorded fingerprint
-  (another dataset or preprocessing stops the pipeline with an error naming the id);
-- the element structure is checked when the join is applied.
-
-Memory: the targets are held in one `tf.Variable` (`[M, k]` float32, on the host CPU) and the
-ids in a `tf.lookup.StaticHashTable`, created outside any function (`tf.init_scope`). A dataset
-that joins them captures the two *resource handles*, not their values: its graph stays a few
-kilobytes however many examples there are, where a `tf.constant` of a million 64-wide targets
-(256 MB) would be copied into every graph that captures it (and into every serialised
-pipeline and every `tf.function` trace). A lookup table alone cannot hold vectors, hence the
-table from id to row plus a gather from the variable. The join therefore runs in the consuming
-process's pipeline (not on tf.data service workers, which cannot read this process's
-resources); the one-off prior pass can run on tf.data service workers (`service=`), as
-`cache_reference` does, because the prior is frozen.
+`PriorTargets.join` adds each element's target to its inputs: by id in memory (the default,
+any order) or streamed in the build's order (`in_order=True`; see `tfjest/store/join.py`).
 """
 
 import os
+import shutil
 from typing import Callable, Optional, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfjest import checks
 from tfjest import adapters
-from tfjest import cache
+from tfjest import checks
+from tfjest.store import fingerprints
+from tfjest.store import reference as reference_lib
+from tfjest.store import shards as shards_lib
+from tfjest.store import values as values_lib
 
 FORMAT = "tfjest.prior_targets"
 TASK = "rela_targets"
@@ -115,35 +107,36 @@ def pca_standardize(features: np.ndarray, components: int) -> np.ndarray:
   return (projected / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
-class PriorTargets(cache.PerIdValues):
-  """A prior's ReLA targets per example id, held in memory (see the module docstring).
+class PriorTargets(values_lib.Store):
+  """A prior's ReLA targets per example id, stored in shards (see the module docstring).
 
   Create one with `prior_targets` or `PriorTargets.load`.
 
   Attributes:
     width: `k`, the targets' width.
-    path, metadata, num_examples, ids, verify_inputs, reused, rebuild_reason: as for
-      `tfjest.ReferenceCache` (both are `PerIdValues`).
+    path, metadata, num_examples, num_shards, verify_inputs, reused, rebuild_reason: as for
+      `tfjest.ReferenceCache` (both are stores, `tfjest/store/`).
   """
 
-  FORMAT = FORMAT
-  KIND = "prior targets"
+  KIND = "prior_targets"
+  NAME = "prior targets"
   BUILDER = "tfjest.prior_targets(...)"
-  JOINED = ("target",)
+  SOURCE = "prior's weights"
+  FEATURES = {"target": TARGET_KEY}
   # The targets depend on the inputs `x` only: data with other labels may join them.
   LABELS = False
 
   @property
   def width(self) -> int:
-    return int(self.metadata["outputs"]["target"][0])
+    return int(self.metadata["values"]["target"]["shape"][0])
 
   def check_prior(self, model: keras.Model):
     """Raises ValueError unless `model` is the prior (same weights) the targets came from."""
-    got = cache.reference_fingerprint(model, TASK)
-    if got != self.reference_fingerprint:
+    got = fingerprints.model_fingerprint(model, TASK, "prior")
+    if got != self.source_fingerprint:
       raise ValueError(
           f"The prior targets at {self.path!r} were computed by another prior (fingerprint "
-          f"{self.reference_fingerprint[:16]}..., model {self.metadata['reference']['name']!r}):"
+          f"{self.source_fingerprint[:16]}..., model {self.metadata['source']['name']!r}):"
           f" they are stale for this prior. Recompute them with tfjest.prior_targets(prior, "
           f"dataset, path). Received: prior={model.name!r} with fingerprint {got[:16]}...")
 
@@ -151,69 +144,54 @@ class PriorTargets(cache.PerIdValues):
     """`[N, k]` float32 targets of `N` stacked elements (graph-safe; checks ids and inputs)."""
     return self.values_for(elements, id_key)["target"]
 
-  def join(self, id_key: str = "id", key: str = TARGET_KEY):
+  def join(self, id_key: str = "id", key: str = TARGET_KEY, *, in_order: bool = False,
+           **kwargs):
     """A transformation adding each element's target to its inputs, as `x[key]`.
 
-    Works on single or batched elements (`[k]` or `[B, k]` targets): apply it before or after
-    `tfjest.select` (the key passes through selection), or after `batch`. With a reference
-    cache that verifies inputs, join after `select`: the target would otherwise count as an
-    input the reference cache did not see.
+    By id in memory (default): single or batched elements in any order; apply it before or
+    after `tfjest.select` (the key passes through selection), or after `batch`. With a
+    reference cache joined by id that verifies inputs, join after `select`: the target would
+    otherwise count as an input the reference cache did not see. With `in_order=True` the
+    stream, read in the build's order, is zipped with the value shards (`Store.join`, whose
+    keyword arguments `kwargs` takes).
 
     Args:
       id_key: the id feature (in the element, its `x` or its `y`; "/" for nested paths).
       key: the name of the target in `x`.
+      in_order: stream the targets in the build's order instead of looking them up by id.
+      **kwargs: `shards`, `verify_inputs`, `inputs` of the streamed join.
 
     Returns:
       A `Dataset` transformation function, which can be passed to `tf.data.Dataset.apply`.
 
     Raises:
-      ValueError: when applied, if the elements' `x` is not a dict, already has `key`, or the
-        elements are not those the targets were computed from (structure, id dtype).
+      ValueError: if `key` is not a non-empty string; when applied, if the elements' `x` is not
+        a dict, already has `key`, or the elements are not those the targets were computed
+        from (structure, id dtype).
     """
     if not isinstance(key, str) or not key:
       raise ValueError(f"key must be a non-empty string. Received: key={key!r}")
-
-    def _apply_fn(dataset: tf.data.Dataset) -> tf.data.Dataset:
-      spec = dataset.element_spec
-      x_spec, _, _ = adapters.unpack(spec)
-      if not isinstance(x_spec, dict):
-        raise ValueError(f"join adds the target to the elements' inputs, a dict. Received: "
-                         f"inputs {x_spec}")
-      if key in x_spec:
-        raise ValueError(f"The elements' inputs already have a feature {key!r}. Received: "
-                         f"key={key!r}")
-      single = cache.find_id(spec, id_key).shape.rank == 0
-      self.check_element_spec(spec if single else tf.nest.map_structure(
-          lambda s: tf.TensorSpec(s.shape[1:], s.dtype), spec), id_key)
-
-      def add(*parts):
-        element = parts if len(parts) > 1 else parts[0]
-        batch = tf.nest.map_structure(lambda t: t[None], element) if single else element
-        targets = self.targets_for(batch, id_key)
-        x, *rest = element if isinstance(element, tuple) else (element,)
-        x = {**x, key: targets[0] if single else targets}
-        return (x, *rest) if rest else x
-
-      return dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-
-    return _apply_fn
-
-  @classmethod
-  def load(cls, path: str, *, verify_inputs: bool = True) -> "PriorTargets":
-    """Reads targets written by `prior_targets` (see `tfjest.ReferenceCache.load`)."""
-    return super().load(path, verify_inputs=verify_inputs)
+    return super().join(id_key, in_order=in_order, features={"target": key}, **kwargs)
 
 
-def prior_targets(prior: keras.Model, dataset: tf.data.Dataset, path: str, *, width: int,
+class _PriorFeatures(values_lib.Store):
+  """The prior's raw features, the first pass of `prior_targets` (removed when it is done)."""
+
+  KIND = "prior_features"
+  NAME = "raw prior features"
+  LABELS = False
+
+
+def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
                   id_key: str = "id",
                   features: Features = None,
-                  view_fn: Optional[Callable] = None,
                   batch_size: int = 256,
                   service: Optional[str] = None,
                   processing_mode: str = "distributed_epoch",
                   overwrite: bool = False,
-                  reuse: bool = False) -> PriorTargets:
-  """Runs a frozen prior once over `dataset`; writes each example's ReLA target by id.
+                  reuse: bool = False,
+                  view_fn: Optional[Callable] = None) -> PriorTargets:
+  """Runs a frozen prior once over `dataset`; stores each example's ReLA target by id.
 
   >>> import os
   >>> import tempfile
@@ -233,8 +211,8 @@ def prior_targets(prior: keras.Model, dataset: tf.data.Dataset, path: str, *, wi
   Args:
     prior: the frozen prior, a built `keras.Model`.
     dataset: the examples, one per element, with the structure the training stream will have
-      (ids unique; every feature of fixed shape). Elements are `x`, `(x,)`, `(x, y)` or
-      `(x, y, w)` with `x` a dict.
+      (ids unique; every feature of fixed shape): a `tf.data.Dataset` or a list of them, one
+      per input shard. Elements are `x`, `(x,)`, `(x, y)` or `(x, y, w)` with `x` a dict.
     path: the targets' directory (created).
     width: the student's feature width; the targets keep `min(width, prior width)` PCA
       components.
@@ -249,24 +227,23 @@ def prior_targets(prior: keras.Model, dataset: tf.data.Dataset, path: str, *, wi
     overwrite: replace existing targets at `path`.
     reuse: return the targets already at `path` (without calling the prior) when they were
       computed by this prior (same weights), with these `width` and `features`, from the same
-      examples (ids and inputs, one pass over `dataset`); otherwise compute them again. A
-      `view_fn` is recorded by name only: a changed function of the same name is not noticed.
+      examples (ids and inputs per input shard, one pass over `dataset`); otherwise compute
+      them again. `reused` and `rebuild_reason` say which and why. A `view_fn` is recorded by
+      name only: a changed function of the same name is not noticed.
 
   Returns:
-    The `PriorTargets`, loaded.
+    The `PriorTargets`.
 
   Raises:
     TypeError: if `prior` is not a `keras.Model` or `dataset` not a `tf.data.Dataset`.
     ValueError: on bad arguments (`width` not a positive integer, a prior without weights),
       existing targets without `overwrite`, elements without the id feature, features that
-      are not `[B, D]`, or two examples with the same id and different inputs.
+      are not `[B, D]`, or two examples with the same id.
   """
   if not isinstance(prior, keras.Model):
     raise TypeError(f"prior must be a keras.Model (a frozen model). Received: prior of type "
                     f"{type(prior).__name__}")
-  if not isinstance(dataset, tf.data.Dataset):
-    raise TypeError(f"dataset must be a tf.data.Dataset. Received: dataset of type "
-                    f"{type(dataset).__name__}")
+  inputs = shards_lib.input_shards(dataset)
   if not checks.is_int(width) or width <= 0:
     raise ValueError(f"width (the student's feature width) must be a positive integer. "
                      f"Received: width={width!r}")
@@ -275,35 +252,17 @@ def prior_targets(prior: keras.Model, dataset: tf.data.Dataset, path: str, *, wi
   if view_fn is not None and not callable(view_fn):
     raise ValueError(f"view_fn must be a function of a batch of inputs. Received: "
                      f"view_fn={view_fn!r}")
-  if processing_mode not in cache.PROCESSING_MODES:
-    raise ValueError(f"Expected processing_mode in {cache.PROCESSING_MODES}. "
-                     f"Received: processing_mode={processing_mode!r}")
+  reference_lib.check_service(service, processing_mode)
   path = os.fspath(path)
-  if cache.has_cache(path) and not (overwrite or reuse):
-    raise ValueError(f"Prior targets already exist there; pass overwrite=True to replace them. "
-                     f"Received: path={path!r}")
-  fingerprint = cache.reference_fingerprint(prior, TASK)
-  spec = dataset.element_spec
-  id_spec = cache.find_id(spec, id_key)
-  if id_spec.shape.rank != 0 or not (id_spec.dtype.is_integer or id_spec.dtype == tf.string):
-    raise ValueError(f"Example ids must be integer or string scalars. Received: id feature "
-                     f"{id_key!r} of dtype {id_spec.dtype.name} and shape {id_spec.shape}")
+  fingerprint = fingerprints.model_fingerprint(prior, TASK, "prior")
+  spec = inputs[0].element_spec
+  id_dtype = fingerprints.id_dtype(fingerprints.find_id(spec, id_key), id_key)
   settings = {"width": width, "features": _describe(features), "view_fn": _describe(view_fn)}
-
-  rebuild_reason = None
-  if reuse:
-    rebuild_reason = _stale(path, fingerprint, settings, dataset, id_key, batch_size)
-    if rebuild_reason is None:
-      found = PriorTargets.load(path)
-      found.reused = True
-      return found
-    overwrite = True
-
   extract = features_fn(prior, features, "prior")
   view = view_fn or (lambda x: x)
 
   def compute(batch):
-    out = cache.ids_and_fingerprints(batch, id_key, labels=False)
+    out = fingerprints.ids_and_fingerprints(batch, id_key, labels=False)
     x, _, _ = adapters.unpack(batch)
     values = tf.convert_to_tensor(extract(view(x), False))
     if values.shape.rank != 2:
@@ -312,46 +271,73 @@ def prior_targets(prior: keras.Model, dataset: tf.data.Dataset, path: str, *, wi
     out["features"] = tf.cast(values, tf.float32)
     return out
 
-  arrays = cache.collect(dataset, compute, batch_size=batch_size, service=service,
-                         processing_mode=processing_mode)
-  if arrays is None:
-    raise ValueError("prior_targets(...) was given an empty dataset. Received: dataset with no "
-                     "elements")
-  raw = arrays.pop("features")
-  k = min(width, raw.shape[1])
-  arrays["target"] = pca_standardize(raw, k)
-  metadata = {
-      "format": FORMAT, "version": cache.VERSION, "task": TASK,
-      "reference": {"name": prior.name, "fingerprint": fingerprint},
-      "prior_width": int(raw.shape[1]), "settings": settings,
-      "dataset": cache.dataset_metadata(arrays, id_spec),
-      "inputs": cache.input_structure(spec, labels=False),
-      "outputs": {"target": [k]},
-  }
-  cache.write(path, metadata, arrays, overwrite=overwrite)
-  targets = PriorTargets(path, metadata, arrays)
-  targets.rebuild_reason = rebuild_reason
-  return targets
+  raw_path = os.path.join(path, "raw_features")
+  moments = _Moments()
+
+  def chunks():
+    # Pass 1: the prior's raw features, stored, and their moments accumulated on the way.
+    raw = shards_lib.write(
+        raw_path, {"format": shards_lib.FORMAT, "version": shards_lib.VERSION,
+                   "kind": _PriorFeatures.KIND, "ids": {"dtype": id_dtype}},
+        ((moments.add(c) for c in shard) for shard in shards_lib.compute_chunks(
+            inputs, compute, batch_size=batch_size, service=service,
+            processing_mode=processing_mode, id_key=id_key)),
+        num_shards=len(inputs), empty_message="prior_targets(...) was given an empty dataset. "
+                                              "Received: dataset with no elements")
+    stored = _PriorFeatures(raw_path, raw)
+    project = moments.projection(width)
+    # Pass 2: each shard projected and standardised, in its order.
+    for index in range(stored.num_shards):
+      yield (dict(id=c["id"].numpy(), input_fingerprint=c["input_fingerprint"].numpy(),
+                  target=project(c["features"].numpy()))
+             for c in stored.shard_dataset(index).batch(batch_size))
+
+  try:
+    return PriorTargets.build(
+        path, source={"name": prior.name, "fingerprint": fingerprint},
+        expected={"task": TASK, "inputs": fingerprints.input_structure(spec, labels=False),
+                  "settings": settings},
+        metadata={"ids": {"dtype": id_dtype}}, chunks=chunks, num_shards=len(inputs),
+        shards=inputs, id_key=id_key, batch_size=batch_size, overwrite=overwrite, reuse=reuse,
+        empty_message="prior_targets(...) was given an empty dataset. Received: dataset with "
+                      "no elements")
+  finally:
+    shutil.rmtree(raw_path, ignore_errors=True)
+
+
+class _Moments:
+  """Mean and covariance of `[n, D]` chunks, accumulated in float64 around the first chunk."""
+
+  def __init__(self):
+    self.count, self.shift, self.sum, self.outer = 0, None, None, None
+
+  def add(self, chunk):
+    x = np.asarray(chunk["features"], np.float64)
+    if self.shift is None:
+      self.shift = x.mean(axis=0)
+      self.sum, self.outer = np.zeros_like(self.shift), np.zeros((x.shape[1], x.shape[1]))
+    centred = x - self.shift
+    self.count += len(x)
+    self.sum += centred.sum(axis=0)
+    self.outer += centred.T @ centred
+    return chunk
+
+  def projection(self, width: int) -> Callable[[np.ndarray], np.ndarray]:
+    """`pca_standardize`'s map (PCA onto `min(width, D)` directions, each standardised)."""
+    mean_shifted = self.sum / self.count
+    covariance = self.outer / self.count - np.outer(mean_shifted, mean_shifted)
+    mean = self.shift + mean_shifted
+    variances, vectors = np.linalg.eigh(covariance)  # ascending
+    k = min(width, len(variances))
+    variances, vectors = variances[::-1][:k], vectors[:, ::-1][:, :k].T
+    signs = np.sign(vectors[np.arange(k), np.abs(vectors).argmax(axis=1)])
+    vectors = (vectors * signs[:, None]).T
+    std = np.sqrt(np.maximum(variances, 0.0))
+    scale = np.where(std > 1e-12 * max(std.max(), 1e-300), std, np.inf)
+    return lambda x: (((np.asarray(x, np.float64) - mean) @ vectors) / scale).astype(np.float32)
 
 
 def _describe(fn) -> Optional[str]:
   if fn is None or isinstance(fn, str):
     return fn
   return getattr(fn, "__qualname__", type(fn).__name__)
-
-
-def _stale(path, fingerprint, settings, dataset, id_key, batch_size) -> Optional[str]:
-  """Why the targets at `path` are not what `prior_targets` would write, or None."""
-  if not cache.has_cache(path):
-    return "no prior targets at this path"
-  try:
-    metadata = cache.read_metadata(path, PriorTargets)
-  except ValueError as e:
-    return f"the directory is unreadable ({e})"
-  if metadata["reference"]["fingerprint"] != fingerprint:
-    return (f"the prior's weights differ from those the targets were computed with (model "
-            f"{metadata['reference']['name']!r})")
-  if metadata["settings"] != settings:
-    return f"the targets were computed with {metadata['settings']}, not {settings}"
-  return cache.other_examples(metadata, dataset, id_key=id_key, batch_size=batch_size,
-                              labels=False)

@@ -1,0 +1,247 @@
+"""The store's joins: streamed (in the build's order, ids checked) and in memory, one contract.
+
+Tiny models, 64 examples in two input shards: alignment errors, the three kinds of values,
+reuse and staleness per shard, values given as features, and the same picks from both joins.
+The build on two tf.data service workers is here too; reading under MultiWorkerMirroredStrategy
+is tests/store/multi_worker_test.py.
+"""
+
+import os
+import tempfile
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+import tfjest
+from tfjest import testing
+
+N = 64
+
+
+def _shards(dataset):
+  return [dataset.take(N // 2), dataset.skip(N // 2)]
+
+
+def _ids(dataset):
+  return np.array([int(e["id"]) if isinstance(e, dict) else int(e[0]["id"]) for e in dataset])
+
+
+class StreamedJoinTest(tf.test.TestCase, parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.dir = tempfile.mkdtemp()
+    cls.reference = testing.dual_encoder(1, "reference")
+    cls.stream = testing.stream("contrastive", n=N)
+    cls.cache = tfjest.cache_reference(cls.reference, _shards(cls.stream),
+                                       os.path.join(cls.dir, "cache"), batch_size=16)
+
+  def test_one_value_shard_per_input_shard_and_opening_reads_metadata_only(self):
+    self.assertEqual((self.cache.num_shards, self.cache.num_examples), (2, N))
+    loaded = tfjest.ReferenceCache.load(self.cache.path)
+    self.assertIsNone(loaded._memory)  # pylint: disable=protected-access
+    joined = list(self.stream.apply(loaded.join(id_key="id")))
+    self.assertEqual(loaded.opened_shards, [0, 1])
+    self.assertAllEqual(_ids(joined), np.arange(N))
+    self.assertIsNone(loaded._memory)  # pylint: disable=protected-access
+    want = self.reference({"image": joined[5]["image"][None], "text": joined[5]["text"][None]})
+    self.assertAllClose(joined[5]["reference_image_embeddings"], want["image_embeddings"][0],
+                        atol=1e-6)
+
+  @parameterized.named_parameters(
+      ("reordered_shard", lambda s: s.skip(N // 2).concatenate(s.take(N // 2)),
+       r"example id 32 met the value stored for id 0 \(position 0 of shard \W*"
+       r"values-00000-of-00002.tfrecord\W*\)"),
+      ("missing_shard", lambda s: s.take(N // 2),
+       r"the stream ended before the value of id 32 \(position 0 of shard \W*"
+       r"values-00001-of-00002.tfrecord\W*\)"),
+      ("missing_example", lambda s: s.take(3).concatenate(s.skip(4)),
+       r"example id 4 met the value stored for id 3 \(position 3 of shard \W*values-00000"),
+      ("extra_example", lambda s: s.concatenate(s.take(1).map(lambda e: dict(e, id=e["id"] + 99))),
+       r"an extra example: id 99 comes after the last stored value \(of shard \W*values-00001"),
+      ("other_ids", lambda s: s.map(lambda e: dict(e, id=e["id"] + 1000)),
+       r"example id 1000 met the value stored for id 0.*"
+       r"Received: id=1000, shard=\W*values-00000"),
+      ("other_inputs", lambda s: s.map(lambda e: dict(e, image=e["image"] + 1.0)),
+       r"the inputs of example id 0 differ.*stale.*Received: id=0"),
+  )
+  def test_misalignment_stops_the_pipeline_naming_id_and_shard(self, change, message):
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message):
+      list(change(self.stream).apply(self.cache.join(id_key="id")))
+
+  def test_each_input_shard_with_its_own_value_shard(self):
+    store = tfjest.ReferenceCache.load(self.cache.path)
+    only = store.join(id_key="id", shards=[1], inputs=[self.stream.skip(N // 2)])
+    self.assertAllEqual(_ids(only), np.arange(N // 2, N))
+    self.assertEqual(store.opened_shards, [1])
+    both = store.join(id_key="id", inputs=_shards(self.stream))
+    self.assertAllEqual(_ids(both)[:4], [0, 32, 1, 33])  # round-robin, deterministic
+    with self.assertRaisesRegex(ValueError, r"shards must list value shards.*Received: "
+                                r"shards=\[2\]"):
+      store.join(id_key="id", shards=[2])
+    with self.assertRaisesRegex(ValueError, "join before batching"):
+      self.stream.batch(4).apply(store.join(id_key="id"))
+    with self.assertRaisesRegex(ValueError, r"already have features \['reference_image"):
+      self.stream.apply(store.join(id_key="id")).apply(store.join(id_key="id"))
+
+  @parameterized.parameters("contrastive", "classification")
+  def test_streamed_and_in_memory_joins_pick_the_same(self, task):
+    if task == "contrastive":
+      cache, stream = self.cache, self.stream
+      learner, kwargs = testing.dual_encoder(0, "learner"), {"num_chunks": 2}
+    else:
+      stream = testing.stream("classification", n=N)
+      cache = tfjest.cache_reference(testing.classifier(1, "reference"), _shards(stream),
+                                     os.path.join(self.dir, "classifier"))
+      learner, kwargs = testing.classifier(0, "learner"), {"method": "independent"}
+
+    def picks(dataset):
+      selector = tfjest.select(learner=learner, reference_cache=cache, id_key="id",
+                               batch_size=8, super_batch_size=16, seed=3, **kwargs)
+      batches = list(dataset.apply(selector))
+      x = batches[0][0] if isinstance(batches[0], tuple) else batches[0]
+      self.assertFalse([k for k in x if k.startswith("reference_")])  # never reach fit
+      return np.concatenate([testing.ids(b) for b in batches])
+
+    shuffled = lambda d: d.shuffle(N, seed=5)  # shuffle after the join
+    streamed = picks(shuffled(stream.apply(cache.join(id_key="id"))))
+    in_memory = picks(shuffled(stream))
+    self.assertAllEqual(streamed, in_memory)
+    self.assertLen(streamed, N // 2)
+
+
+class FeaturesTest(tf.test.TestCase):
+  """Reference values written by another engine, given to select as features."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.reference = testing.dual_encoder(1, "reference")
+    cls.stream = testing.stream("contrastive", n=N)
+    cls.cache = tfjest.cache_reference(cls.reference, cls.stream,
+                                       os.path.join(tempfile.mkdtemp(), "cache"))
+    rows = {int(e["id"]): e for e in cls.stream.apply(cls.cache.join(id_key="id"))}
+    # As a Beam job would write them: features of each example, under the user's names.
+    cls.written = cls.stream.map(lambda e: dict(e, ref_img=tf.gather(
+        tf.constant(np.stack([rows[i]["reference_image_embeddings"] for i in range(N)])),
+        e["id"]), ref_txt=tf.gather(tf.constant(np.stack(
+            [rows[i]["reference_text_embeddings"] for i in range(N)])), e["id"])))
+
+  def _select(self, **kwargs):
+    return tfjest.select(learner=testing.dual_encoder(0, "learner"), batch_size=8,
+                         super_batch_size=16, num_chunks=2, seed=1, **kwargs)
+
+  def test_features_pick_as_the_cache_and_do_not_reach_fit(self):
+    features = self._select(
+        reference_features={"image_embeddings": "ref_img", "text_embeddings": "ref_txt"},
+        logit_scale=self.cache.logit_scale, logit_bias=self.cache.logit_bias)
+    from_features = list(self.written.apply(features))
+    self.assertNotIn("ref_img", from_features[0])
+    cached = list(self.stream.apply(self._select(reference_cache=self.cache, id_key="id")))
+    self.assertAllEqual(np.concatenate([testing.ids(b) for b in from_features]),
+                        np.concatenate([testing.ids(b) for b in cached]))
+
+  def test_contract_errors(self):
+    good = {"image_embeddings": "ref_img", "text_embeddings": "ref_txt"}
+    with self.assertRaisesRegex(ValueError, r"reference_features must map.*Received: "
+                                r"reference_features=\{'image_embeddings': 'ref_img'\}"):
+      self._select(reference_features={"image_embeddings": "ref_img"}, logit_scale=1.0,
+                   logit_bias=0.0)
+    with self.assertRaisesRegex(ValueError, "pass logit_scale= as a number.*Received: "
+                                "logit_scale=None"):
+      self._select(reference_features=good, logit_bias=0.0)
+    with self.assertRaisesRegex(ValueError, "not to stored losses. Received: logit_scale=1.0"):
+      self._select(reference_features={"loss": "ref_loss"}, logit_scale=1.0)
+    with self.assertRaisesRegex(ValueError, "not with them"):
+      self._select(reference_features=good, logit_scale=1.0, logit_bias=0.0,
+                   reference=self.reference)
+    with self.assertRaisesRegex(ValueError, "only serve reference_features"):
+      self._select(reference=self.reference, logit_scale=1.0)
+    selector = self._select(reference_features=dict(good, text_embeddings="id"),
+                            logit_scale=1.0, logit_bias=0.0)
+    with self.assertRaisesRegex(ValueError, r"Expected feature 'id' to hold the reference's "
+                                r"text_embeddings.*Received: 'id' with dtype int64 and "
+                                r"shape \(\)"):
+      self.written.apply(selector)
+    selector = self._select(reference_features=dict(good, image_embeddings="nope"),
+                            logit_scale=1.0, logit_bias=0.0)
+    with self.assertRaisesRegex(ValueError, "Received: 'nope' with no such feature"):
+      self.written.apply(selector)
+
+
+class KindsAndStalenessTest(tf.test.TestCase):
+  """Prior targets and clusters through the same store; reuse and staleness per shard."""
+
+  def setUp(self):
+    super().setUp()
+    self.dir = tempfile.mkdtemp(dir=self.get_temp_dir())
+    self.stream = testing.stream("contrastive", n=N)
+
+  def test_prior_targets_and_clusters_are_sharded_stores(self):
+    prior = testing.dual_encoder(7, "prior")
+    targets = tfjest.prior_targets(prior, _shards(self.stream), os.path.join(self.dir, "t"),
+                                   width=3, features="image_embeddings")
+    self.assertEqual((targets.num_shards, targets.width), (2, 3))
+    self.assertFalse(os.path.exists(os.path.join(targets.path, "raw_features")))
+    streamed = list(self.stream.apply(targets.join(id_key="id", in_order=True)))
+    by_id = list(self.stream.apply(targets.join(id_key="id")))
+    self.assertAllClose(np.stack([e["rela_target"] for e in streamed]),
+                        np.stack([e["rela_target"] for e in by_id]))
+    self.assertAllClose(targets.array("target").std(0), np.ones(3), atol=1e-4)
+    cache = tfjest.cache_reference(testing.dual_encoder(1), _shards(self.stream),
+                                   os.path.join(self.dir, "c"))
+    clusters = tfjest.cluster_reference(cache, os.path.join(self.dir, "k"), num_clusters=3)
+    self.assertEqual(clusters.num_shards, 2)
+    joined = list(self.stream.apply(clusters.join(id_key="id")))
+    self.assertAllEqual([int(e["cluster"]) for e in joined], clusters.assignments)
+
+  def test_reuse_and_staleness_per_shard(self):
+    path = os.path.join(self.dir, "cache")
+    reference = testing.dual_encoder(1, "reference")
+    build = lambda stream, model=reference: tfjest.cache_reference(
+        model, _shards(stream), path, reuse=True)
+    self.assertEqual(build(self.stream).rebuild_reason, "no reference cache at this path")
+    self.assertTrue(build(self.stream).reused)
+    changed = self.stream.map(lambda e: dict(e, image=tf.where(
+        e["id"] == 40, e["image"] + 1.0, e["image"])))
+    self.assertRegex(build(changed).rebuild_reason,
+                     r"inputs of some examples differ.*\(input shard 1\)")
+    self.assertRegex(build(self.stream.map(lambda e: dict(e, id=e["id"] * 2))).rebuild_reason,
+                     r"other example ids in input shard 0")
+    self.assertRegex(build(self.stream, testing.dual_encoder(2, "other")).rebuild_reason,
+                     "reference weights differ")
+
+
+class ServiceBuildTest(tf.test.TestCase):
+  """Two tf.data service workers compute the values; the client writes each shard in order."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    service = tf.data.experimental.service
+    cls.dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+    address = cls.dispatcher.target.split("://")[1]
+    cls.workers = [service.WorkerServer(service.WorkerConfig(
+        dispatcher_address=address, worker_address="127.0.0.1:%port%")) for _ in range(2)]
+
+  def test_two_workers_write_what_one_process_writes(self):
+    reference, stream = testing.dual_encoder(1, "reference"), testing.stream("contrastive", n=N)
+    # Input shards whose splits are whole examples, as files are (`take`/`skip` would run on
+    # each worker's share under "distributed_epoch").
+    shards = [stream.filter(lambda e: e["id"] < N // 2),
+              stream.filter(lambda e: e["id"] >= N // 2)]
+    local = tfjest.cache_reference(reference, shards,
+                                   os.path.join(self.get_temp_dir(), "local"), batch_size=8)
+    remote = tfjest.cache_reference(reference, shards,
+                                    os.path.join(self.get_temp_dir(), "remote"), batch_size=8,
+                                    service=self.dispatcher.target)
+    self.assertEqual(remote.metadata["shards"], local.metadata["shards"])
+    self.assertAllClose(remote.array("image_embeddings"), local.array("image_embeddings"),
+                        atol=1e-6)
+    self.assertAllEqual(_ids(stream.apply(remote.join(id_key="id"))), np.arange(N))
+
+
+if __name__ == "__main__":
+  tf.test.main()

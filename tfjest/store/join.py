@@ -1,0 +1,193 @@
+"""The two joins of stored values to a stream (docs/SPEC.md §13).
+
+Streamed (`Streamed`): the stream, read in the order the store was built from (before any
+shuffle: shuffle after the join), is zipped with the value shards. Both sides end with a marker,
+so that a stream longer or shorter than its shards is caught, not cut by `zip`; every element's
+id must equal its value's id, and (with `verify_inputs`) its inputs must hash to the stored
+fingerprint. Otherwise the pipeline stops with an `InvalidArgumentError` naming the id, the
+value shard and the position in it: a reordered or missing shard, a missing or extra example
+and other ids all stop it, and none becomes a silent wrong join. Memory: one chunk per open
+shard, whatever the number of examples. With input shards (`interleave`), each is zipped with
+its own value shard and the shards are interleaved round-robin, deterministically; under
+`MultiWorkerMirroredStrategy` a worker that reads only its input shards opens only their
+value shards.
+
+By id (`by_id`): values looked up in memory (`Store.values_for`); any order, single or batched
+elements. For small data and for streams that are shuffled before the values are needed.
+"""
+
+from typing import Mapping, Sequence
+
+import tensorflow as tf
+
+from tfjest import adapters
+from tfjest.store import fingerprints
+
+_SHARD, _POSITION = "_shard", "_position"
+_BLOCK = 256  # examples checked at a time
+
+
+def add_features(element, features: Mapping[str, tf.Tensor]):
+  """`element` with `features` added to its dict: the element itself, else its `x`."""
+  if isinstance(element, dict):
+    return {**element, **features}
+  if isinstance(element, tuple) and element and isinstance(element[0], dict):
+    return ({**element[0], **features},) + element[1:]
+  raise ValueError(f"Stored values are added as features of the elements' inputs, a dict. "
+                   f"Received: element_spec={fingerprints.spec_of(element)}")
+
+
+def _check_new(spec, names):
+  x, _, _ = adapters.unpack(spec)
+  held = set(spec) if isinstance(spec, dict) else set(x) if isinstance(x, dict) else set()
+  clash = sorted(set(names) & held)
+  if clash:
+    raise ValueError(f"The elements already have features {clash}: join each store once, or "
+                     f"pass other names with features=. Received: element_spec={spec}")
+
+
+class Streamed:
+  """A store's value shards zipped with the stream read in the build's order."""
+
+  def __init__(self, store, id_key: str, features: Mapping[str, str], shards, verify: bool):
+    self.store, self.id_key, self.features, self.verify = store, id_key, dict(features), verify
+    count = store.num_shards
+    indices = list(range(count)) if shards is None else list(shards)
+    if not indices or not all(isinstance(i, int) and 0 <= i < count for i in indices):
+      raise ValueError(f"shards must list value shards of the {store.NAME} at {store.path!r} "
+                       f"(0 to {count - 1}). Received: shards={shards!r}")
+    self.indices = indices
+    self.names = [store.metadata["shards"][i]["file"] for i in range(count)]
+
+  def apply_fn(self):
+    def _apply_fn(dataset: tf.data.Dataset) -> tf.data.Dataset:
+      return self._zip(dataset, self.indices)
+    return _apply_fn
+
+  def interleave(self, inputs: Sequence[tf.data.Dataset]) -> tf.data.Dataset:
+    """Each input shard zipped with its value shard, interleaved round-robin (deterministic)."""
+    if (not isinstance(inputs, (list, tuple)) or len(inputs) != len(self.indices) or
+        not all(isinstance(d, tf.data.Dataset) for d in inputs)):
+      raise ValueError(f"inputs must be one dataset per value shard joined ({len(self.indices)}"
+                       f": {self.indices}). Received: inputs={inputs!r}")
+    joined = [self._zip(d, [i]) for d, i in zip(inputs, self.indices)]
+    if len(joined) == 1:
+      return joined[0]
+    choice = tf.data.Dataset.range(len(joined)).repeat()
+    return tf.data.Dataset.choose_from_datasets(joined, choice, stop_on_empty_dataset=False)
+
+  def _values(self, indices) -> tf.data.Dataset:
+    """The values of `indices`, each tagged with its shard and position, then an end marker."""
+    out = None
+    for i in indices:
+      def tag(offset, chunk, i=i):
+        n = tf.shape(chunk["id"], out_type=tf.int64)[0]
+        return offset + n, dict(chunk, **{_SHARD: tf.fill([n], tf.constant(i, tf.int64)),
+                                          _POSITION: offset + tf.range(n)})
+      values = self.store.shard_dataset(i, chunked=True).scan(tf.constant(0, tf.int64), tag)
+      out = values if out is None else out.concatenate(values)
+    out = out.unbatch()
+    end = tf.nest.map_structure(_zeros, out.element_spec)
+    end[_SHARD] = tf.constant(-1, tf.int64)
+    return out.concatenate(tf.data.Dataset.from_tensors(end))
+
+  def _zip(self, dataset: tf.data.Dataset, indices) -> tf.data.Dataset:
+    store, id_key = self.store, self.id_key
+    spec = dataset.element_spec
+    id_spec = fingerprints.find_id(spec, id_key)
+    if id_spec.shape.rank != 0:
+      raise ValueError(f"The streamed join reads single examples in the order the {store.NAME} "
+                       f"was built from: join before batching (and before shuffling). "
+                       f"Received: id feature {id_key!r} of shape {id_spec.shape}")
+    _check_new(spec, self.features.values())
+    store.check_element_spec(spec, id_key)
+    # Both sides end with a marker, then are checked a block of examples at a time: a stream
+    # longer or shorter than its values meets the other side's marker (zip cannot hide it).
+    stream = dataset.batch(_BLOCK).map(lambda *e: (
+        tf.fill([tf.shape(fingerprints.find_id(e if len(e) > 1 else e[0], id_key))[0]], True),
+        e if len(e) > 1 else e[0]))
+    stream = stream.concatenate(tf.data.Dataset.from_tensors(
+        (tf.constant(False), tf.nest.map_structure(_zeros, spec))).batch(1)).unbatch()
+    names = tf.constant(self.names)
+    last = self.names[indices[-1]]
+    labels, verify, features = store.LABELS, self.verify, self.features
+
+    def check(real_and_element, value):
+      real, element = real_and_element
+      n = tf.minimum(tf.shape(real)[0], tf.shape(value["id"])[0])
+      real, element, value = tf.nest.map_structure(lambda t: t[:n], (real, element, value))
+      ids = fingerprints.find_id(element, id_key)
+      ids = ids if ids.dtype == tf.string else tf.cast(ids, tf.int64)
+      shard = value[_SHARD]
+      stored = shard >= 0
+      same = tf.equal(ids, value["id"])
+      ok = tf.equal(real, stored) & (same | ~real)
+      if verify:
+        ok &= ~(real & stored & same) | tf.equal(
+            fingerprints.input_fingerprints(element, labels), value["input_fingerprint"])
+
+      def fail():
+        k = tf.argmin(tf.cast(ok, tf.int32))
+        r, s, at_id, want, position = (real[k], stored[k], ids[k], value["id"][k],
+                                       value[_POSITION][k])
+        name = tf.gather(names, tf.maximum(shard[k], 0))
+        message = tf.case([
+            (r & ~s, lambda: tf.strings.format(
+                "an extra example: id {} comes after the last stored value (of shard {}). The "
+                "stream holds examples or input shards the store was not built from. "
+                "Received: id={}", [at_id, last, at_id])),
+            (~r & s, lambda: tf.strings.format(
+                "the stream ended before the value of id {} (position {} of shard {}): a "
+                "missing example or input shard. Received: end of stream, shard={}",
+                [want, position, name, name])),
+            (tf.not_equal(at_id, want), lambda: tf.strings.format(
+                "example id {} met the value stored for id {} (position {} of shard {}): the "
+                "stream is not read in the build's order (a reordered or missing shard, a "
+                "shuffle before the join) or holds other ids. Received: id={}, shard={}",
+                [at_id, want, position, name, at_id, name]))],
+            default=lambda: tf.strings.format(
+                "the inputs of example id {} differ from those its value was computed from "
+                "(position {} of shard {}): the store is stale. Rebuild it, or join with "
+                "verify_inputs=False to accept stale values. Received: id={}, shard={}",
+                [at_id, position, name, at_id, name]))
+        with tf.control_dependencies([tf.debugging.Assert(
+            False, [f"tfjest: the stream and the {store.NAME} at {store.path} are not aligned: ",
+                    message])]):
+          return tf.constant(False)
+
+      checked = tf.cond(tf.reduce_all(ok), lambda: tf.constant(True), fail)
+      with tf.control_dependencies([checked]):
+        real = tf.identity(real)
+      element = add_features(element, {name: value[k] for k, name in features.items()})
+      return tf.nest.map_structure(lambda t: tf.boolean_mask(t, real), element)
+
+    joined = tf.data.Dataset.zip((stream.batch(_BLOCK), self._values(indices).batch(_BLOCK)))
+    return joined.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+
+
+def by_id(store, id_key: str, features: Mapping[str, str]):
+  """The in-memory join by id, as a transformation (single or batched elements, any order)."""
+
+  def _apply_fn(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    spec = dataset.element_spec
+    single = fingerprints.find_id(spec, id_key).shape.rank == 0
+    store.check_element_spec(spec if single else tf.nest.map_structure(
+        lambda s: tf.TensorSpec(s.shape[1:], s.dtype), spec), id_key)
+    _check_new(spec, features.values())
+
+    def add(*parts):
+      element = parts if len(parts) > 1 else parts[0]
+      batch = tf.nest.map_structure(lambda t: t[None], element) if single else element
+      values = store.values_for(batch, id_key, tuple(features))
+      return add_features(element, {name: values[k][0] if single else values[k]
+                                    for k, name in features.items()})
+
+    return dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  return _apply_fn
+
+
+def _zeros(spec):
+  if spec.dtype == tf.string:
+    return tf.fill(spec.shape, "") if spec.shape.rank else tf.constant("")
+  return tf.zeros(spec.shape, spec.dtype)

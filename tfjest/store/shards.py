@@ -1,0 +1,266 @@
+"""The store's disk format, its one writer and its one staleness check.
+
+A store is a directory:
+
+- `metadata.json`: `format` ("tfjest.store"), `version`, `kind` (which values: a reference
+  cache, prior targets, clusters), `task`, `source` (the name and `model_fingerprint` of the
+  model the values came from), `settings`, `inputs` (the element structure that
+  `input_fingerprints` hashed), `values` (shape and dtype of each value), `ids` (dtype, count
+  and the fingerprint of every shard's ids in order) and `shards`: per value shard its file,
+  its example count and two order-sensitive SHA-256 digests, of its ids and of its
+  `(id, input fingerprint)` pairs;
+- `values-00000-of-0000S.tfrecord`, ...: one value shard per input shard, in that shard's
+  order. A record is one chunk of examples (a `tf.train.Example` of serialised tensors: `id`,
+  `input_fingerprint` and the values); reading is a `TFRecordDataset`, parsed and unbatched:
+  memory is one chunk per open shard, whatever the number of examples.
+
+On disk per example: the id (8 bytes, or the string), the input fingerprint (8 bytes) and the
+values (4 bytes per float32), plus a few hundred bytes per chunk (docs/SPEC.md §13).
+"""
+
+import json
+import os
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfjest.store import fingerprints
+
+FORMAT = "tfjest.store"
+VERSION = 2
+METADATA = "metadata.json"
+PROCESSING_MODES = ("distributed_epoch", "parallel_epochs")
+
+
+def shard_file(index: int, count: int) -> str:
+  return f"values-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def has_store(path) -> bool:
+  """Whether a store (its metadata) exists at `path`."""
+  return os.path.exists(os.path.join(os.fspath(path), METADATA))
+
+
+def input_shards(dataset, name: str = "dataset") -> List[tf.data.Dataset]:
+  """`dataset` as a list of input shards: one `Dataset`, or a non-empty list of them.
+
+  Raises:
+    TypeError: if `dataset` is neither.
+    ValueError: if the shards' elements differ in structure.
+  """
+  shards = [dataset] if isinstance(dataset, tf.data.Dataset) else dataset
+  if (not isinstance(shards, (list, tuple)) or not shards or
+      not all(isinstance(s, tf.data.Dataset) for s in shards)):
+    raise TypeError(f"{name} must be a tf.data.Dataset or a non-empty list of them (one per "
+                    f"input shard). Received: {name} of type {type(dataset).__name__}")
+  specs = {str(s.element_spec) for s in shards}
+  if len(specs) > 1:
+    raise ValueError(f"Every input shard must have the same element structure. Received: "
+                     f"{name} with element specs {sorted(specs)}")
+  return list(shards)
+
+
+def read_metadata(path, kind) -> dict:
+  """The parsed `metadata.json` of a store of `kind` (a `Store` subclass), checked.
+
+  Raises:
+    ValueError: if there is no readable store of this kind and version at `path`.
+  """
+  meta_path = os.path.join(os.fspath(path), METADATA)
+  try:
+    with open(meta_path) as f:
+      metadata = json.load(f)
+  except (OSError, ValueError) as e:
+    raise ValueError(f"No readable tfjest {kind.NAME} at this path ({e}). Build one with "
+                     f"{kind.BUILDER}. Received: path={os.fspath(path)!r}") from e
+  got = (metadata.get("format"), metadata.get("version"), metadata.get("kind"))
+  if got != (FORMAT, VERSION, kind.KIND):
+    raise ValueError(f"Expected a {FORMAT} of version {VERSION} holding {kind.KIND}. Received: "
+                     f"format={got[0]!r}, version={got[1]!r}, kind={got[2]!r}")
+  return metadata
+
+
+def compute_chunks(shards: Sequence[tf.data.Dataset], compute: Callable, *, batch_size: int,
+                   service: Optional[str] = None, processing_mode: str = "distributed_epoch",
+                   id_key: str = "id") -> Iterator[Iterator[dict]]:
+  """Per input shard, its chunks `compute(batch)` as NumPy dicts, in the shard's order.
+
+  `compute` maps a batch of elements to a dict with `id`, `input_fingerprint` and the values.
+  With `service` (a tf.data service dispatcher), each shard is one job whose batches the
+  service's workers compute in parallel; they come back in any order (or, with
+  "parallel_epochs", once per worker), so the shard is put back in the order of its ids,
+  read here in one pass without the model, before it is written: memory is one shard's
+  values. Every id must come back (exactly the shard's examples), or it is an error.
+  """
+  for shard in shards:
+    yield _chunks(shard, compute, batch_size, service, processing_mode, id_key)
+
+
+def _chunks(shard, compute, batch_size, service, processing_mode, id_key):
+  if service is None:
+    # `map` passes a tuple element's parts as separate arguments.
+    pipeline = shard.batch(batch_size).map(
+        lambda *parts: compute(parts if len(parts) > 1 else parts[0]))
+    for chunk in pipeline.prefetch(2):
+      yield tf.nest.map_structure(lambda t: t.numpy(), chunk)
+    return
+  pipeline = shard.batch(batch_size).map(
+      lambda *parts: compute(parts if len(parts) > 1 else parts[0]))
+  pipeline = pipeline.apply(tf.data.experimental.service.distribute(
+      processing_mode=processing_mode, service=service))
+  chunks = [tf.nest.map_structure(lambda t: t.numpy(), c) for c in pipeline]
+  order = [i for b in shard.map(lambda *p: fingerprints.find_id(
+      p if len(p) > 1 else p[0], id_key)).batch(4096) for i in b.numpy().tolist()]
+  if not chunks:
+    return
+  arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+  row = {i: r for r, i in enumerate(arrays["id"].tolist())}  # repeats: any copy will do
+  missing = [i for i in order if i not in row]
+  if missing or len(row) != len(set(order)):
+    raise ValueError(f"The tf.data service returned other examples than the input shard holds "
+                     f"({len(row)} ids for {len(order)}): read the input so that its splits "
+                     f"are whole examples (e.g. files), or use processing_mode="
+                     f"'parallel_epochs'. Received: missing ids {missing[:5]}")
+  rows = np.array([row[i] for i in order], np.int64)
+  yield {k: v[rows] for k, v in arrays.items()}
+
+
+def _serialize(chunk: dict) -> bytes:
+  feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(
+      value=[tf.io.serialize_tensor(tf.constant(v)).numpy()])) for k, v in chunk.items()}
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def parse_fn(values: dict, id_dtype: str) -> Callable:
+  """`fn(record) -> {key: [n, ...] tensor}` of a value shard's records."""
+  specs = {"id": (tf.string if id_dtype == "string" else tf.int64, []),
+           "input_fingerprint": (tf.int64, [])}
+  specs.update({k: (tf.as_dtype(v["dtype"]), v["shape"]) for k, v in values.items()})
+  features = {k: tf.io.FixedLenFeature([], tf.string) for k in specs}
+
+  def parse(record):
+    raw = tf.io.parse_single_example(record, features)
+    return {k: tf.ensure_shape(tf.io.parse_tensor(raw[k], dtype), [None] + shape)
+            for k, (dtype, shape) in specs.items()}
+
+  return parse
+
+
+def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,
+          num_shards: int, empty_message: str, late: Optional[Callable[[], dict]] = None) -> dict:
+  """The one writer: value shards in order, then `metadata.json` (completed and returned).
+
+  Each shard is written under a temporary name and renamed when complete; the metadata comes
+  last, so a store whose build stopped has no metadata and is not a store.
+
+  Raises:
+    ValueError: with `empty_message` if no example was written; if two examples of a shard
+      share an id.
+
+  `late`: optional `() -> dict` of metadata entries known only once the shards are written.
+  """
+  os.makedirs(path, exist_ok=True)
+  for name in os.listdir(path):  # a store is replaced whole
+    if name == METADATA or name.startswith("values-"):
+      os.remove(os.path.join(path, name))
+  shards, values, whole = [], None, fingerprints.Digest()
+  for index, chunks in enumerate(shard_chunks):
+    name = shard_file(index, num_shards)
+    ids_digest, content_digest = fingerprints.Digest(), fingerprints.Digest()
+    count, seen = 0, set()
+    with tf.io.TFRecordWriter(os.path.join(path, name + ".tmp")) as writer:
+      for chunk in chunks:
+        ids = chunk["id"]
+        for i in ids.tolist():  # memory: one shard's ids
+          if i in seen:
+            shown = i.decode() if isinstance(i, bytes) else i
+            raise ValueError(f"Example ids must be unique: two examples of input shard {index} "
+                             f"share an id, so stored values could be joined to the wrong one. "
+                             f"Received: id={shown!r}")
+          seen.add(i)
+        if values is None:
+          values = {k: {"shape": list(v.shape[1:]), "dtype": v.dtype.name}
+                    for k, v in chunk.items() if k not in ("id", "input_fingerprint")}
+        ids_digest.update(ids)
+        content_digest.update(chunk["input_fingerprint"])
+        count += len(ids)
+        writer.write(_serialize(chunk))
+    os.replace(os.path.join(path, name + ".tmp"), os.path.join(path, name))
+    shards.append({"file": name, "num_examples": count,
+                   "ids_fingerprint": ids_digest.hexdigest(),
+                   "content_fingerprint": _content(ids_digest, content_digest)})
+    whole.update(np.array([s.encode() for s in (shards[-1]["ids_fingerprint"],
+                                                shards[-1]["content_fingerprint"])], object))
+  total = sum(s["num_examples"] for s in shards)
+  if not total:
+    raise ValueError(empty_message)
+  metadata = dict(metadata, values=values, shards=shards, **(late() if late else {}))
+  metadata["ids"] = dict(metadata.get("ids", {}), num_examples=total,
+                         fingerprint=whole.hexdigest())
+  with open(os.path.join(path, METADATA + ".tmp"), "w") as f:
+    json.dump(metadata, f, indent=1)
+  os.replace(os.path.join(path, METADATA + ".tmp"), os.path.join(path, METADATA))
+  return metadata
+
+
+def stale_reason(path, kind, *, source_fingerprint: Optional[str] = None,
+                 expected: Optional[dict] = None, shards=None, id_key: str = "id",
+                 batch_size: int = 256) -> Optional[str]:
+  """Why the store at `path` is not what `kind`'s builder would write now, or None.
+
+  The one staleness check, cheapest first: the metadata (format, kind), the source model's
+  fingerprint, every entry of `expected` (settings, task, ...), then, with `shards` (the input
+  shards), the element structure, the shard count and, per shard, one pass over its ids and
+  inputs (no model call) compared with that shard's two digests.
+  """
+  if not has_store(path):
+    return f"no {kind.NAME} at this path"
+  try:
+    metadata = read_metadata(path, kind)
+  except ValueError as e:
+    return f"the {kind.NAME} there is unreadable ({e})"
+  if source_fingerprint is not None and metadata["source"]["fingerprint"] != source_fingerprint:
+    return (f"the {kind.SOURCE} differ from those the {kind.NAME} was built from "
+            f"({metadata['source']['name']!r})")
+  for key, value in (expected or {}).items():
+    if key == "inputs" and metadata.get(key) != value:
+      return (f"the dataset's elements have another structure than those the {kind.NAME} was "
+              f"built from ({metadata.get(key)})")
+    if metadata.get(key) != value:
+      return f"the {kind.NAME} was built with other {key} ({metadata.get(key)!r}, not {value!r})"
+  if shards is None:
+    return None
+  return _other_inputs(metadata, kind, input_shards(shards), id_key, batch_size)
+
+
+def _other_inputs(metadata, kind, shards, id_key, batch_size) -> Optional[str]:
+  spec = shards[0].element_spec
+  id_spec = fingerprints.find_id(spec, id_key)
+  if (fingerprints.id_dtype(id_spec, id_key) != metadata["ids"]["dtype"] or
+      fingerprints.input_structure(spec, kind.LABELS) != metadata["inputs"]):
+    return "the dataset's elements have another structure or id dtype"
+  if len(shards) != len(metadata["shards"]):
+    return (f"the dataset has {len(shards)} input shards, the {kind.NAME} "
+            f"{len(metadata['shards'])}")
+  compute = lambda batch: fingerprints.ids_and_fingerprints(batch, id_key, kind.LABELS)
+  for index, (chunks, recorded) in enumerate(zip(
+      compute_chunks(shards, compute, batch_size=batch_size), metadata["shards"])):
+    ids, content, count = fingerprints.Digest(), fingerprints.Digest(), 0
+    for chunk in chunks:
+      ids.update(chunk["id"])
+      content.update(chunk["input_fingerprint"])
+      count += len(chunk["id"])
+    if ids.hexdigest() != recorded["ids_fingerprint"]:
+      return (f"the dataset holds other example ids in input shard {index} ({count} examples, "
+              f"the {kind.NAME} {recorded['num_examples']})")
+    if _content(ids, content) != recorded["content_fingerprint"]:
+      return (f"the inputs of some examples differ from those the {kind.NAME} was built from "
+              f"(input shard {index})")
+  return None
+
+
+def _content(ids: fingerprints.Digest, inputs: fingerprints.Digest) -> str:
+  """The digest of a shard's `(id, input fingerprint)` pairs, in order (chunking aside)."""
+  return fingerprints.Digest().update(np.array(
+      [ids.hexdigest().encode(), inputs.hexdigest().encode()], object)).hexdigest()
