@@ -26,15 +26,16 @@ with the learner scoring itself, both with `tfjest.SelectionStatsCallback(every_
 writing TensorBoard summaries under `<output dir>/tensorboard/`. Every K steps the learner
 scores the sampled super-batch at full resolution: `overlap` (the share of the step's picks that
 are among the learner's own top scores) and the rank correlation of the two scores. The
-learner-scoring run scores through an identity view (`--fidelity_every` sets its scoring
-resolution to the full 32), so it gets the same check: its overlap is the ceiling of the
-measure (joint selection is compared through per-example scores, so even the learner's own
-picks are not all in its per-example top). Each run is written to `--output` as soon as it ends
-(started again with the same flags, the file resumes); a table of the curve, every
-`--eval_every` steps (mean ± sd over seeds, fidelity averaged over the window's checks), and
-the cost per step (FLOPs, uniform's step = 1, with and without the checks) are printed.
+learner-scoring run scores through an identity view (its scoring resolution set to the full
+32), so it gets the same check: its overlap is the ceiling of the measure (joint selection is
+compared through per-example scores, so even the learner's own picks are not all in its
+per-example top). `--fidelity_rows` runs some of the two only (the proxy's seeds first). Each
+run is written to `--output` as soon as it ends (started again with the same flags, the file
+resumes); a table of the curve every `--eval_every` steps (mean ± sd over seeds, fidelity
+averaged over the window's checks) and the cost per step (FLOPs, uniform's step = 1, with and
+without the checks) are printed.
 
-    python -m benchmarks.cheap_scoring --fidelity_every=100 --steps=6000 --eval_every=500 \
+    python -m benchmarks.cheap_scoring --fidelity_every=100 --steps=5000 --eval_every=500 \
       --seeds=3 --output=out/proxy_fidelity/results.json
 """
 
@@ -85,6 +86,9 @@ _EVAL_EVERY = flags.DEFINE_integer("eval_every", 500,
                                    "With --fidelity_every: steps between evaluations.")
 _SEEDS = flags.DEFINE_integer("seeds", 3,
                               "With --fidelity_every: seeds --seed, ..., --seed + seeds - 1.")
+_FIDELITY_ROWS = flags.DEFINE_list(
+    "fidelity_rows", ["proxy", "learner"], "With --fidelity_every: the runs of each seed, "
+    "proxy scoring and learner scoring (the proxy's seeds first).")
 
 
 def _rows(learner, task, cache, super_batches, n, b, proxy=None):
@@ -238,8 +242,9 @@ def _fidelity_curves(task, reference, cache):
   boards = os.path.join(os.path.dirname(os.path.abspath(path)), "tensorboard")
   print(f"proxy fidelity: {task.describe()}; {_STEPS.value} steps, checked every "
         f"{_FIDELITY_EVERY.value}, evaluated every {_EVAL_EVERY.value}", flush=True)
-  for seed in range(_SEED.value, _SEED.value + _SEEDS.value):
-    for row in ("proxy", "learner"):
+  # The proxy's seeds first: the curve; then the learner's, the comparison and the ceiling.
+  for row in _FIDELITY_ROWS.value:
+    for seed in range(_SEED.value, _SEED.value + _SEEDS.value):
       key = f"{row}|seed={seed}"
       if key in results["runs"]:
         continue
@@ -254,9 +259,10 @@ def _fidelity_curves(task, reference, cache):
             f"{len(run['fidelity'])} checks (first: step {run['first_below_threshold']}); "
             f"{run['wall_seconds']:.0f} s", flush=True)
   runs = results["runs"]
-  print(f"\n{len(runs) // 2} seeds; per evaluation: mean ± sd over seeds (fidelity: the mean "
-        f"of the window's checks; corrupted: the share among the window's picks)")
-  figure = lambda name, spec: lambda r: report.plus_minus(r[name], spec)
+  seeds = {row: sum(k.startswith(row + "|") for k in runs) for row in ("proxy", "learner")}
+  print(f"\nseeds: {seeds}; per evaluation: mean ± sd over seeds (fidelity: the mean of the "
+        f"window's checks; corrupted: the share among the window's picks)")
+  figure = lambda name, spec: lambda r: report.plus_minus(r[name], spec) if name in r else "-"
   print(report.table(results["summary"], [
       ("step", lambda r: str(r["step"])),
       ("proxy overlap", figure("proxy_overlap", ".2f")),
@@ -268,6 +274,8 @@ def _fidelity_curves(task, reference, cache):
       ("learner corrupted", figure("learner_corrupted", ".2f"))]))
   for row in ("proxy", "learner"):
     mine = [r for k, r in runs.items() if k.startswith(row + "|")]
+    if not mine:
+      continue
     print(f"{row}: cost/step {np.mean([r['cost_per_step'] for r in mine]):.3f}, with the checks "
           f"{np.mean([r['cost_per_step_with_checks'] for r in mine]):.3f}; first check below "
           f"{summaries_lib.FIDELITY_THRESHOLD} per seed: "
