@@ -19,10 +19,30 @@ selects as the baseline. For each it reports:
     python -m benchmarks.cheap_scoring --output=out/cheap_scoring.json
 
 About 8 minutes on 2 CPU cores at the defaults (three 2000-step learners).
+
+With `--fidelity_every=K`, the proxy's fidelity over training instead (issue 24): for each of
+`--seeds` seeds, a JEST learner trains `--steps` steps with the proxy scoring for it and another
+with the learner scoring itself, both with `tfjest.SelectionStatsCallback(every_n_steps=K)`
+writing TensorBoard summaries under `<output dir>/tensorboard/`. Every K steps the learner
+scores the sampled super-batch at full resolution: `overlap` (the share of the step's picks that
+are among the learner's own top scores) and the rank correlation of the two scores. The
+learner-scoring run scores through an identity view (its scoring resolution set to the full
+32), so it gets the same check: its overlap is the ceiling of the measure (joint selection is
+compared through per-example scores, so even the learner's own picks are not all in its
+per-example top). `--fidelity_rows` runs some of the two only (the proxy's seeds first). Each
+run is written to `--output` as soon as it ends (started again with the same flags, the file
+resumes); a table of the curve every `--eval_every` steps (mean ± sd over seeds, fidelity
+averaged over the window's checks) and the cost per step (FLOPs, uniform's step = 1, with and
+without the checks) are printed.
+
+    python -m benchmarks.cheap_scoring --fidelity_every=100 --steps=5000 --eval_every=500 \
+      --seeds=3 --output=out/proxy_fidelity/results.json
 """
 
+import glob
 import json
 import os
+import shutil
 
 from absl import app
 from absl import flags
@@ -31,7 +51,10 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
+from tfjest import summaries as summaries_lib
 from benchmarks import models as bench_models
+from benchmarks import report
+from benchmarks import results_file
 from examples.lib import data
 from examples.lib import harness
 from examples.lib import reference as reference_lib
@@ -56,6 +79,16 @@ _REF_EPOCHS = flags.DEFINE_integer("reference_epochs", reference_lib.EPOCHS,
 _REFERENCE = flags.DEFINE_string("reference_path", "", "A saved reference to use instead.")
 _OUTPUT = flags.DEFINE_string("output", "", "Write the rows here as JSON.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the learners, the stream and the selection.")
+_FIDELITY_EVERY = flags.DEFINE_integer(
+    "fidelity_every", 0, "Instead of the levers' table: the proxy's fidelity curve over "
+    "training, checked every this many steps (0: off; see the docstring).")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 500,
+                                   "With --fidelity_every: steps between evaluations.")
+_SEEDS = flags.DEFINE_integer("seeds", 3,
+                              "With --fidelity_every: seeds --seed, ..., --seed + seeds - 1.")
+_FIDELITY_ROWS = flags.DEFINE_list(
+    "fidelity_rows", ["proxy", "learner"], "With --fidelity_every: the runs of each seed, "
+    "proxy scoring and learner scoring (the proxy's seeds first).")
 
 
 def _rows(learner, task, cache, super_batches, n, b, proxy=None):
@@ -115,18 +148,165 @@ def _as_batches(super_batches, n):
                                 super_batches) for t in range(count)]
 
 
+def _output() -> str:
+  """Where the results go (`--output`; the fidelity curve writes to a default file)."""
+  default = "out/proxy_fidelity/results.json" if _FIDELITY_EVERY.value else "out/cheap_scoring.json"
+  return _OUTPUT.value or default
+
+
+_TAGS = {"overlap": "selection_fidelity_overlap",
+         "rank_correlation": "selection_fidelity_rank_correlation"}
+
+
+def _fidelity_checks(log_dir):
+  """`[{"step", "overlap", "rank_correlation"}]`, one per check, from the events in `log_dir`."""
+  checks = {}
+  for path in sorted(glob.glob(os.path.join(log_dir, "**", "events.out.tfevents.*"),
+                               recursive=True)):
+    for record in tf.data.TFRecordDataset(path):
+      event = tf.compat.v1.Event.FromString(record.numpy())
+      for value in event.summary.value:
+        for key, tag in _TAGS.items():
+          if value.tag == tag:
+            checks.setdefault(int(event.step), {})[key] = float(tf.make_ndarray(value.tensor))
+  return [{"step": step, **values} for step, values in sorted(checks.items())]
+
+
+def _fidelity_run(row, seed, task, reference, cache, log_dir):
+  """One JEST learner, the proxy (`row="proxy"`) or the learner scoring, with its checks."""
+  config = harness.RunConfig(
+      method="jest", score="learnability", batch_size=_BATCH.value, filter_ratio=_RATIO.value,
+      steps=_STEPS.value, eval_every=_EVAL_EVERY.value, seed=seed, num_chunks=_CHUNKS.value,
+      proxy_filters=[int(f) for f in _PROXY.value] if row == "proxy" else None,
+      proxy_width=_PROXY_WIDTH.value,
+      # The identity view: the learner scores as without one, and its own picks get the check.
+      scoring_resolution=None if row == "proxy" else data.IMAGE_SIZE)
+  shutil.rmtree(log_dir, ignore_errors=True)  # a run stopped before its end starts again
+  _, run = harness.train(config, task, reference=reference, reference_cache=cache,
+                         tensorboard_dir=log_dir, summary_every=_FIDELITY_EVERY.value, log=print)
+  run.pop("selection_sample", None)  # pictures, for TensorBoard
+  run["fidelity"] = _fidelity_checks(log_dir)
+  flops = run["flops_per_step"]
+  checks = run["selection_stats"].get("flops_fidelity", 0.0) / _STEPS.value
+  # Uniform's step is its training (docs/SPEC.md §7), as in the levers' table.
+  run["cost_per_step"] = flops["total"] / flops["training"]
+  run["cost_per_step_with_checks"] = (flops["total"] + checks) / flops["training"]
+  below = [c["step"] for c in run["fidelity"] if c["overlap"] < summaries_lib.FIDELITY_THRESHOLD]
+  run["first_below_threshold"] = below[0] if below else None
+  run["checks_below_threshold"] = len(below)
+  return run
+
+
+def _windows(run):
+  """Per evaluation: accuracy, the window's mean fidelity and the window's corrupted share."""
+  every, steps, shares = _EVAL_EVERY.value, run["steps"], run["corrupted_share"]
+  out = []
+  for i in range(1, len(steps)):
+    end, start = steps[i], steps[i - 1]
+    checks = [c for c in run["fidelity"] if start < c["step"] <= end]
+    before = shares[i - 1] * start if start else 0.0
+    out.append({"step": end, "accuracy": run["accuracy"][i],
+                "corrupted": (shares[i] * end - before) / every,
+                **{k: float(np.mean([c[k] for c in checks])) if checks else float("nan")
+                   for k in _TAGS}})
+  return out
+
+
+def _fidelity_summary(runs):
+  """One row per evaluation step: `{row}_{figure}` as `{"mean", "std"}` over the seeds."""
+  windows = {}
+  for key, run in runs.items():
+    windows.setdefault(key.split("|")[0], []).append(_windows(run))
+  summary = []
+  for i, step in enumerate(w["step"] for w in next(iter(windows.values()))[0]):
+    line = {"step": step}
+    for row, per_seed in windows.items():
+      for figure in ("overlap", "rank_correlation", "accuracy", "corrupted"):
+        values = [seed_windows[i][figure] for seed_windows in per_seed]
+        line[f"{row}_{figure}"] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+    summary.append(line)
+  return summary
+
+
+def _fidelity_curves(task, reference, cache):
+  """Trains and checks the learners of each seed (see the docstring); prints the tables."""
+  settings = {"noise": _NOISE.value, "sizes": _SIZES.value, "steps": _STEPS.value,
+              "eval_every": _EVAL_EVERY.value, "fidelity_every": _FIDELITY_EVERY.value,
+              "batch_size": _BATCH.value, "filter_ratio": _RATIO.value,
+              "num_chunks": _CHUNKS.value, "proxy_filters": [int(f) for f in _PROXY.value],
+              "proxy_width": _PROXY_WIDTH.value, "reference_path": _REFERENCE.value,
+              "reference_epochs": _REF_EPOCHS.value, "first_seed": _SEED.value,
+              "seeds": _SEEDS.value}
+  path = _output()
+  results = results_file.open_or_start(path, settings)
+  boards = os.path.join(os.path.dirname(os.path.abspath(path)), "tensorboard")
+  print(f"proxy fidelity: {task.describe()}; {_STEPS.value} steps, checked every "
+        f"{_FIDELITY_EVERY.value}, evaluated every {_EVAL_EVERY.value}", flush=True)
+  # The proxy's seeds first: the curve; then the learner's, the comparison and the ceiling.
+  for row in _FIDELITY_ROWS.value:
+    for seed in range(_SEED.value, _SEED.value + _SEEDS.value):
+      key = f"{row}|seed={seed}"
+      if key in results["runs"]:
+        continue
+      run = _fidelity_run(row, seed, task, reference, cache,
+                          os.path.join(boards, f"{row}_seed{seed}"))
+      results["runs"][key] = run
+      results["summary"] = _fidelity_summary(results["runs"])
+      results_file.write(path, results)
+      print(f"{key}: accuracy {run['accuracy'][-1]:.3f}, cost/step {run['cost_per_step']:.2f} "
+            f"({run['cost_per_step_with_checks']:.2f} with the checks), overlap below "
+            f"{summaries_lib.FIDELITY_THRESHOLD} at {run['checks_below_threshold']} of "
+            f"{len(run['fidelity'])} checks (first: step {run['first_below_threshold']}); "
+            f"{run['wall_seconds']:.0f} s", flush=True)
+  runs = results["runs"]
+  seeds = {row: sum(k.startswith(row + "|") for k in runs) for row in ("proxy", "learner")}
+  print(f"\nseeds: {seeds}; per evaluation: mean ± sd over seeds (fidelity: the mean of the "
+        f"window's checks; corrupted: the share among the window's picks)")
+  figure = lambda name, spec: lambda r: report.plus_minus(r[name], spec) if name in r else "-"
+  print(report.table(results["summary"], [
+      ("step", lambda r: str(r["step"])),
+      ("proxy overlap", figure("proxy_overlap", ".2f")),
+      ("proxy rank corr.", figure("proxy_rank_correlation", ".2f")),
+      ("learner overlap (ceiling)", figure("learner_overlap", ".2f")),
+      ("proxy accuracy", figure("proxy_accuracy", ".3f")),
+      ("learner accuracy", figure("learner_accuracy", ".3f")),
+      ("proxy corrupted", figure("proxy_corrupted", ".2f")),
+      ("learner corrupted", figure("learner_corrupted", ".2f"))]))
+  for row in ("proxy", "learner"):
+    mine = [r for k, r in runs.items() if k.startswith(row + "|")]
+    if not mine:
+      continue
+    print(f"{row}: cost/step {np.mean([r['cost_per_step'] for r in mine]):.3f}, with the checks "
+          f"{np.mean([r['cost_per_step_with_checks'] for r in mine]):.3f}; first check below "
+          f"{summaries_lib.FIDELITY_THRESHOLD} per seed: "
+          f"{[r['first_below_threshold'] for r in mine]}")
+
+
+def _setup():
+  """The task, its reference (`--reference_path`, else trained and saved next to the output,
+  and reused from there) and the reference's cache (next to the output)."""
+  task = tasks.CaptionsTask(data.config_for(_NOISE.value, sizes=_SIZES.value), _DATA_DIR.value)
+  directory = os.path.dirname(os.path.abspath(_output()))
+  saved = os.path.join(directory, f"reference_{task.config_name}.keras")
+  if _REFERENCE.value or os.path.exists(saved):
+    reference = reference_lib.load(_REFERENCE.value or saved)
+  else:
+    reference = reference_lib.train(task, epochs=_REF_EPOCHS.value, log=print)
+    os.makedirs(directory, exist_ok=True)
+    reference_lib.save(reference, saved)
+  cache = reference_lib.cached(reference, task, os.path.join(
+      directory, f"reference_cache_{task.config_name}"), log=print)
+  return task, reference, cache
+
+
 def main(argv):
   del argv
   b = _BATCH.value
   n = tfjest.super_batch_size_for(b, _RATIO.value)
-  task = tasks.CaptionsTask(data.config_for(_NOISE.value, sizes=_SIZES.value), _DATA_DIR.value)
-  if _REFERENCE.value:
-    reference = reference_lib.load(_REFERENCE.value)
-  else:
-    reference = reference_lib.train(task, epochs=_REF_EPOCHS.value, log=print)
-  cache = reference_lib.cached(reference, task, os.path.join(
-      os.path.dirname(os.path.abspath(_OUTPUT.value or "out/cheap_scoring.json")),
-      f"reference_cache_{task.config_name}"), log=print)
+  task, reference, cache = _setup()
+  if _FIDELITY_EVERY.value:
+    _fidelity_curves(task, reference, cache)
+    return
   # Fresh super-batches of the web stream (another shuffle than training's), in memory.
   elements = list(task.stream(seed=_SEED.value + 1000).take(_SUPER_BATCHES.value * n)
                   .batch(_SUPER_BATCHES.value * n))

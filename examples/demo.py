@@ -54,6 +54,7 @@ _import_tensorflow_quietly()
 import contextlib
 import io
 import re
+import textwrap
 import time
 import warnings
 
@@ -203,10 +204,11 @@ def main(argv):
   sample = runs[jest_name].get("selection_sample")
   if sample and sample["candidates"] and sample["candidates"][0]["image"] is not None:
     panels.append({
-        "title": f"{jest_name} at step {sample['step']}: highest (top) and lowest scores; "
-                 "green selected, red rejected", "columns": len(sample["candidates"]) // 2,
+        "title": f"{jest_name} at step {sample['step']}: highest (top) and lowest scores\n"
+                 "green: selected, red: rejected", "columns": len(sample["candidates"]) // 2,
         "tiles": [{"image": c["image"], "color": "green" if c["selected"] else "red",
-                   "label": f"{c['score']:.1f} {c['caption'][:18]}"}
+                   "label": "\n".join([f"{c['score']:.1f}"] + textwrap.wrap(
+                       c["caption"], 16, max_lines=4, placeholder=" ..."))}
                   for c in sample["candidates"]]})
   path = plots.save_panels(
       os.path.join(_OUTPUT_DIR.value, "accuracy.png"), panels, columns=len(panels),

@@ -66,16 +66,19 @@ def save_panels(path: str, panels: Sequence[Dict], *, title: Optional[str] = Non
 
 def _draw_tiles(ax, panel: Dict):
   """A panel of images in a row-major grid, each framed and labelled (`panel["tiles"]`: dicts
-  with `image` `[H, W, 3]` in [0, 1], `label` and `color`), `panel["columns"]` per row."""
+  with `image` `[H, W, 3]` in [0, 1], `label` (one or more lines) and `color`),
+  `panel["columns"]` per row; the space under each row grows with the labels' lines."""
   tiles = panel["tiles"]
   columns = panel.get("columns", 4)
   rows = max(1, math.ceil(len(tiles) / columns))
   height, width = tiles[0]["image"].shape[:2] if tiles else (1, 1)
   pad = max(2, height // 8)
-  grid = np.ones((rows * (height + 3 * pad), columns * (width + pad), 3), np.float32)
+  lines = max((tile["label"].count("\n") + 1 for tile in tiles), default=1)
+  row_height = height + pad * (2 + lines)
+  grid = np.ones((rows * row_height, columns * (width + pad), 3), np.float32)
   for i, tile in enumerate(tiles):
     r, c = divmod(i, columns)
-    y, x = r * (height + 3 * pad), c * (width + pad)
+    y, x = r * row_height, c * (width + pad)
     grid[y:y + height, x:x + width] = np.clip(tile["image"][..., :3], 0, 1)
     ax.text(x + width / 2, y + height + 0.3 * pad, tile["label"], ha="center", va="top",
             fontsize=6, color=tile.get("color", "black"))
