@@ -37,6 +37,8 @@ ROLES = ("learner", "proxy", "reference")
 PARTS = ("selected", "rejected")
 # Per-batch means summed over the batches that had a value; each has its own batch count.
 SUMS = tuple(f"{role}_loss_{part}" for role in ROLES for part in PARTS) + ("batch_score",)
+# The warnings a selector prints once (`SelectionStats.warned`).
+WARNINGS = ("non_finite",)
 # FLOP parts, and what each is paid per: a selected example or a (scored) super-batch.
 PER_SELECTED = ("training", "proxy_training")
 PER_SCORED_BATCH = ("learner_scoring", "reference_scoring")
@@ -116,7 +118,9 @@ class SelectionStats(tf.Module):
     # batches had a value reports NaN for them, so that every epoch has an entry.
     self._recorded = set()
     # Once-per-selector warnings, in a plain holder: not part of a checkpoint of the totals.
-    self._flags = _Flags(device)
+    # Created now: a variable created while the step is traced makes tf.function (and so
+    # `Dataset.map`) trace the whole step a second time.
+    self._flags = _Flags(device, WARNINGS)
     # More readings for `result()` and what resets them (the selector's `SelectionSummaries`):
     # bound methods, so that a checkpoint of these counters does not track that module.
     self.extra_result = None
@@ -218,11 +222,13 @@ class SelectionStats(tf.Module):
 
 
 class _Flags:
-  """Bool variables on `device`, created on first use outside any function."""
+  """Bool variables on `device`: those of `names` at once, others on first use."""
 
-  def __init__(self, device: str):
+  def __init__(self, device: str, names=()):
     self._device = device
     self._flags = {}
+    for name in names:
+      self.get(name)
 
   def get(self, name: str) -> tf.Variable:
     if name not in self._flags:

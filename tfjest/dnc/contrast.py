@@ -114,6 +114,7 @@ class ClusterGrouping:
           "one example per element. Apply it before batching (or unbatch() first). "
           f"Received: element_spec={dataset.element_spec}")
     self.clusters.check_element_spec(dataset.element_spec, self.id_key)
+    self.clusters.load_in_memory()
     infinite = (int(tf.data.experimental.cardinality(dataset)) ==
                 tf.data.INFINITE_CARDINALITY)
     w, m = self.window_size, self.clusters_per_group

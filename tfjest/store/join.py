@@ -174,6 +174,7 @@ def by_id(store, id_key: str, features: Mapping[str, str]):
     store.check_element_spec(spec if single else tf.nest.map_structure(
         lambda s: tf.TensorSpec(s.shape[1:], s.dtype), spec), id_key)
     _check_new(spec, features.values())
+    store.load_in_memory()
 
     def add(*parts):
       element = parts if len(parts) > 1 else parts[0]

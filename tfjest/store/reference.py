@@ -148,6 +148,7 @@ class ReferenceValues:
           raise ValueError(f"The elements hold some of the reference cache's features but not "
                            f"all. Received: features {present} of {sorted(self.names.values())}")
         self.cache.check_element_spec(element_spec, self.id_key)
+        self.cache.load_in_memory()  # now, not while the selection step is traced
         return (self.cache.metadata["values"]["image_embeddings"]["shape"][0]
                 if self.task == "contrastive" else None)
     widths = set()

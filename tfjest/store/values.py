@@ -208,6 +208,17 @@ class Store:
       self._memory = _InMemory(self)
     return self._memory
 
+  def load_in_memory(self) -> "Store":
+    """Reads the store into memory for the join by id now (once), outside any function.
+
+    The joins by id call it before they trace: the table's variables created while a
+    pipeline's function is traced would make TensorFlow trace that function a second time.
+    Returns the store.
+    """
+    with tf.init_scope():
+      self._in_memory()
+    return self
+
   @property
   def ids(self) -> np.ndarray:
     """`[M]` the ids (int64 or bytes), sorted (reads the whole store once)."""
