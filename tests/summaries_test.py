@@ -216,10 +216,13 @@ class WriterTest(tf.test.TestCase):
         writer.write_scalars()
         writer.write_scalars()
     self.assertLen(logs.output, 1)
-    self.assertRegex(logs.output[0], r"0\.20 of its picks.*larger proxy.*learner")
+    self.assertRegex(logs.output[0], r"rank correlation 0\.10 .*0\.20 of its picks.*larger "
+                     r"proxy.*learner")
 
   def test_no_warning_when_fidelity_is_high(self):
-    writer = tfjest_tensorboard.SummaryWriter(_Recorded({"fidelity_overlap": 0.9}))
+    # A JEST proxy's overlap stays low even when it ranks like the learner: no warning.
+    writer = tfjest_tensorboard.SummaryWriter(_Recorded(
+        {"fidelity_overlap": 0.3, "fidelity_rank_correlation": 0.8}))
     with tf.summary.create_file_writer(self.get_temp_dir()).as_default(step=0):
       writer.write_scalars()
     self.assertFalse(writer.warned)

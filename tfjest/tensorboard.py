@@ -79,14 +79,16 @@ class SummaryWriter:
     for key, value in result.items():
       if key.startswith(("group_rate/", "fidelity_")):
         tf.summary.scalar(self.prefix + key, value)
-    overlap = result.get("fidelity_overlap")
-    if overlap is not None and overlap < summaries_lib.FIDELITY_THRESHOLD and not self.warned:
+    # The rank correlation is the signal: its ceiling is 1 for every rule, while the overlap
+    # of a joint (JEST) selection stays well below 1 even for the learner's own picks.
+    corr = result.get("fidelity_rank_correlation")
+    if corr is not None and corr < summaries_lib.FIDELITY_THRESHOLD and not self.warned:
       self.warned = True
       logging.warning(
-          "tfjest: the proxy's selection agrees poorly with the learner's own scores: %.2f of "
-          "its picks are among the learner's (below %.2f; rank correlation %.2f). Try a larger "
-          "proxy, a finer scoring view, or scoring with the learner.", overlap,
-          summaries_lib.FIDELITY_THRESHOLD, result.get("fidelity_rank_correlation", np.nan))
+          "tfjest: the proxy's scores rank the candidates unlike the learner's own: rank "
+          "correlation %.2f (below %.2f; %.2f of its picks are among the learner's top). Try "
+          "a larger proxy, a finer scoring view, or scoring with the learner.", corr,
+          summaries_lib.FIDELITY_THRESHOLD, result.get("fidelity_overlap", np.nan))
 
   def _write_sample(self, sample):
     buffers, shown = sample["buffers"], sample["shown"]
