@@ -24,7 +24,7 @@ from tfjest import adapters
 from tfjest.store import fingerprints
 
 _SHARD, _POSITION = "_shard", "_position"
-_BLOCK = 256  # examples checked at a time
+_BLOCK = 256  # examples checked at a time (a block: one check, one zip element)
 
 
 def add_features(element, features: Mapping[str, tf.Tensor]):
@@ -77,7 +77,10 @@ class Streamed:
     return tf.data.Dataset.choose_from_datasets(joined, choice, stop_on_empty_dataset=False)
 
   def _values(self, indices) -> tf.data.Dataset:
-    """The values of `indices`, each tagged with its shard and position, then an end marker."""
+    """The values of `indices` in blocks of `_BLOCK` examples (the last partial), each tagged
+    with its shard and position, then an end marker (a block of one, shard -1).
+
+    Chunks are regrouped (`rebatch`), never split into single examples."""
     out = None
     for i in indices:
       def tag(offset, chunk, i=i):
@@ -86,9 +89,10 @@ class Streamed:
                                           _POSITION: offset + tf.range(n)})
       values = self.store.shard_dataset(i, chunked=True).scan(tf.constant(0, tf.int64), tag)
       out = values if out is None else out.concatenate(values)
-    out = out.unbatch()
-    end = tf.nest.map_structure(_zeros, out.element_spec)
-    end[_SHARD] = tf.constant(-1, tf.int64)
+    out = out.rebatch(_BLOCK)
+    end = tf.nest.map_structure(lambda s: _zeros(tf.TensorSpec([1] + s.shape[1:], s.dtype)),
+                                out.element_spec)
+    end[_SHARD] = tf.constant([-1], tf.int64)
     return out.concatenate(tf.data.Dataset.from_tensors(end))
 
   def _zip(self, dataset: tf.data.Dataset, indices) -> tf.data.Dataset:
@@ -101,36 +105,41 @@ class Streamed:
                        f"Received: id feature {id_key!r} of shape {id_spec.shape}")
     _check_new(spec, self.features.values())
     store.check_element_spec(spec, id_key)
-    # Both sides end with a marker, then are checked a block of examples at a time: a stream
-    # longer or shorter than its values meets the other side's marker (zip cannot hide it).
-    stream = dataset.batch(_BLOCK).map(lambda *e: (
-        tf.fill([tf.shape(fingerprints.find_id(e if len(e) > 1 else e[0], id_key))[0]], True),
-        e if len(e) > 1 else e[0]))
+    # Both sides are read in blocks of `_BLOCK` examples (the last one partial) and end with a
+    # marker block of one: a stream longer or shorter than its values has a block of another
+    # length, or meets the other side's marker (zip cannot hide it). One vectorised check per
+    # block; the stream is batched once and unbatched once.
+    single = lambda e: e if len(e) > 1 else e[0]
+    stream = dataset.batch(_BLOCK, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).map(
+        lambda *e: (tf.fill([tf.shape(fingerprints.find_id(single(e), id_key))[0]], True),
+                    single(e)))
     stream = stream.concatenate(tf.data.Dataset.from_tensors(
-        (tf.constant(False), tf.nest.map_structure(_zeros, spec))).batch(1)).unbatch()
+        (tf.constant(False), tf.nest.map_structure(_zeros, spec))).batch(1))
     names = tf.constant(self.names)
     last = self.names[indices[-1]]
     labels, verify, features = store.LABELS, self.verify, self.features
 
     def check(real_and_element, value):
       real, element = real_and_element
-      n = tf.minimum(tf.shape(real)[0], tf.shape(value["id"])[0])
-      real, element, value = tf.nest.map_structure(lambda t: t[:n], (real, element, value))
-      ids = fingerprints.find_id(element, id_key)
-      ids = ids if ids.dtype == tf.string else tf.cast(ids, tf.int64)
-      shard = value[_SHARD]
-      stored = shard >= 0
-      same = tf.equal(ids, value["id"])
-      ok = tf.equal(real, stored) & (same | ~real)
+      all_ids = fingerprints.find_id(element, id_key)
+      all_ids = all_ids if all_ids.dtype == tf.string else tf.cast(all_ids, tf.int64)
+      ns, nv = tf.shape(real)[0], tf.shape(value["id"])[0]
+      n = tf.minimum(ns, nv)
+      ids, want_ids, stored_all = all_ids[:n], value["id"][:n], value[_SHARD] >= 0
+      stored = stored_all[:n]
+      same = tf.equal(ids, want_ids)
+      ok = tf.equal(real[:n], stored) & (same | ~real[:n])
       if verify:
-        ok &= ~(real & stored & same) | tf.equal(
-            fingerprints.input_fingerprints(element, labels), value["input_fingerprint"])
+        ok &= ~(real[:n] & stored & same) | tf.equal(
+            fingerprints.input_fingerprints(element, labels)[:n], value["input_fingerprint"][:n])
 
       def fail():
-        k = tf.argmin(tf.cast(ok, tf.int32))
-        r, s, at_id, want, position = (real[k], stored[k], ids[k], value["id"][k],
-                                       value[_POSITION][k])
-        name = tf.gather(names, tf.maximum(shard[k], 0))
+        # The first bad position; past the shorter block when the lengths alone differ.
+        k = tf.where(tf.reduce_all(ok), n, tf.argmin(tf.cast(ok, tf.int32), output_type=tf.int32))
+        ks, kv = tf.minimum(k, ns - 1), tf.minimum(k, nv - 1)
+        r, s = (k < ns) & real[ks], (k < nv) & stored_all[kv]
+        at_id, want, position = all_ids[ks], value["id"][kv], value[_POSITION][kv]
+        name = tf.gather(names, tf.maximum(value[_SHARD][kv], 0))
         message = tf.case([
             (r & ~s, lambda: tf.strings.format(
                 "an extra example: id {} comes after the last stored value (of shard {}). The "
@@ -155,13 +164,13 @@ class Streamed:
                     message])]):
           return tf.constant(False)
 
-      checked = tf.cond(tf.reduce_all(ok), lambda: tf.constant(True), fail)
+      checked = tf.cond(tf.reduce_all(ok) & tf.equal(ns, nv), lambda: tf.constant(True), fail)
       with tf.control_dependencies([checked]):
-        real = tf.identity(real)
+        keep = tf.where(real[0], ns, 0)  # a block is all examples, or the end marker
       element = add_features(element, {name: value[k] for k, name in features.items()})
-      return tf.nest.map_structure(lambda t: tf.boolean_mask(t, real), element)
+      return tf.nest.map_structure(lambda t: t[:keep], element)
 
-    joined = tf.data.Dataset.zip((stream.batch(_BLOCK), self._values(indices).batch(_BLOCK)))
+    joined = tf.data.Dataset.zip((stream, self._values(indices)))
     return joined.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
