@@ -11,9 +11,14 @@ subprocess so that its peak resident memory (VmHWM) is its own:
 - join: 100 super-batches selected by `select(reference_cache=...)` from the stream joined with
   `cache.join(id_key="id")` (streamed, ids and input fingerprints checked);
 - speed: input shard 0 as a user reads web data (TFRecord files of serialised
-  `tf.train.Example`s, parsed in parallel), read plainly and through the streamed join (ids
-  checked; ids and inputs checked), side by side in one process, interleaved, `--repeats`
-  times (median); the same in memory (`from_tensor_slices`) for transparency;
+  `tf.train.Example`s), read plainly and through the streamed join, side by side in one
+  process, interleaved, `--repeats` times (median examples/s, and CPU microseconds per example
+  of the process, all threads, which a loaded machine disturbs less): each record parsed
+  (`parse_single_example`, in parallel; joined with ids checked, and ids and inputs checked);
+  records parsed 256 at a time (`parse_example`) and unbatched (joined as batches, ids and
+  inputs checked, then unbatched); and in memory (`from_tensor_slices`) for transparency. It
+  reads one input shard, so it does not depend on M (run it on a small cell:
+  `--cells=100000:64,100000:512 --shard_size=100000 --phases=build,speed`);
 - in memory (at the sizes of `--in_memory_sizes`, d = 64): today's join by id
   (`select(reference_cache=...)` on a stream that was not joined): its load time and the peak
   RSS of 100 selected super-batches.
@@ -32,6 +37,7 @@ examples/s.
 
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -142,33 +148,48 @@ def write_tfrecords(path, dataset):
   os.replace(path + ".tmp", path)
 
 
-def read_tfrecords(path):
-  """What a user reads: the files, each record parsed into the example (parallel, in order)."""
+def read_tfrecords(path, batched=False):
+  """What a user reads: the files, each record parsed into the example (parallel, in order).
+
+  With `batched`, records are parsed 256 at a time (`parse_example`) and left as batches."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   spec = {"image": tf.io.FixedLenFeature([], tf.string),
           "text": tf.io.FixedLenFeature([TOKENS], tf.int64),
           "id": tf.io.FixedLenFeature([], tf.int64)}
 
   def parse(record):
-    e = tf.io.parse_single_example(record, spec)
-    return {"image": tf.reshape(tf.io.decode_raw(e["image"], tf.uint8), IMAGE),
-            "text": e["text"], "id": e["id"]}
+    e = (tf.io.parse_example if batched else tf.io.parse_single_example)(record, spec)
+    image = tf.io.decode_raw(e["image"], tf.uint8)
+    return {"image": tf.reshape(image, [-1, *IMAGE] if batched else IMAGE), "text": e["text"],
+            "id": e["id"]}
 
-  return tf.data.TFRecordDataset(path, buffer_size=1 << 20).map(
-      parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  records = tf.data.TFRecordDataset(path, buffer_size=1 << 20)
+  if batched:
+    return records.batch(256).map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+                                  deterministic=True)
+  return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def examples_per_second(datasets, repeats, batch_size=256):
   """`{name: median examples/s}` of one pass of each dataset, interleaved `repeats` times."""
   rates = {name: [] for name in datasets}
+  cpu = {name: [] for name in datasets}
   for _ in range(repeats):
     for name, dataset in datasets.items():
       dataset = dataset.batch(batch_size).prefetch(2)
-      start, count = time.perf_counter(), 0
+      start, used, count = time.perf_counter(), _cpu_seconds(), 0
       for b in dataset:
         count += int(b["id"].shape[0])
       rates[name].append(count / (time.perf_counter() - start))
-  return {name: statistics.median(r) for name, r in rates.items()}, rates
+      cpu[name].append(1e6 * (_cpu_seconds() - used) / count)
+  return ({name: statistics.median(r) for name, r in rates.items()},
+          {name: statistics.median(c) for name, c in cpu.items()}, rates)
+
+
+def _cpu_seconds():
+  """This process's CPU time, all threads (user + system)."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
 
 
 def _store_path(work, m, d):
@@ -223,18 +244,20 @@ def run_phase(phase, m, d, work, shard_size):
     records = os.path.join(work, f"input-{shard_size}-{min(m, shard_size)}.tfrecord")
     if not os.path.exists(records):
       write_tfrecords(records, shard)
-    on_disk = read_tfrecords(records)
+    on_disk, batches = read_tfrecords(records), read_tfrecords(records, batched=True)
     arrays = next(iter(shard.batch(shard_size)))
     in_memory = tf.data.Dataset.from_tensor_slices(arrays)
     join = lambda verify: cache.join(id_key="id", shards=[0], verify_inputs=verify)
     datasets = {"tfrecord plain": on_disk,
                 "tfrecord joined (ids)": on_disk.apply(join(False)),
                 "tfrecord joined (ids, inputs)": on_disk.apply(join(True)),
+                "tfrecord batched plain": batches.unbatch(),
+                "tfrecord batched joined (ids, inputs)": batches.apply(join(True)).unbatch(),
                 "memory plain": in_memory,
-                "memory joined (ids)": in_memory.apply(join(False)),
                 "memory joined (ids, inputs)": in_memory.apply(join(True))}
-    median, rates = examples_per_second(datasets, _REPEATS.value)
-    out = {"examples": int(arrays["id"].shape[0]), "examples_per_s": median, "passes": rates}
+    median, cpu, rates = examples_per_second(datasets, _REPEATS.value)
+    out = {"examples": int(arrays["id"].shape[0]), "examples_per_s": median,
+           "cpu_us_per_example": cpu, "passes": rates}
   out.update({"base_rss_bytes": base, "peak_rss_bytes": _peak_rss_bytes()})
   return out
 

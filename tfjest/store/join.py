@@ -99,22 +99,27 @@ class Streamed:
     store, id_key = self.store, self.id_key
     spec = dataset.element_spec
     id_spec = fingerprints.find_id(spec, id_key)
-    if id_spec.shape.rank != 0:
-      raise ValueError(f"The streamed join reads single examples in the order the {store.NAME} "
-                       f"was built from: join before batching (and before shuffling). "
-                       f"Received: id feature {id_key!r} of shape {id_spec.shape}")
-    _check_new(spec, self.features.values())
-    store.check_element_spec(spec, id_key)
+    if id_spec.shape.rank not in (0, 1):
+      raise ValueError(f"The streamed join reads single examples (or batches of them, in "
+                       f"order) as the {store.NAME} was built from: join before batching "
+                       f"further (and before shuffling). Received: id feature {id_key!r} of "
+                       f"shape {id_spec.shape}")
+    batched = id_spec.shape.rank == 1
+    one = spec if not batched else tf.nest.map_structure(
+        lambda s: tf.TensorSpec(s.shape[1:], s.dtype), spec)
+    _check_new(one, self.features.values())
+    store.check_element_spec(one, id_key)
     # Both sides are read in blocks of `_BLOCK` examples (the last one partial) and end with a
     # marker block of one: a stream longer or shorter than its values has a block of another
     # length, or meets the other side's marker (zip cannot hide it). One vectorised check per
-    # block; the stream is batched once and unbatched once.
+    # block. Single examples are batched once and unbatched once; batches (e.g. records parsed
+    # with `parse_example`) are regrouped into blocks and stay batches: no work per example.
     single = lambda e: e if len(e) > 1 else e[0]
-    stream = dataset.batch(_BLOCK, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).map(
+    stream = (dataset.rebatch(_BLOCK) if batched else dataset.batch(_BLOCK)).map(
         lambda *e: (tf.fill([tf.shape(fingerprints.find_id(single(e), id_key))[0]], True),
                     single(e)))
     stream = stream.concatenate(tf.data.Dataset.from_tensors(
-        (tf.constant(False), tf.nest.map_structure(_zeros, spec))).batch(1))
+        (tf.constant(False), tf.nest.map_structure(_zeros, one))).batch(1))
     names = tf.constant(self.names)
     last = self.names[indices[-1]]
     labels, verify, features = store.LABELS, self.verify, self.features
@@ -170,8 +175,11 @@ class Streamed:
       element = add_features(element, {name: value[k] for k, name in features.items()})
       return tf.nest.map_structure(lambda t: t[:keep], element)
 
-    joined = tf.data.Dataset.zip((stream, self._values(indices)))
-    return joined.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    joined = tf.data.Dataset.zip((stream, self._values(indices))).map(
+        check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if batched:  # blocks of `_BLOCK` examples, without the end marker's empty one
+      return joined.filter(lambda *e: tf.shape(fingerprints.find_id(single(e), id_key))[0] > 0)
+    return joined.unbatch()
 
 
 def by_id(store, id_key: str, features: Mapping[str, str]):
