@@ -54,6 +54,7 @@ _SHARD_SIZE = flags.DEFINE_integer("shard_size", 250_000, "Examples per input sh
 _CHUNK = flags.DEFINE_integer("chunk", 256, "Examples per reference call and stored chunk.")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "select's batch size b.")
 _SUPER = flags.DEFINE_integer("super_batch_size", 1024, "select's super-batch size N.")
+_CHUNKS = flags.DEFINE_integer("num_chunks", 16, "select's JEST chunk count K.")
 _STEPS = flags.DEFINE_integer("steps", 100, "Super-batches read through the join.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved passes per stream (median).")
 _IN_MEMORY = flags.DEFINE_list("in_memory_sizes", ["1000000"],
@@ -63,7 +64,7 @@ _RESULTS = flags.DEFINE_string("results_dir", "benchmarks/results/store_scale",
 _WORK = flags.DEFINE_string("work_dir", None, "Where stores and input files go (default: a "
                             "temporary directory; deleted after each cell).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "One tiny cell (M = 2048, d = 8, 1024 per shard, "
-                           "b = 16, N = 64, 2 steps, 1 pass), its phases in this process.")
+                           "b = 16, N = 64, K = 2, 2 steps, 1 pass), its phases in this process.")
 _PHASES = flags.DEFINE_list("phases", list(("build", "open", "join", "speed", "in_memory")),
                             "Phases to run (those recorded are skipped).")
 _PHASE = flags.DEFINE_string("phase", None, "Internal: run this phase and print JSON.")
@@ -229,7 +230,7 @@ def run_phase(phase, m, d, work, shard_size):
       stream = stream.apply(cache.join(id_key="id"))
     selector = tfjest.select(learner=dual_encoder(d, 0, "learner"), reference_cache=cache,
                              id_key="id", batch_size=_BATCH.value,
-                             super_batch_size=_SUPER.value, seed=0)
+                             super_batch_size=_SUPER.value, num_chunks=_CHUNKS.value, seed=0)
     start = time.perf_counter()
     steps, first = 0, None
     for _ in stream.shuffle(4 * _SUPER.value, seed=0).apply(selector).take(_STEPS.value):
@@ -333,6 +334,7 @@ def main(argv):
   shard_size = 1024 if _SMOKE.value else _SHARD_SIZE.value
   if _SMOKE.value:
     flags.FLAGS.batch_size, flags.FLAGS.super_batch_size, flags.FLAGS.steps = 16, 64, 2
+    flags.FLAGS.num_chunks = 2
     flags.FLAGS.repeats, flags.FLAGS.phases = 1, ["build", "open", "join", "speed"]
   results_dir = _RESULTS.value
   os.makedirs(results_dir, exist_ok=True)
@@ -367,13 +369,16 @@ def main(argv):
 
 def _subprocess(phase, m, d, work, shard_size):
   if _SMOKE.value:  # in this process: seconds, but no peak RSS of its own
+    start = time.perf_counter()
     result = run_phase(phase, m, d, work, shard_size)
+    result["wall_seconds"] = time.perf_counter() - start
     print(f"M={m:,} d={d} {phase}: {json.dumps(result)}", flush=True)
     return result
   command = [sys.executable, "-m", "benchmarks.store_scale", f"--phase={phase}", f"--m={m}",
              f"--d={d}", f"--work_dir={work}", f"--shard_size={shard_size}",
              f"--chunk={_CHUNK.value}", f"--batch_size={_BATCH.value}",
              f"--super_batch_size={_SUPER.value}", f"--steps={_STEPS.value}",
+             f"--num_chunks={_CHUNKS.value}",
              f"--repeats={_REPEATS.value}"]
   start = time.perf_counter()
   done = subprocess.run(command, capture_output=True, text=True, check=False)

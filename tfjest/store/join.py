@@ -6,7 +6,10 @@ so that a stream longer or shorter than its shards is caught, not cut by `zip`; 
 id must equal its value's id, and (with `verify_inputs`) its inputs must hash to the stored
 fingerprint. Otherwise the pipeline stops with an `InvalidArgumentError` naming the id, the
 value shard and the position in it: a reordered or missing shard, a missing or extra example
-and other ids all stop it, and none becomes a silent wrong join. Memory: one chunk per open
+and other ids all stop it, and none becomes a silent wrong join. Both sides are read in blocks
+of `_BLOCK` examples with one vectorised check per block: single examples are batched once and
+unbatched once; a stream of batches in the build's order (e.g. records parsed with
+`parse_example`) is regrouped into blocks and stays batched. Memory: one chunk per open
 shard, whatever the number of examples. With input shards (`interleave`), each is zipped with
 its own value shard and the shards are interleaved round-robin, deterministically; under
 `MultiWorkerMirroredStrategy` a worker that reads only its input shards opens only their
