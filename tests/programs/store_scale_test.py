@@ -29,8 +29,11 @@ class StoreScaleTest(tf.test.TestCase):
     self.assertGreater(phases["build"]["disk_bytes_per_example"], 16 + 2 * 8 * 4)
     self.assertEqual(phases["join"]["steps"], 2)
     self.assertEqual(sorted(phases["speed"]["examples_per_s"]), sorted(
-        f"{where} {how}" for where in ("tfrecord", "memory")
-        for how in ("plain", "joined (ids)", "joined (ids, inputs)")))
+        ["tfrecord plain", "tfrecord joined (ids)", "tfrecord joined (ids, inputs)",
+         "tfrecord batched plain", "tfrecord batched joined (ids, inputs)", "memory plain",
+         "memory joined (ids, inputs)"]))
+    self.assertEqual(sorted(phases["speed"]["cpu_us_per_example"]),
+                     sorted(phases["speed"]["examples_per_s"]))
     self.assertEqual(phases["speed"]["examples"], 1024)
     self.assertFalse([n for n in os.listdir(work) if n.startswith("store-")])
     self.assertIn("| 2,048 | 8 |", done.stdout)
