@@ -81,10 +81,22 @@ class StreamedJoinTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"shards must list value shards.*Received: "
                                 r"shards=\[2\]"):
       store.join(id_key="id", shards=[2])
-    with self.assertRaisesRegex(ValueError, "join before batching"):
-      self.stream.batch(4).apply(store.join(id_key="id"))
+    with self.assertRaisesRegex(ValueError, "join before batching further"):
+      self.stream.batch(4).batch(2).apply(store.join(id_key="id"))
     with self.assertRaisesRegex(ValueError, r"already have features \['reference_image"):
       self.stream.apply(store.join(id_key="id")).apply(store.join(id_key="id"))
+
+  def test_batches_in_order_are_joined_as_batches(self):
+    single = list(self.stream.apply(self.cache.join(id_key="id")))
+    batches = list(self.stream.batch(5).apply(self.cache.join(id_key="id")))
+    self.assertEqual([len(b["id"]) for b in batches], [N])  # regrouped into blocks
+    for key in ("id", "reference_text_embeddings"):
+      self.assertAllEqual(np.stack([e[key] for e in single]), batches[0][key])
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                r"example id 4 met the value stored for id 3 \(position 3 of "
+                                r"shard \W*values-00000"):
+      list(self.stream.take(3).concatenate(self.stream.skip(4)).batch(5).apply(
+          self.cache.join(id_key="id")))
 
   @parameterized.parameters("contrastive", "classification")
   def test_streamed_and_in_memory_joins_pick_the_same(self, task):

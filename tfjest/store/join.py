@@ -6,7 +6,10 @@ so that a stream longer or shorter than its shards is caught, not cut by `zip`; 
 id must equal its value's id, and (with `verify_inputs`) its inputs must hash to the stored
 fingerprint. Otherwise the pipeline stops with an `InvalidArgumentError` naming the id, the
 value shard and the position in it: a reordered or missing shard, a missing or extra example
-and other ids all stop it, and none becomes a silent wrong join. Memory: one chunk per open
+and other ids all stop it, and none becomes a silent wrong join. Both sides are read in blocks
+of `_BLOCK` examples with one vectorised check per block: single examples are batched once and
+unbatched once; a stream of batches in the build's order (e.g. records parsed with
+`parse_example`) is regrouped into blocks and stays batched. Memory: one chunk per open
 shard, whatever the number of examples. With input shards (`interleave`), each is zipped with
 its own value shard and the shards are interleaved round-robin, deterministically; under
 `MultiWorkerMirroredStrategy` a worker that reads only its input shards opens only their
@@ -24,7 +27,7 @@ from tfjest import adapters
 from tfjest.store import fingerprints
 
 _SHARD, _POSITION = "_shard", "_position"
-_BLOCK = 256  # examples checked at a time
+_BLOCK = 256  # examples checked at a time (a block: one check, one zip element)
 
 
 def add_features(element, features: Mapping[str, tf.Tensor]):
@@ -77,7 +80,10 @@ class Streamed:
     return tf.data.Dataset.choose_from_datasets(joined, choice, stop_on_empty_dataset=False)
 
   def _values(self, indices) -> tf.data.Dataset:
-    """The values of `indices`, each tagged with its shard and position, then an end marker."""
+    """The values of `indices` in blocks of `_BLOCK` examples (the last partial), each tagged
+    with its shard and position, then an end marker (a block of one, shard -1).
+
+    Chunks are regrouped (`rebatch`), never split into single examples."""
     out = None
     for i in indices:
       def tag(offset, chunk, i=i):
@@ -86,51 +92,62 @@ class Streamed:
                                           _POSITION: offset + tf.range(n)})
       values = self.store.shard_dataset(i, chunked=True).scan(tf.constant(0, tf.int64), tag)
       out = values if out is None else out.concatenate(values)
-    out = out.unbatch()
-    end = tf.nest.map_structure(_zeros, out.element_spec)
-    end[_SHARD] = tf.constant(-1, tf.int64)
+    out = out.rebatch(_BLOCK)
+    end = tf.nest.map_structure(lambda s: _zeros(tf.TensorSpec([1] + s.shape[1:], s.dtype)),
+                                out.element_spec)
+    end[_SHARD] = tf.constant([-1], tf.int64)
     return out.concatenate(tf.data.Dataset.from_tensors(end))
 
   def _zip(self, dataset: tf.data.Dataset, indices) -> tf.data.Dataset:
     store, id_key = self.store, self.id_key
     spec = dataset.element_spec
     id_spec = fingerprints.find_id(spec, id_key)
-    if id_spec.shape.rank != 0:
-      raise ValueError(f"The streamed join reads single examples in the order the {store.NAME} "
-                       f"was built from: join before batching (and before shuffling). "
-                       f"Received: id feature {id_key!r} of shape {id_spec.shape}")
-    _check_new(spec, self.features.values())
-    store.check_element_spec(spec, id_key)
-    # Both sides end with a marker, then are checked a block of examples at a time: a stream
-    # longer or shorter than its values meets the other side's marker (zip cannot hide it).
-    stream = dataset.batch(_BLOCK).map(lambda *e: (
-        tf.fill([tf.shape(fingerprints.find_id(e if len(e) > 1 else e[0], id_key))[0]], True),
-        e if len(e) > 1 else e[0]))
+    if id_spec.shape.rank not in (0, 1):
+      raise ValueError(f"The streamed join reads single examples (or batches of them, in "
+                       f"order) as the {store.NAME} was built from: join before batching "
+                       f"further (and before shuffling). Received: id feature {id_key!r} of "
+                       f"shape {id_spec.shape}")
+    batched = id_spec.shape.rank == 1
+    one = spec if not batched else tf.nest.map_structure(
+        lambda s: tf.TensorSpec(s.shape[1:], s.dtype), spec)
+    _check_new(one, self.features.values())
+    store.check_element_spec(one, id_key)
+    # Both sides are read in blocks of `_BLOCK` examples (the last one partial) and end with a
+    # marker block of one: a stream longer or shorter than its values has a block of another
+    # length, or meets the other side's marker (zip cannot hide it). One vectorised check per
+    # block. Single examples are batched once and unbatched once; batches (e.g. records parsed
+    # with `parse_example`) are regrouped into blocks and stay batches: no work per example.
+    single = lambda e: e if len(e) > 1 else e[0]
+    stream = (dataset.rebatch(_BLOCK) if batched else dataset.batch(_BLOCK)).map(
+        lambda *e: (tf.fill([tf.shape(fingerprints.find_id(single(e), id_key))[0]], True),
+                    single(e)))
     stream = stream.concatenate(tf.data.Dataset.from_tensors(
-        (tf.constant(False), tf.nest.map_structure(_zeros, spec))).batch(1)).unbatch()
+        (tf.constant(False), tf.nest.map_structure(_zeros, one))).batch(1))
     names = tf.constant(self.names)
     last = self.names[indices[-1]]
     labels, verify, features = store.LABELS, self.verify, self.features
 
     def check(real_and_element, value):
       real, element = real_and_element
-      n = tf.minimum(tf.shape(real)[0], tf.shape(value["id"])[0])
-      real, element, value = tf.nest.map_structure(lambda t: t[:n], (real, element, value))
-      ids = fingerprints.find_id(element, id_key)
-      ids = ids if ids.dtype == tf.string else tf.cast(ids, tf.int64)
-      shard = value[_SHARD]
-      stored = shard >= 0
-      same = tf.equal(ids, value["id"])
-      ok = tf.equal(real, stored) & (same | ~real)
+      all_ids = fingerprints.find_id(element, id_key)
+      all_ids = all_ids if all_ids.dtype == tf.string else tf.cast(all_ids, tf.int64)
+      ns, nv = tf.shape(real)[0], tf.shape(value["id"])[0]
+      n = tf.minimum(ns, nv)
+      ids, want_ids, stored_all = all_ids[:n], value["id"][:n], value[_SHARD] >= 0
+      stored = stored_all[:n]
+      same = tf.equal(ids, want_ids)
+      ok = tf.equal(real[:n], stored) & (same | ~real[:n])
       if verify:
-        ok &= ~(real & stored & same) | tf.equal(
-            fingerprints.input_fingerprints(element, labels), value["input_fingerprint"])
+        ok &= ~(real[:n] & stored & same) | tf.equal(
+            fingerprints.input_fingerprints(element, labels)[:n], value["input_fingerprint"][:n])
 
       def fail():
-        k = tf.argmin(tf.cast(ok, tf.int32))
-        r, s, at_id, want, position = (real[k], stored[k], ids[k], value["id"][k],
-                                       value[_POSITION][k])
-        name = tf.gather(names, tf.maximum(shard[k], 0))
+        # The first bad position; past the shorter block when the lengths alone differ.
+        k = tf.where(tf.reduce_all(ok), n, tf.argmin(tf.cast(ok, tf.int32), output_type=tf.int32))
+        ks, kv = tf.minimum(k, ns - 1), tf.minimum(k, nv - 1)
+        r, s = (k < ns) & real[ks], (k < nv) & stored_all[kv]
+        at_id, want, position = all_ids[ks], value["id"][kv], value[_POSITION][kv]
+        name = tf.gather(names, tf.maximum(value[_SHARD][kv], 0))
         message = tf.case([
             (r & ~s, lambda: tf.strings.format(
                 "an extra example: id {} comes after the last stored value (of shard {}). The "
@@ -155,14 +172,17 @@ class Streamed:
                     message])]):
           return tf.constant(False)
 
-      checked = tf.cond(tf.reduce_all(ok), lambda: tf.constant(True), fail)
+      checked = tf.cond(tf.reduce_all(ok) & tf.equal(ns, nv), lambda: tf.constant(True), fail)
       with tf.control_dependencies([checked]):
-        real = tf.identity(real)
+        keep = tf.where(real[0], ns, 0)  # a block is all examples, or the end marker
       element = add_features(element, {name: value[k] for k, name in features.items()})
-      return tf.nest.map_structure(lambda t: tf.boolean_mask(t, real), element)
+      return tf.nest.map_structure(lambda t: t[:keep], element)
 
-    joined = tf.data.Dataset.zip((stream.batch(_BLOCK), self._values(indices).batch(_BLOCK)))
-    return joined.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    joined = tf.data.Dataset.zip((stream, self._values(indices))).map(
+        check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if batched:  # blocks of `_BLOCK` examples, without the end marker's empty one
+      return joined.filter(lambda *e: tf.shape(fingerprints.find_id(single(e), id_key))[0] > 0)
+    return joined.unbatch()
 
 
 def by_id(store, id_key: str, features: Mapping[str, str]):

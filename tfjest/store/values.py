@@ -149,7 +149,8 @@ class Store:
     self.opened_shards.append(int(index))
     name = os.path.join(self.path, self.metadata["shards"][index]["file"])
     parse = shards_lib.parse_fn(self.metadata["values"], self.metadata["ids"]["dtype"])
-    chunks = tf.data.TFRecordDataset(name).map(parse)
+    chunks = tf.data.TFRecordDataset(name, buffer_size=1 << 20).map(
+        parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return chunks if chunked else chunks.unbatch()
 
   def read(self, shards: Optional[Sequence[int]] = None) -> tf.data.Dataset:

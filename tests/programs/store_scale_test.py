@@ -1,0 +1,43 @@
+"""Runs benchmarks.store_scale as a user would, with `--smoke` (one tiny cell), and checks it.
+
+The figures themselves are in BENCHMARKS.md ("Per-example store at scale").
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import tensorflow as tf
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class StoreScaleTest(tf.test.TestCase):
+
+  def test_smoke_records_every_phase_and_deletes_the_store(self):
+    results, work = (os.path.join(self.get_temp_dir(), name) for name in ("results", "work"))
+    done = subprocess.run([sys.executable, "-m", "benchmarks.store_scale", "--smoke",
+                           f"--results_dir={results}", f"--work_dir={work}"],
+                          cwd=_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    with open(os.path.join(results, "smoke-M2048_d8.json")) as f:
+      cell = json.load(f)
+    phases = cell["phases"]
+    self.assertEqual(sorted(phases), ["build", "join", "open", "speed"])
+    self.assertEqual((phases["build"]["shards"], phases["open"]["num_examples"]), (2, 2048))
+    self.assertGreater(phases["build"]["disk_bytes_per_example"], 16 + 2 * 8 * 4)
+    self.assertEqual(phases["join"]["steps"], 2)
+    self.assertEqual(sorted(phases["speed"]["examples_per_s"]), sorted(
+        ["tfrecord plain", "tfrecord joined (ids)", "tfrecord joined (ids, inputs)",
+         "tfrecord batched plain", "tfrecord batched joined (ids, inputs)", "memory plain",
+         "memory joined (ids, inputs)"]))
+    self.assertEqual(sorted(phases["speed"]["cpu_us_per_example"]),
+                     sorted(phases["speed"]["examples_per_s"]))
+    self.assertEqual(phases["speed"]["examples"], 1024)
+    self.assertFalse([n for n in os.listdir(work) if n.startswith("store-")])
+    self.assertIn("| 2,048 | 8 |", done.stdout)
+
+
+if __name__ == "__main__":
+  tf.test.main()
