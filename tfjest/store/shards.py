@@ -20,7 +20,7 @@ values (4 bytes per float32), plus a few hundred bytes per chunk (docs/SPEC.md Â
 
 import json
 import os
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -167,7 +167,7 @@ def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,
   shards, values, whole = [], None, fingerprints.Digest()
   for index, chunks in enumerate(shard_chunks):
     name = shard_file(index, num_shards)
-    ids_digest, content_digest = fingerprints.Digest(), fingerprints.Digest()
+    shard_ids, shard_inputs = [], []
     count, seen = 0, set()
     with tf.io.TFRecordWriter(os.path.join(path, name + ".tmp")) as writer:
       for chunk in chunks:
@@ -182,14 +182,14 @@ def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,
         if values is None:
           values = {k: {"shape": list(v.shape[1:]), "dtype": v.dtype.name}
                     for k, v in chunk.items() if k not in ("id", "input_fingerprint")}
-        ids_digest.update(ids)
-        content_digest.update(chunk["input_fingerprint"])
+        shard_ids.append(ids)
+        shard_inputs.append(chunk["input_fingerprint"])
         count += len(ids)
         writer.write(_serialize(chunk))
     os.replace(os.path.join(path, name + ".tmp"), os.path.join(path, name))
-    shards.append({"file": name, "num_examples": count,
-                   "ids_fingerprint": ids_digest.hexdigest(),
-                   "content_fingerprint": _content(ids_digest, content_digest)})
+    ids_fingerprint, content_fingerprint = _shard_digests(shard_ids, shard_inputs)
+    shards.append({"file": name, "num_examples": count, "ids_fingerprint": ids_fingerprint,
+                   "content_fingerprint": content_fingerprint})
     whole.update(np.array([s.encode() for s in (shards[-1]["ids_fingerprint"],
                                                 shards[-1]["content_fingerprint"])], object))
   total = sum(s["num_examples"] for s in shards)
@@ -246,21 +246,34 @@ def _other_inputs(metadata, kind, shards, id_key, batch_size) -> Optional[str]:
   compute = lambda batch: fingerprints.ids_and_fingerprints(batch, id_key, kind.LABELS)
   for index, (chunks, recorded) in enumerate(zip(
       compute_chunks(shards, compute, batch_size=batch_size), metadata["shards"])):
-    ids, content, count = fingerprints.Digest(), fingerprints.Digest(), 0
+    ids, inputs = [], []
     for chunk in chunks:
-      ids.update(chunk["id"])
-      content.update(chunk["input_fingerprint"])
-      count += len(chunk["id"])
-    if ids.hexdigest() != recorded["ids_fingerprint"]:
+      ids.append(chunk["id"])
+      inputs.append(chunk["input_fingerprint"])
+    count = sum(len(i) for i in ids)
+    ids_fingerprint, content_fingerprint = _shard_digests(ids, inputs)
+    if ids_fingerprint != recorded["ids_fingerprint"]:
       return (f"the dataset holds other example ids in input shard {index} ({count} examples, "
               f"the {kind.NAME} {recorded['num_examples']})")
-    if _content(ids, content) != recorded["content_fingerprint"]:
+    if content_fingerprint != recorded["content_fingerprint"]:
       return (f"the inputs of some examples differ from those the {kind.NAME} was built from "
               f"(input shard {index})")
   return None
 
 
-def _content(ids: fingerprints.Digest, inputs: fingerprints.Digest) -> str:
-  """The digest of a shard's `(id, input fingerprint)` pairs, in order (chunking aside)."""
-  return fingerprints.Digest().update(np.array(
-      [ids.hexdigest().encode(), inputs.hexdigest().encode()], object)).hexdigest()
+def _shard_digests(ids, inputs) -> Tuple[str, str]:
+  """`(ids, content)` digests of a shard's ids and `(id, input fingerprint)` pairs.
+
+  Both are of the pairs sorted by id, so they do not depend on the order the shard was read in
+  (a seeded shuffle follows the global seed, which a resumed program may set differently): the
+  join by id does not care, and the streamed join checks the order on every element.
+  """
+  if not ids:
+    ids, inputs = [np.zeros([0], np.int64)], [np.zeros([0], np.int64)]
+  ids, inputs = np.concatenate(ids), np.concatenate(inputs)
+  order = np.argsort(ids, kind="stable")
+  ids_digest = fingerprints.Digest().update(ids[order])
+  inputs_digest = fingerprints.Digest().update(inputs[order])
+  content = fingerprints.Digest().update(np.array(
+      [ids_digest.hexdigest().encode(), inputs_digest.hexdigest().encode()], object))
+  return ids_digest.hexdigest(), content.hexdigest()
