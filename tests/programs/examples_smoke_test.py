@@ -72,7 +72,7 @@ class ExamplesSmokeTest(tf.test.TestCase):
                     r"steps run +20 +10 +10",
                     # uniform reads 20 x 8 of 2000, the selecting runs 10 x 40
                     r"reads per web example, steps run +0\.1 +0\.2 +0\.2",
-                    r"reference cache: computed \(no cache at this path\), 2000 examples",
+                    r"reference cache: computed \(no reference cache at this path\), 2000 examples",
                     r"uniform has (NOT )?plateaued: it gains [-+]\d\.\d{3} over the last quarter",
                     r"jest \(proxy\): step speedup \S+x, compute speedup \S+x"):
       self.assertRegex(result.stdout, pattern)
@@ -125,7 +125,8 @@ class ExamplesSmokeTest(tf.test.TestCase):
     methods = {(row["method"], row["score"]) for row in results["summary"]}
     self.assertEqual(methods, {("uniform", None), ("oracle_clean", None),
                                ("jest", "learnability"), ("independent", "hard_learner")})
-    self.assertIn("reference cache: computed (no cache at this path), 2000 examples", result.stdout)
+    self.assertIn("reference cache: computed (no reference cache at this path), 2000 examples",
+                  result.stdout)
     for key, run in results["runs"].items():
       # The scored runs read the cached reference embeddings: no reference FLOPs per step.
       self.assertEqual(run["reference_cached"], "|jest|" in key, key)
