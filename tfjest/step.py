@@ -88,7 +88,7 @@ class SelectionStep:
     self.proxy = setup.proxy if setup is not None else None
     self.scoring_view = setup.scoring_view if setup is not None else None
     self._choose_jit = tf.function(self._choose_from_parts, jit_compile=True,
-                                   reduce_retracing=False)
+                                   reduce_retracing=False, autograph=False)
 
   def __call__(self, super_batch, step, *, collective: Collective = LOCAL, valid=None,
                keep=None, record: bool = True, joined=None):

@@ -64,6 +64,7 @@ def train_experts(task, base: keras.Model, clusters: tfjest.Clusters, *, steps: 
     expert(task.example_inputs(1))
     expert.set_weights(base.get_weights())
     expert.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    expert.optimizer.build(expert.trainable_variables)  # fit then traces its step once
     stream = (cluster_stream(task, clusters, c, seed).batch(batch_size, drop_remainder=True)
               .map(data.strip_meta()).prefetch(2))
     expert.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
@@ -194,6 +195,7 @@ def distill(task, base_cache: tfjest.ReferenceCache, expert_caches, clusters, *,
                     expert_weight=expert_weight, name="distilled")
   model(task.example_inputs(1))
   model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+  model.optimizer.build(model.trainable_variables)  # fit then traces its step once
   flops = dnc_flops(task, model, num_experts=clusters.num_clusters if expert_weight else 0,
                     expert_steps=expert_steps, batch_size=batch_size)
   curve = {"steps": [], "flops": [], "corrupted_share": []}

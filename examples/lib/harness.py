@@ -253,6 +253,7 @@ def train(config: RunConfig, task, *, reference: Optional[keras.Model] = None,
     learner = task.make_model("learner", width=config.width)
     learner.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     learner(task.example_inputs(1))
+    learner.optimizer.build(learner.trainable_variables)  # fit then traces its step once
     proxy = None
     if config.proxy_filters:
       small = proxy_model or task.make_model("proxy", width=config.proxy_width,

@@ -41,7 +41,11 @@ def train(task, *, epochs: int = EPOCHS, batch_size: int = BATCH_SIZE,
   scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
   with scope:
     model = task.make_model(name, width=width, filters=filters)
+    model(task.example_inputs(1))
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    # Built before fit: Keras would create the optimizer's variables while it traces its train
+    # step, and a tf.function that creates variables is traced twice.
+    model.optimizer.build(model.trainable_variables)
   steps = task.reference_examples // batch_size
   stream = (task.reference_stream(seed).batch(batch_size, drop_remainder=True)
             .map(data.strip_meta()).prefetch(2))
