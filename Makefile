@@ -22,8 +22,9 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m examples.demo
 
-# The suite, each test once: Bazel runs every test file as its own target, in parallel, and
-# //tests/meta:build_files_test fails on a test file (or module) without a target.
+# The suite, each test once: Bazel runs the test files in parallel targets (tests/BUILD: one per
+# directory of unit tests, one per program test), and //tests:meta_tests fails on a test file
+# (or module) that no target runs.
 test: $(STAMP) bazel-installed
 	$(BAZEL_TEST)
 

@@ -1,8 +1,9 @@
-"""The project's three Python rules, so each BUILD file lists only what differs per target.
+"""The project's Python rules, so each BUILD file lists only what differs per target.
 
 Every target runs with the venv toolchain (tools/python) and finds `tfjest` from the workspace
-root (`imports = [".."]` on the libraries). //tests:build_files_test reads these macros as the
-native rules they wrap: `tfjest_py_test` is a `py_test` whose srcs default to `[name + ".py"]`.
+root (`imports = [".."]` on the libraries). tests/meta/build_files_test.py reads these macros as
+the native rules they wrap: `tfjest_py_test` is a `py_test` whose srcs default to
+`[name + ".py"]`; `tfjest_py_test_group` is one `py_test` of all its srcs.
 """
 
 def tfjest_py_library(name, srcs, deps = [], **kwargs):
@@ -48,3 +49,24 @@ def tfjest_py_tests(srcs, size, deps = ["//tfjest"], **kwargs):
     """
     for src in srcs:
         tfjest_py_test(name = src[:-len(".py")], size = size, deps = deps, srcs = [src], **kwargs)
+
+def tfjest_py_test_group(name, srcs, size, deps = ["//tfjest"], data = [], **kwargs):
+    """One `py_test` that runs the test files `srcs` in one process, under pytest.
+
+    Its main is the package's `run_group.py` (tests/run_group.py), which gets the files as
+    arguments: TensorFlow is imported once per group, not once per file. `shard_count` splits
+    the files over that many processes (every n-th file from the i-th, in the order of `srcs`).
+    The package's `conftest.py` and the root's `pytest.ini` come along, as under `make pytest`.
+    """
+    native.py_test(
+        name = name,
+        size = size,
+        srcs = ["run_group.py"] + srcs,
+        main = "run_group.py",
+        args = ["%s/%s" % (native.package_name(), src) for src in srcs],
+        deps = deps,
+        data = data + ["conftest.py", "//:pytest.ini"],
+        python_version = "PY3",
+        srcs_version = "PY3",
+        **kwargs
+    )

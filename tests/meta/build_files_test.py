@@ -23,12 +23,12 @@ from absl.testing import absltest
 LIBRARY_ROOTS = ("tfjest", "examples", "benchmarks")
 TEST_ROOTS = ("tests",)
 # The target that reads the files: its `data` must hold every checked package's build_inputs.
-CHECKER_TARGET = "//tests:meta/build_files_test"
+CHECKER_TARGET = "//tests:meta_tests"  # the meta group, whose build_files_test.py this is
 _RULE_KINDS = ("py_library", "py_binary", "py_test")
 # tools/build_defs.bzl's macros, read as the rules they wrap; srcs default to [name + ".py"]
 # for the binary and the test (the library names its srcs).
 _MACROS = {"tfjest_py_library": "py_library", "tfjest_py_binary": "py_binary",
-           "tfjest_py_test": "py_test"}
+           "tfjest_py_test": "py_test", "tfjest_py_test_group": "py_test"}
 _NOT_CHECKED = ("conftest.py",)  # pytest's, never imported by a test
 
 
@@ -130,7 +130,7 @@ def parse_build(text: str, package: str,
     kind = _MACROS.get(call.func.id, call.func.id)
     if call.func.id in _MACROS and kind != "py_library" and "srcs" not in attrs:
       attrs["srcs"] = ["{}.py".format(attrs.get("name"))]
-    if call.func.id == "tfjest_py_test" and "deps" not in attrs:
+    if call.func.id in ("tfjest_py_test", "tfjest_py_test_group") and "deps" not in attrs:
       attrs["deps"] = ["//tfjest"]
 
     def labels(attr, attrs=attrs):
@@ -493,6 +493,14 @@ py_test(
         Rule("py_test", "//t:a_test", ["t/a_test.py"], ["//t:lib"], ["//p:x"]),
         Rule("py_test", "//t:sub/b_test", ["t/sub/b_test.py"], ["//t:lib"], ["//p:x"]),
     ])
+
+  def test_a_test_group_is_one_py_test_of_its_files(self):
+    rules = parse_build(
+        'tfjest_py_test_group(name = "unit_tests", srcs = ["b_test.py"] + glob(["*_test.py"], '
+        'exclude = ["b_test.py"]), size = "large", shard_count = 2)\n', "t",
+        glob=lambda patterns: ["a_test.py", "b_test.py"])
+    self.assertEqual(rules, [Rule("py_test", "//t:unit_tests", ["t/b_test.py", "t/a_test.py"],
+                                  ["//tfjest:tfjest"], [])])
 
   def test_glob_exclude(self):
     rules = parse_build('py_library(name = "x", srcs = glob(["*.py"], exclude = ["b.py"]))\n',
