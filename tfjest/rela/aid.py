@@ -212,6 +212,11 @@ class ReLAAid(keras.Model):
       inputs = (adapters.unpack(x.element_spec)[0] if isinstance(x, tf.data.Dataset)
                 else adapters.unpack(x)[0] if isinstance(x, tuple) else x)
       self.build_head(inputs)
+    if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
+      # Its variables made now rather than while Keras traces the train step (a function that
+      # creates variables is traced twice): the step it applies to is this model's own.
+      with self.distribute_strategy.scope():
+        self.optimizer.build(self.trainable_variables)
     return super().fit(x, *args, **kwargs)
 
   def train_step(self, data):
