@@ -40,15 +40,23 @@ def tfjest_py_test(name, size, deps = ["//tfjest"], srcs = None, **kwargs):
         **kwargs
     )
 
-def tfjest_py_tests(srcs, size, deps = ["//tfjest"], **kwargs):
+def tfjest_py_tests(srcs, size, deps = ["//tfjest"], shards = {}, **kwargs):
     """One `tfjest_py_test` per file of `srcs`, named after its path without `.py`.
 
-    Tests in sub-directories keep them in their names (`//tests:distribute/attach_test`). All
+    Tests in sub-directories keep them in their names (`//tests:programs/harness_test`). All
     the tests of one call share `size`, `deps`, `data` and `tags`: a group is sized by its
-    slowest member (at least 3x its time under load).
+    slowest member (at least 3x its time under load). `shards` maps a file of `srcs` to its
+    `shard_count` (absltest splits its test methods over that many processes).
     """
     for src in srcs:
-        tfjest_py_test(name = src[:-len(".py")], size = size, deps = deps, srcs = [src], **kwargs)
+        extra = {"shard_count": shards[src]} if src in shards else {}
+        tfjest_py_test(
+            name = src[:-len(".py")],
+            size = size,
+            deps = deps,
+            srcs = [src],
+            **dict(kwargs, **extra)
+        )
 
 def tfjest_py_test_group(name, srcs, size, deps = ["//tfjest"], data = [], **kwargs):
     """One `py_test` that runs the test files `srcs` in one process, under pytest.
