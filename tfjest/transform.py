@@ -96,11 +96,9 @@ class Selector:
           "not in the input pipeline. Call `tfjest.attach(model, selector)` and apply what it "
           "returns (the same code then also runs on CPU). Received: "
           f"{role}={model.name!r} with variables on {devices.model_device(model)}")
-    # Not converted by AutoGraph, as Keras' own train step (`fit` calls the models unconverted):
-    # a model that trains under `fit` scores here the same way, and the step traces in about
-    # half the time (the selection code has no Python control flow on tensors).
-    selected = self.super_batches(dataset, cardinality).map(
-        tf.autograph.experimental.do_not_convert(self._select_super_batch))
+    # Unconverted by AutoGraph, as in Keras' own train step: traces in about half the time.
+    unconverted = tf.autograph.experimental.do_not_convert(self._select_super_batch)
+    selected = self.super_batches(dataset, cardinality).map(unconverted)
     # The map reads the models' variables and updates `stats`, state that lives outside the
     # iterator. An iterator checkpoint is correct only together with that state, which
     # `tfjest.selection_checkpoint` saves alongside; with it, the external state is accounted

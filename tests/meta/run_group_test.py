@@ -8,11 +8,9 @@ import tempfile
 
 from absl.testing import absltest
 
-_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _TESTS)  # run_group.py is a script of tests/, not a module of a package
-import run_group  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tests import run_group
 
-sys.path.remove(_TESTS)
+_TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(directory, *files, env=None):
