@@ -55,22 +55,26 @@ def _normalize_label(label: str, package: str) -> Optional[str]:
   return "//{}:{}".format(package, label)
 
 
-def _evaluate(node: ast.AST, glob: Callable[[Sequence[str]], List[str]]):
+def _evaluate(node: ast.AST, glob: Callable[[Sequence[str]], List[str]], names=None):
   """Evaluates the literal subset of Starlark that BUILD attributes use here.
 
-  Handles constants, lists, tuples, dicts, `+` and `glob([...])`; returns None for anything
-  else, which the caller treats as "not a list of files".
+  Handles constants, lists, tuples, dicts, `+`, `glob([...])` and the names of `names` (the
+  file's top-level `NAME = ...` assignments); returns None for anything else, which the
+  caller treats as "not a list of files".
   """
+  names = names or {}
+  if isinstance(node, ast.Name):
+    return names.get(node.id)
   if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-    left, right = _evaluate(node.left, glob), _evaluate(node.right, glob)
+    left, right = _evaluate(node.left, glob, names), _evaluate(node.right, glob, names)
     if left is None or right is None:
       return None
     return left + right
   if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and
       node.func.id == "glob" and node.args):
-    patterns = _evaluate(node.args[0], glob)
-    exclude = next((_evaluate(kw.value, glob) for kw in node.keywords if kw.arg == "exclude"),
-                   None) or []
+    patterns = _evaluate(node.args[0], glob, names)
+    exclude = next((_evaluate(kw.value, glob, names) for kw in node.keywords
+                    if kw.arg == "exclude"), None) or []
     if patterns is None:
       return None
     return [f for f in glob(patterns) if not any(glob_match(p, f) for p in exclude)]
@@ -107,17 +111,21 @@ def parse_build(text: str, package: str,
   Raises:
     SyntaxError: when `text` is not in the Python-compatible subset of Starlark.
   """
-  rules = []
+  rules, names = [], {}
   for statement in ast.parse(text, filename="//{}:BUILD".format(package)).body:
+    if (isinstance(statement, ast.Assign) and len(statement.targets) == 1 and
+        isinstance(statement.targets[0], ast.Name)):
+      names[statement.targets[0].id] = _evaluate(statement.value, glob, names)
+      continue
     call = statement.value if isinstance(statement, ast.Expr) else None
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and
             call.func.id in _RULE_KINDS + tuple(_MACROS) + ("tfjest_py_tests",)):
       continue
-    attrs = {kw.arg: _evaluate(kw.value, glob) for kw in call.keywords if kw.arg}
+    attrs = {kw.arg: _evaluate(kw.value, glob, names) for kw in call.keywords if kw.arg}
     if call.func.id == "tfjest_py_tests":  # one py_test per file of srcs, named after it
       srcs = attrs.pop("srcs", None) or []
       if call.args:
-        srcs = _evaluate(call.args[0], glob) or []
+        srcs = _evaluate(call.args[0], glob, names) or []
       for src in srcs:
         rules.append(Rule(
             kind="py_test", label="//{}:{}".format(package, src[:-len(".py")]),
@@ -501,6 +509,17 @@ py_test(
         glob=lambda patterns: ["a_test.py", "b_test.py"])
     self.assertEqual(rules, [Rule("py_test", "//t:unit_tests", ["t/b_test.py", "t/a_test.py"],
                                   ["//tfjest:tfjest"], [])])
+
+  def test_top_level_names_are_read_where_attributes_use_them(self):
+    rules = parse_build(
+        'DEPS = [":lib"]\nDATA = ["x.txt"] + glob(["*.json"])\n'
+        'py_test(name = "a_test", srcs = ["a_test.py"], deps = DEPS, data = DATA)\n'
+        'py_test(name = "b_test", srcs = ["b_test.py"], deps = UNKNOWN)\n', "t",
+        glob=lambda patterns: ["r.json"])
+    self.assertEqual(rules, [
+        Rule("py_test", "//t:a_test", ["t/a_test.py"], ["//t:lib"], ["//t:x.txt", "//t:r.json"]),
+        Rule("py_test", "//t:b_test", ["t/b_test.py"], [], []),
+    ])
 
   def test_glob_exclude(self):
     rules = parse_build('py_library(name = "x", srcs = glob(["*.py"], exclude = ["b.py"]))\n',
