@@ -225,6 +225,10 @@ class SelectorCostTest(tf.test.TestCase):
   def test_stats_and_callback_report_flops(self):
     learner = testing.PairDualEncoder(name="fit_learner")
     learner.compile(optimizer="adam")
+    # Built with its optimizer before `fit`: Keras traces a train step that creates the
+    # optimizer's variables twice.
+    learner({"image": np.zeros((1, 16, 16, 3), np.float32), "text": np.ones((1, 3), np.int32)})
+    learner.optimizer.build(learner.trainable_variables)
     selector = tfjest.select(learner=learner, reference=self.reference, batch_size=8,
                              filter_ratio=0.8, num_chunks=4)
     history = learner.fit(_toy_stream().apply(selector), epochs=2, verbose=0,

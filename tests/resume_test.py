@@ -1,6 +1,7 @@
 """Exact resume from checkpoints, determinism, and Keras BackupAndRestore on a selected stream."""
 
 import os
+import shutil
 
 from absl.testing import parameterized
 import keras
@@ -14,11 +15,25 @@ B = 8
 STEPS, SAVE_AT = 9, 4
 
 
-def _world(init_seed, with_proxy=False):
-  """Learner, reference and selector; weights depend on `init_seed` (the data does not)."""
+def _learner(init_seed):
+  """A compiled learner whose weights (from `init_seed`) and optimizer variables exist.
+
+  Built now rather than by the first train step: Keras traces a train step that creates the
+  optimizer's variables twice, so every fresh learner here would be traced twice. Nothing else
+  changes: `fit` would build the optimizer before its first update, and `BackupAndRestore` builds
+  it before restoring a backup anyway.
+  """
   keras.utils.set_random_seed(init_seed)
   learner = testing.PairDualEncoder(name="learner")
   learner.compile(optimizer=keras.optimizers.Adam(1e-2))
+  learner({"image": np.zeros((1, 16, 16, 3), np.float32), "text": np.ones((1, 3), np.int32)})
+  learner.optimizer.build(learner.trainable_variables)
+  return learner
+
+
+def _world(init_seed, with_proxy=False):
+  """Learner, reference and selector; weights depend on `init_seed` (the data does not)."""
+  learner = _learner(init_seed)
   reference = testing.PairDualEncoder(name="reference")
   proxy = None
   if with_proxy:  # a smaller dual encoder that scores for the learner and trains online
@@ -43,7 +58,7 @@ class ExactResumeTest(tf.test.TestCase):
     super().setUp()
     tf.config.experimental.enable_op_determinism()
 
-  def test_restart_from_checkpoint_continues_the_same_stream(self):
+  def test_restart_from_checkpoint_continues_the_same_stream_a_stale_learner_would_not(self):
     self._check_resume(with_proxy=False)
 
   def test_restart_with_an_online_proxy(self):
@@ -66,10 +81,9 @@ class ExactResumeTest(tf.test.TestCase):
     expected_weights, expected_stats = _weights(learner), selector.stats.snapshot()
 
     # A new process would build everything afresh, with other initial weights.
+    # (`_world` builds the learner and its optimizer, which restoring needs: with a proxy,
+    # tfjest never calls the learner.)
     learner, selector, selected = _world(init_seed=42, with_proxy=with_proxy)
-    # Built before restoring (with a proxy, tfjest never calls the learner, so it is unbuilt).
-    learner({"image": np.zeros((1, 16, 16, 3), np.float32), "text": np.ones((1, 3), np.int32)})
-    learner.optimizer.build(learner.trainable_variables)
     iterator = iter(selected)
     ckpt = tfjest.selection_checkpoint(selector, iterator, optimizer=learner.optimizer)
     ckpt.restore(path).assert_existing_objects_matched()
@@ -87,23 +101,15 @@ class ExactResumeTest(tf.test.TestCase):
     self.assertEqual(selector.stats.snapshot(), expected_stats)
     if with_proxy:
       self.assertEqual(int(selector.proxy.steps.numpy()), STEPS)
-
-  def test_a_stale_learner_changes_the_stream(self):
-    # The same iterator state with the learner left at other weights gives other batches:
-    # this is why selection_checkpoint saves the models with the iterator.
-    learner, selector, selected = _world(init_seed=0)
-    iterator = iter(selected)
-    ckpt = tf.train.Checkpoint(iterator=iterator)
-    for _ in range(2):
-      learner.train_on_batch(next(iterator))
-    path = ckpt.save(os.path.join(self.get_temp_dir(), "stale", "ckpt"))
-    following = [next(iterator)["id"].numpy() for _ in range(3)]
-    learner2, selector2, selected2 = _world(init_seed=42)
-    iterator2 = iter(selected2)
-    tf.train.Checkpoint(iterator=iterator2).restore(path)
-    stale = [next(iterator2)["id"].numpy() for _ in range(3)]
-    self.assertNotAllEqual(np.concatenate(following), np.concatenate(stale))
-    del learner2, selector2
+    else:
+      # The same iterator state with the learner left at other weights (here those of step
+      # STEPS, not SAVE_AT) gives other batches: this is why selection_checkpoint saves the
+      # models with the iterator. Checked last, on this run's world (no fresh one to trace),
+      # as its pulls move the selector's statistics.
+      stale_iterator = iter(selected)
+      tf.train.Checkpoint(iterator=stale_iterator).restore(path)
+      stale = [next(stale_iterator)["id"].numpy() for _ in range(3)]
+      self.assertNotAllEqual(np.concatenate(ids[SAVE_AT:SAVE_AT + 3]), np.concatenate(stale))
 
 
 class DeterminismTest(tf.test.TestCase):
@@ -112,11 +118,21 @@ class DeterminismTest(tf.test.TestCase):
     super().setUp()
     tf.config.experimental.enable_op_determinism()
 
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    # One learner and reference for the three runs: each run starts from the same initial
+    # weights and optimizer state (put back by `_fit_ids`), and the learner's train step,
+    # traced by the first `fit`, is reused instead of traced again for each fresh model.
+    cls.learner = _learner(0)
+    cls.reference = testing.PairDualEncoder(name="reference")
+    cls.initial = _weights(cls.learner) + [
+        v.numpy().copy() for v in cls.learner.optimizer.variables]
+
   def _fit_ids(self, seed):
-    keras.utils.set_random_seed(0)
-    learner = testing.PairDualEncoder(name="learner")
-    learner.compile(optimizer=keras.optimizers.Adam(1e-2))
-    reference = testing.PairDualEncoder(name="reference")
+    learner, reference = self.learner, self.reference
+    for variable, value in zip(learner.weights + learner.optimizer.variables, self.initial):
+      variable.assign(value)
     data = testing.make_pairs(320, 0.5, seed=0)
     stream = tf.data.Dataset.from_tensor_slices(
         {"image": data["image"], "text": data["text"], "id": data["id"]})
@@ -144,6 +160,7 @@ class DeterminismTest(tf.test.TestCase):
     for a, b in zip(weights, weights_again):
       self.assertAllClose(a, b, rtol=0, atol=0)
     self.assertNotAllEqual(ids, other)
+    self.assertEqual(int(self.learner.optimizer.iterations.numpy()), 8)  # put back each time
 
 
 class BackupAndRestoreTest(tf.test.TestCase):
@@ -153,9 +170,7 @@ class BackupAndRestoreTest(tf.test.TestCase):
     tf.config.experimental.enable_op_determinism()
 
   def _fit(self, backup_dir, init_seed, interrupt_at=None):
-    keras.utils.set_random_seed(init_seed)
-    learner = testing.PairDualEncoder(name="learner")
-    learner.compile(optimizer=keras.optimizers.Adam(1e-2))
+    learner = _learner(init_seed)
     keras.utils.set_random_seed(1)
     reference = testing.PairDualEncoder(name="reference")
     data = testing.make_pairs(160, 0.5, seed=0)  # 4 super-batches of 40 per epoch
@@ -173,16 +188,18 @@ class BackupAndRestoreTest(tf.test.TestCase):
     callbacks = [keras.callbacks.BackupAndRestore(backup_dir)]
     if interrupt_at is not None:
       callbacks.append(Interrupt())
-    learner.fit(selected, epochs=4, verbose=0, callbacks=callbacks)
+    # 3 epochs (each a new iterator over the finite stream): one trained before the
+    # preemption and two after it, so the resumed run also crosses an epoch boundary.
+    learner.fit(selected, epochs=3, verbose=0, callbacks=callbacks)
     return learner, selector
 
   def test_interrupted_fit_resumes_and_ends_like_the_uninterrupted_one(self):
     straight, _ = self._fit(os.path.join(self.get_temp_dir(), "a"), init_seed=0)
     backup = os.path.join(self.get_temp_dir(), "b")
     with self.assertRaisesRegex(RuntimeError, "preempted"):
-      self._fit(backup, init_seed=0, interrupt_at=2)
+      self._fit(backup, init_seed=0, interrupt_at=1)
     resumed, selector = self._fit(backup, init_seed=42)
-    # The resumed run trained epochs 2 and 3 only: 2 epochs of 4 selected batches.
+    # The resumed run trained epochs 1 and 2 only: 2 epochs of 4 selected batches.
     self.assertEqual(selector.stats.result()["batches"], 8)
     for a, b in zip(_weights(straight), _weights(resumed)):
       self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
@@ -199,9 +216,7 @@ class EndlessStreamBackupTest(tf.test.TestCase, parameterized.TestCase):
 
   def _fit(self, backup_dir, init_seed, interrupt_at=None, with_selector=True,
            placement="pipeline"):
-    keras.utils.set_random_seed(init_seed)
-    learner = testing.PairDualEncoder(name="learner")
-    learner.compile(optimizer=keras.optimizers.Adam(1e-2))
+    learner = _learner(init_seed)
     keras.utils.set_random_seed(1)
     reference = testing.PairDualEncoder(name="reference")
     data = testing.make_pairs(200, 0.5, seed=0)  # 200 is no multiple of 32: epochs straddle
@@ -255,13 +270,26 @@ class EndlessStreamBackupTest(tf.test.TestCase, parameterized.TestCase):
     start = getattr(selector, "selector", selector).super_batches.start
     self.assertEqual(int(start.numpy()), 0)  # reset when fit ends
 
+  _unselected = {}  # "backup" -> directory of a backup written without the selector
+
+  def _backup_without_selector(self):
+    """A copy, for this test alone, of the backup of a run preempted before epoch 2 whose
+    callback had no selector. Both tests below resume from such a backup: the preempted run
+    (a fresh learner and fit) is made once."""
+    if "backup" not in self._unselected:
+      backup = os.path.join(self.get_temp_dir(), "unselected")
+      with self.assertRaisesRegex(RuntimeError, "preempted"):
+        self._fit(backup, init_seed=0, interrupt_at=2, with_selector=False)
+      self._unselected["backup"] = backup
+    copy = os.path.join(self.get_temp_dir(), "b")
+    shutil.copytree(self._unselected["backup"], copy)
+    return copy
+
   def test_without_the_selector_only_the_model_and_epoch_are_restored(self):
     # What Keras' callback alone restores: the resumed stream starts again at its first
     # super-batch and the statistics at zero (the defect the selector argument fixes).
     straight_weights, _ = self._straight_run("pipeline")
-    backup = os.path.join(self.get_temp_dir(), "b")
-    with self.assertRaisesRegex(RuntimeError, "preempted"):
-      self._fit(backup, init_seed=0, interrupt_at=2, with_selector=False)
+    backup = self._backup_without_selector()
     resumed, selector = self._fit(backup, init_seed=42, with_selector=False)
     self.assertEqual(selector.stats.result()["read"], 2 * self.STEPS * self.N)  # 256 of 512
     self.assertEqual(int(resumed.optimizer.iterations.numpy()), self.EPOCHS * self.STEPS)
@@ -269,9 +297,7 @@ class EndlessStreamBackupTest(tf.test.TestCase, parameterized.TestCase):
                            for a, b in zip(straight_weights, _weights(resumed))), 1e-3)
 
   def test_a_backup_without_selection_state_is_refused(self):
-    backup = os.path.join(self.get_temp_dir(), "c")
-    with self.assertRaisesRegex(RuntimeError, "preempted"):
-      self._fit(backup, init_seed=0, interrupt_at=1, with_selector=False)
+    backup = self._backup_without_selector()
     with self.assertRaisesRegex(ValueError, r"not the selected stream's state.*Received: no "):
       self._fit(backup, init_seed=0)
 
