@@ -9,19 +9,15 @@ runs the oracle check of selection_scale: dense and streaming selections must ag
 import json
 import os
 import re
-import subprocess
-import sys
 
 import tensorflow as tf
 
 from benchmarks import report
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.programs import launch
 
 
 def _run(name, *flags):
-  return subprocess.run([sys.executable, "-m", f"benchmarks.{name}"] + list(flags),
-                        cwd=_ROOT, capture_output=True, text=True, timeout=600, check=False)
+  return launch.run(f"benchmarks.{name}", *flags)
 
 
 class BenchmarksTest(tf.test.TestCase):

@@ -15,12 +15,13 @@ import tempfile
 
 import tensorflow as tf
 
+from tests.programs import launch
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run(module, *flags):
-  return subprocess.run([sys.executable, "-m", module] + list(flags), cwd=_ROOT,
-                        capture_output=True, text=True, timeout=800, check=False)
+  return launch.run(module, *flags, timeout=800)
 
 
 class DnCProgramsTest(tf.test.TestCase):

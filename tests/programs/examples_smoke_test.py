@@ -6,8 +6,6 @@ import glob
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import keras
@@ -16,17 +14,16 @@ import tensorflow as tf
 from examples.lib import data
 from examples.lib import models  # registers the models for load_model
 from tfjest import datasets
+from tests.programs import launch
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SIZES = "2000,400,200"  # web, curated, test: the benchmark's --smoke sizes
 _TIMEOUT = 240
 
 
 def _run(module, *flags):
-  result = subprocess.run([sys.executable, "-m", module, *flags],
-                          capture_output=True, text=True, timeout=_TIMEOUT, check=False,
-                          cwd=_ROOT)
-  return result
+  # The demo imports TensorFlow quietly itself, and its test checks that stderr stays empty:
+  # it runs in a fresh interpreter; the others in one forked with TensorFlow imported.
+  return launch.run(module, *flags, timeout=_TIMEOUT, fresh=module == "examples.demo")
 
 
 class ExamplesSmokeTest(tf.test.TestCase):

@@ -3,8 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 from absl.testing import absltest
@@ -12,9 +10,9 @@ import numpy as np
 
 from benchmarks import plateau_table
 from benchmarks import uniform_runs
+from tests.programs import launch
 from tfjest import efficiency
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SETTINGS = {"batch_size": 4, "learning_rate": 0.001, "eval_every": 100}
 
 
@@ -101,10 +99,8 @@ class PlateauTableTest(absltest.TestCase):
       paths.append(os.path.join(directory, f"{name}.json"))
       with open(paths[-1], "w") as file:
         json.dump(_file(runs), file)
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.plateau_table", f"--results={','.join(paths)}",
-         "--budget=2000", "--candidates=800,2000"], cwd=_ROOT, capture_output=True, text=True,
-        timeout=300, check=False)
+    result = launch.run("benchmarks.plateau_table", f"--results={','.join(paths)}",
+                        "--budget=2000", "--candidates=800,2000", timeout=300)
     self.assertEqual(result.returncode, 0, result.stderr[-2000:])
     self.assertIn("budget    800:", result.stdout)
     self.assertIn("still climbing", result.stdout)

@@ -95,9 +95,10 @@ class ProgramsTest(tf.test.TestCase, parameterized.TestCase):
     if RUN_BY[module] is not None:
       test = _source(os.path.join("tests", "programs", RUN_BY[module]))
       package, name = module.split(".")
-      # `[sys.executable, "-m", "<module>"]`, or a `_run("<name>")` helper that prefixes it
+      # `launch.run("<module>")` (tests/programs/launch.py: as `python -m` does), or a
+      # `_run("<name>")` helper that calls it with the prefix
       self.assertRegex(test, rf"[\"']({module}|{name})[\"']", f"{RUN_BY[module]} runs {module}")
-      self.assertIn('"-m"', test)
+      self.assertIn("launch.run(", test)
     else:
       self.assertIn(module, HELP_RUN)
 

@@ -7,12 +7,10 @@ in BENCHMARKS.md; this keeps the program from rotting and checks what its file h
 
 import json
 import os
-import subprocess
-import sys
 
 import tensorflow as tf
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.programs import launch
 
 
 class ProxyFidelityTest(tf.test.TestCase):
@@ -22,8 +20,7 @@ class ProxyFidelityTest(tf.test.TestCase):
     flags = ["--fidelity_every=2", "--steps=4", "--eval_every=2", "--seeds=1",
              "--sizes=400,64,32", "--batch_size=8", "--num_chunks=2", "--reference_epochs=1",
              f"--data_dir={os.path.join(self.get_temp_dir(), 'tfds')}", f"--output={output}"]
-    result = subprocess.run([sys.executable, "-m", "benchmarks.cheap_scoring"] + flags,
-                            cwd=_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    result = launch.run("benchmarks.cheap_scoring", *flags)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     with open(output) as f:
       results = json.load(f)

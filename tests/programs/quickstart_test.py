@@ -1,20 +1,16 @@
 """Runs `python -m examples.quickstart` as a user would and checks its promise."""
 
-import os
 import re
-import subprocess
-import sys
 
 import tensorflow as tf
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.programs import launch
 
 
 class QuickstartTest(tf.test.TestCase):
 
   def test_jest_avoids_corrupted_pairs(self):
-    result = subprocess.run([sys.executable, "-m", "examples.quickstart"], cwd=_ROOT,
-                            capture_output=True, text=True, timeout=600, check=False)
+    result = launch.run("examples.quickstart")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     lines = result.stdout.strip().splitlines()
     match = re.fullmatch(r"corrupted share selected: uniform=(\d\.\d\d) "

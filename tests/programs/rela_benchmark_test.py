@@ -3,19 +3,17 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import tensorflow as tf
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.programs import launch
+
 _TIMEOUT = 600
 
 
 def _run(*flags):
-  return subprocess.run([sys.executable, "-m", "benchmarks.rela", "--smoke", *flags],
-                        capture_output=True, text=True, timeout=_TIMEOUT, check=False, cwd=_ROOT)
+  return launch.run("benchmarks.rela", "--smoke", *flags, timeout=_TIMEOUT)
 
 
 class RelaBenchmarkTest(tf.test.TestCase):

@@ -5,21 +5,18 @@ The figures themselves are in BENCHMARKS.md ("Per-example store at scale").
 
 import json
 import os
-import subprocess
-import sys
 
 import tensorflow as tf
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.programs import launch
 
 
 class StoreScaleTest(tf.test.TestCase):
 
   def test_smoke_records_every_phase_and_deletes_the_store(self):
     results, work = (os.path.join(self.get_temp_dir(), name) for name in ("results", "work"))
-    done = subprocess.run([sys.executable, "-m", "benchmarks.store_scale", "--smoke",
-                           f"--results_dir={results}", f"--work_dir={work}"],
-                          cwd=_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    done = launch.run("benchmarks.store_scale", "--smoke", f"--results_dir={results}",
+                      f"--work_dir={work}")
     self.assertEqual(done.returncode, 0, done.stderr[-3000:])
     with open(os.path.join(results, "smoke-M2048_d8.json")) as f:
       cell = json.load(f)

@@ -8,8 +8,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 
 import tensorflow as tf
 
@@ -17,19 +15,15 @@ from examples.lib import harness
 from examples.lib import strategies
 from examples.lib import tasks
 from tfjest import testing
+from tests.programs import launch
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Small enough for a test: a 512-pair reference, one epoch; 8 learner steps of 32 from 160.
 _SMALL = ["--dataset=toy", "--batch_size=32", "--num_chunks=8", "--steps=8", "--eval_every=4",
           "--reference_examples=512", "--reference_epochs=1", "--stream_examples=1024"]
 
 
 def _run(*flags, timeout=240):
-  env = dict(os.environ)
-  env.pop("TF_CONFIG", None)
-  return subprocess.run([sys.executable, "-m", "examples.train_learner", *flags], cwd=_ROOT,
-                        capture_output=True, text=True,
-                        timeout=timeout, check=False, env=env)
+  return launch.run("examples.train_learner", *flags, timeout=timeout, unset=("TF_CONFIG",))
 
 
 def _closed_port() -> int:
