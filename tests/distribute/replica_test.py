@@ -50,9 +50,6 @@ def _dual_encoders(strategy, seed=0):
     reference.trainable = False
     for model in (learner, reference):
       model({"image": tf.zeros([1, 16, 16, 3]), "text": tf.zeros([1, 3], tf.int32)})
-    # The optimizer's variables now, not on fit's first step: a train function that creates
-    # variables is traced twice.
-    learner.optimizer.build(learner.trainable_variables)
   return learner, reference
 
 
@@ -379,7 +376,9 @@ class WithoutStrategyTest(tf.test.TestCase):
     # One accelerator, no strategy: the whole Keras step (models, scores, selection) as XLA.
     learner, reference = self._models()
     learner.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
-    # Built before fit, so that Keras traces the (XLA) train step once, not twice.
+    # Built before fit, so that Keras traces the (XLA) train step once, not twice: without a
+    # strategy it builds the optimizer while tracing, and a function creating variables is
+    # traced again (under a strategy Keras builds them first itself).
     learner({"image": tf.zeros([1, 16, 16, 3]), "text": tf.zeros([1, 3], tf.int32)})
     learner.optimizer.build(learner.trainable_variables)
     selector = tfjest.attach(learner, self._select(learner, reference), placement="train_step",
