@@ -12,6 +12,15 @@ import tensorflow as tf
 import tfjest
 
 
+def _with_built_optimizer(model):
+  """`model`, its optimizer's variables created now rather than on `fit`'s first step.
+
+  A train function that creates variables is traced twice; built first, `fit` traces it once.
+  """
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
 class SelectionStatsCallbackTest(tf.test.TestCase):
 
   def _fit(self, callbacks_for, epochs=2):
@@ -19,6 +28,7 @@ class SelectionStatsCallbackTest(tf.test.TestCase):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
+    _with_built_optimizer(model)
     rng = np.random.default_rng(0)
     data = tf.data.Dataset.from_tensor_slices(
         (rng.normal(size=(100, 4)).astype(np.float32), rng.integers(0, 3, 100)))
@@ -47,6 +57,7 @@ class SelectionStatsCallbackTest(tf.test.TestCase):
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
     model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
+    _with_built_optimizer(model)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4)).astype(np.float32)
     x[100:] = np.nan
@@ -99,6 +110,7 @@ class TensorBoardOrderTest(tf.test.TestCase, parameterized.TestCase):
     reference.compile(loss=loss)
     model = _classifier("learner")
     model.compile(optimizer="sgd", loss=loss)
+    _with_built_optimizer(model)
     rng = np.random.default_rng(0)
     data = tf.data.Dataset.from_tensor_slices(
         (rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 3, 64)))

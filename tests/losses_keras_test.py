@@ -162,6 +162,31 @@ def _compiled(loss, p_shape, name="identity"):
   return model
 
 
+# Identity models shared by the cases of one prediction shape (building one costs as much as the
+# assertions on a simple loss): `_BARE` is never compiled with a loss (`loss_fn=` scores with it),
+# `_SHARED` is compiled anew with each case's loss, which is all that `compile` makes of a model.
+_BARE = {}
+_SHARED = {}
+
+
+def _bare(p_shape):
+  """The identity model of `p_shape`, compiled without a loss (shared)."""
+  p_shape = tuple(p_shape)
+  if p_shape not in _BARE:
+    _BARE[p_shape] = _compiled(None, p_shape, name="bare")
+  return _BARE[p_shape]
+
+
+def _recompiled(loss, p_shape):
+  """The shared identity model of `p_shape`, compiled now with `loss`: the oracle of one case."""
+  p_shape = tuple(p_shape)
+  if p_shape not in _SHARED:
+    _SHARED[p_shape] = _compiled(loss, p_shape, name="shared")
+  else:
+    _SHARED[p_shape].compile(loss=loss)
+  return _SHARED[p_shape]
+
+
 def _oracle(model, y, y_pred):
   """`[N]`: each example's loss alone, as the compiled model computes it on a batch of one."""
   return np.array([np.mean(model.compute_loss(x=None, y=y[i:i + 1], y_pred=y_pred[i:i + 1]))
@@ -194,6 +219,14 @@ class Squared(keras.losses.Loss):
 
 class KerasLossesTest(tf.test.TestCase, parameterized.TestCase):
 
+  def setUp(self):
+    # tf.test.TestCase resets TensorFlow's global seed before each test, which also clears the
+    # eager kernel cache: with hundreds of short cases, rebuilding the kernels costs more than
+    # a case itself. These tests draw from NumPy generators and build models without weights,
+    # so no TensorFlow seed is read here and the reset can be left out.
+    self._set_default_seed = False
+    super().setUp()
+
   def assertMatchesCompiled(self, model, loss, y, y_pred, expected=None):
     """Every tfjest path gives each example's loss as `model` computes it on a batch of one.
 
@@ -206,7 +239,7 @@ class KerasLossesTest(tf.test.TestCase, parameterized.TestCase):
     """
     expected = _oracle(model, y, y_pred) if expected is None else expected
     self.assertTrue(np.all(np.isfinite(expected)), expected)
-    bare = _compiled(None, y_pred.shape[1:])
+    bare = _bare(y_pred.shape[1:])
     paths = {  # the scorer's path (the identity model's x is y_pred), then the public functions
         "compiled": lambda: adapters.classification_losses(
             model, y_pred, y, adapters.resolve_loss_fn(model, None, "learner"), "learner"),
@@ -235,7 +268,7 @@ class KerasLossesTest(tf.test.TestCase, parameterized.TestCase):
   def test_per_example_loss_is_the_compiled_loss_of_one_example(self, form, loss, kind, y_shape,
                                                                p_shape):
     y, y_pred = _data(kind, y_shape, p_shape, seed=len(y_shape) + 7 * len(p_shape))
-    self.assertMatchesCompiled(_compiled(_instance(form, loss), p_shape),
+    self.assertMatchesCompiled(_recompiled(_instance(form, loss), p_shape),
                                lambda: _instance(form, loss), y, y_pred)
 
   def test_every_exported_loss_is_covered_or_excluded(self):

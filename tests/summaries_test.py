@@ -28,12 +28,24 @@ N, B = 64, 16
 _REFERENCE = {}
 
 
+def _built(model):
+  """`model` with its weights and its optimizer's variables created before `fit`.
+
+  `fit` would create them on its first step, the same weights (built in the same order from the
+  same seed), but a train function that creates variables is traced twice: built first, once.
+  """
+  model(testing.make_pairs(1))
+  model.optimizer.build(model.trainable_variables)
+  return model
+
+
 def _reference():
   """A reference dual encoder trained on clean pairs (once per process)."""
   if "model" not in _REFERENCE:
     keras.utils.set_random_seed(1)
     model = testing.PairDualEncoder(name="reference")
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    _built(model)
     clean = testing.make_pairs(512, 0.0, seed=1)
     model.fit(tf.data.Dataset.from_tensor_slices(clean).batch(32), epochs=3, verbose=0)
     model.trainable = False
@@ -78,6 +90,7 @@ class SummariesTest(tf.test.TestCase, parameterized.TestCase):
         reference(testing.make_pairs(1))
         reference.set_weights(_reference().get_weights())
         reference.trainable = False
+      _built(learner)  # after the reference, whose weights draw from the same seed stream
       kwargs = {}
       if proxy:
         small = testing.PairDualEncoder(width=8, name="proxy")
@@ -169,6 +182,7 @@ class SummariesTest(tf.test.TestCase, parameterized.TestCase):
     keras.utils.set_random_seed(0)
     learner = testing.PairDualEncoder(name="learner")
     learner.compile(optimizer="adam")
+    _built(learner)
     selector = tfjest.select(learner=learner, reference=_reference(), batch_size=B,
                              super_batch_size=N, num_chunks=2)
     pairs = tf.data.Dataset.from_tensor_slices(testing.make_pairs(128, 0.3))

@@ -123,18 +123,33 @@ class ReplicaSelectionTest(tf.test.TestCase, parameterized.TestCase):
     cls.learner, cls.reference = _dual_encoders(cls.strategy)
     cls.spec = _stream().element_spec
 
-  def _run(self, selection, batch, step, jit=False):
-    shards = _distribute(self.strategy, batch)
-    if jit:
-      # XLA inside each replica (the whole strategy.run under XLA is keras-team/keras#19005).
-      # The step is copied onto the replica's device first: XLA places the compiled call
-      # where its inputs are, and it must run where the replica's variables are.
-      compiled = tf.function(selection, jit_compile=True)
+  def setUp(self):
+    super().setUp()
+    self._functions = {}  # `_run`'s traced steps, by selection
 
-      def selection(s, t, compiled=compiled):
-        return compiled(s, tf.identity(t))
-    fn = tf.function(lambda s, t: self.strategy.run(selection, args=(s, t)))
-    return fn(shards, tf.constant(step, tf.int64))
+  def _run(self, selection, batch, step, jit=False, fresh=False):
+    """Runs `selection` in a replicated step on `batch` at `step`.
+
+    The replicated function of a selection is traced once and kept (the step is a tensor, the
+    weights are read when it runs), unless `fresh`: each trace costs seconds.
+    """
+    shards = _distribute(self.strategy, batch)
+    key = (id(selection), jit)
+    if fresh or key not in self._functions:
+      replica_fn = selection
+      if jit:
+        # XLA inside each replica (the whole strategy.run under XLA is keras-team/keras#19005).
+        # The step is copied onto the replica's device first: XLA places the compiled call
+        # where its inputs are, and it must run where the replica's variables are.
+        compiled = tf.function(selection, jit_compile=True)
+
+        def replica_fn(s, t, compiled=compiled):
+          return compiled(s, tf.identity(t))
+      fn = tf.function(lambda s, t: self.strategy.run(replica_fn, args=(s, t)))
+      if fresh:
+        return fn(shards, tf.constant(step, tf.int64))
+      self._functions[key] = (selection, fn)  # the selection kept alive: its id stays its own
+    return self._functions[key][1](shards, tf.constant(step, tf.int64))
 
   def _selection(self, replica_selection="local", jit_compile=False, **kwargs):
     options = dict(learner=self.learner, reference=self.reference, batch_size=B,
@@ -163,12 +178,12 @@ class ReplicaSelectionTest(tf.test.TestCase, parameterized.TestCase):
     selection = self._selection(method="uniform")
     batch = _pairs()
 
-    def positions(step):
-      ids = _local(self.strategy, self._run(selection, batch, step)["id"])
+    def positions(step, fresh=False):
+      ids = _local(self.strategy, self._run(selection, batch, step, fresh=fresh)["id"])
       return [tuple(ids[r] - r * N // 2) for r in range(2)]
 
-    draws = [positions(step) for step in range(4)]
-    self.assertEqual(draws[0], positions(0))  # reproducible
+    draws = [positions(step) for step in range(4)]  # one traced step, run at 4 steps
+    self.assertEqual(draws[0], positions(0, fresh=True))  # reproducible, traced anew too
     self.assertTrue(all(d[0] != d[1] for d in draws))  # replicas draw differently
     self.assertLen(set(d[0] for d in draws), 4)  # and differently at every step
 
@@ -361,6 +376,11 @@ class WithoutStrategyTest(tf.test.TestCase):
     # One accelerator, no strategy: the whole Keras step (models, scores, selection) as XLA.
     learner, reference = self._models()
     learner.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
+    # Built before fit, so that Keras traces the (XLA) train step once, not twice: without a
+    # strategy it builds the optimizer while tracing, and a function creating variables is
+    # traced again (under a strategy Keras builds them first itself).
+    learner({"image": tf.zeros([1, 16, 16, 3]), "text": tf.zeros([1, 3], tf.int32)})
+    learner.optimizer.build(learner.trainable_variables)
     selector = tfjest.attach(learner, self._select(learner, reference), placement="train_step",
                              replica_selection="global")
     history = learner.fit(_stream().apply(selector), epochs=1, steps_per_epoch=2, verbose=0)
