@@ -20,10 +20,8 @@ _SIZES = "2000,400,200"  # web, curated, test: the benchmark's --smoke sizes
 _TIMEOUT = 240
 
 
-def _run(module, *flags):
-  # The demo imports TensorFlow quietly itself, and its test checks that stderr stays empty:
-  # it runs in a fresh interpreter; the others in one forked with TensorFlow imported.
-  return launch.run(module, *flags, timeout=_TIMEOUT, fresh=module == "examples.demo")
+def _run(module, *flags, fresh=False):
+  return launch.run(module, *flags, timeout=_TIMEOUT, fresh=fresh)
 
 
 class ExamplesSmokeTest(tf.test.TestCase):
@@ -56,9 +54,11 @@ class ExamplesSmokeTest(tf.test.TestCase):
 
   def test_demo_prints_the_table_and_writes_the_plot(self):
     out = os.path.join(self.get_temp_dir(), "demo")
+    # In a fresh interpreter: the demo imports TensorFlow quietly itself, and this checks that
+    # nothing reaches stderr.
     result = _run("examples.demo", f"--data_dir={self.data_dir}", f"--sizes={_SIZES}",
                   "--steps=20", "--selection_steps=10", "--eval_every=5", "--batch_size=8",
-                  "--num_chunks=4", "--reference_epochs=1", f"--output_dir={out}")
+                  "--num_chunks=4", "--reference_epochs=1", f"--output_dir={out}", fresh=True)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     columns = r" +uniform +jest \(proxy\) +easy_reference"
     for pattern in (columns,
