@@ -9,10 +9,10 @@ root first on `sys.path`, `sys.argv` set, the module run as `__main__` with `run
 stdout and stderr captured, its exit status that of `SystemExit` (1 and the traceback for an
 exception). The program's own modules (and so its absl flags) are imported afresh in each child.
 
-What differs from a fresh interpreter is only what those imports did before the program ran:
-the demo, which imports TensorFlow quietly itself and whose test checks that stderr stays empty,
-runs with `fresh=True` (a real `python -m` subprocess), as do `--help` runs
-(tests/programs/programs_test.py).
+What differs from a fresh interpreter is only what those imports did before the program ran.
+The demo's full run, which imports TensorFlow quietly itself and whose test checks that stderr
+stays empty, runs with `fresh=True`: a real `python -m` in a new interpreter, which also keeps
+one program test of the plain command (tests/programs/examples_smoke_test.py).
 """
 
 import multiprocessing

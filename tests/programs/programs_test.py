@@ -3,17 +3,17 @@ from the repository root, and its flags are documented (nothing edits sys.path t
 
 Each program is run as `python -m <module>` by one program test (`RUN_BY` says which, and a
 test checks that file does run it); `--help` is run here for the programs no other test runs
-and for the demo, side by side (each run imports TensorFlow: running all seventeen took most
-of this file's time and checked nothing the smoke runs do not).
+and for the demo (running all of them took most of this file's time and checked nothing the
+smoke runs do not).
 """
 
 import ast
 import os
-import subprocess
-import sys
 
 from absl.testing import parameterized
 import tensorflow as tf
+
+from tests.programs import launch
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # program -> the test file (under tests/programs) that runs it with `python -m`
@@ -51,19 +51,11 @@ def _module_source(module):
 
 
 def _help_outputs():
-  """`python -m <program> --help` for `HELP_RUN`, side by side."""
-  running = {module: subprocess.Popen([sys.executable, "-m", module, "--help"], cwd=_ROOT,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True)
-             for module in HELP_RUN}
+  """`python -m <program> --help` for `HELP_RUN` (tests/programs/launch.py)."""
   outputs = {}
-  for module, process in running.items():
-    try:
-      stdout, stderr = process.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-      process.kill()
-      stdout, stderr = process.communicate()
-    outputs[module] = (process.returncode, stdout, stderr)
+  for module in HELP_RUN:
+    result = launch.run(module, "--help")
+    outputs[module] = (result.returncode, result.stdout, result.stderr)
   return outputs
 
 
