@@ -89,9 +89,10 @@ class StreamedJoinTest(tf.test.TestCase, parameterized.TestCase):
   def test_batches_in_order_are_joined_as_batches(self):
     single = list(self.stream.apply(self.cache.join(id_key="id")))
     batches = list(self.stream.batch(5).apply(self.cache.join(id_key="id")))
-    self.assertEqual([len(b["id"]) for b in batches], [N])  # regrouped into blocks
+    self.assertEqual([len(b["id"]) for b in batches], [16] * 4)  # regrouped: the chunks
     for key in ("id", "reference_text_embeddings"):
-      self.assertAllEqual(np.stack([e[key] for e in single]), batches[0][key])
+      self.assertAllEqual(np.stack([e[key] for e in single]),
+                          np.concatenate([b[key] for b in batches]))
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                 r"example id 4 met the value stored for id 3 \(position 3 of "
                                 r"shard \W*values-00000"):
