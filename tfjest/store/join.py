@@ -178,36 +178,37 @@ class Streamed:
         ok &= ~same | tf.equal(fingerprints.input_fingerprints(element, labels)[:n],
                                value["input_fingerprint"][:n])
 
-      def fail():
-        # The first bad position; past the shorter block when the lengths alone differ.
-        k = tf.argmin(tf.concat([tf.cast(ok, tf.int32), [0]], 0), output_type=tf.int32)
-        at_id, want = _at(all_ids, k), _at(value["id"], k)
-        name, position = locate(block, value, k)
-        message = tf.case([
-            ((k < ns) & (k >= nv), lambda: tf.strings.format(
-                "an extra example: id {} comes after the last stored value (of shard {}). The "
-                "stream holds examples or input shards the store was not built from. "
-                "Received: id={}", [at_id, last, at_id])),
-            ((k >= ns) & (k < nv), lambda: tf.strings.format(
-                "the stream ended before the value of id {} (position {} of shard {}): a "
-                "missing example or input shard. Received: end of stream, shard={}",
-                [want, position, name, name])),
-            (tf.not_equal(at_id, want), lambda: tf.strings.format(
-                "example id {} met the value stored for id {} (position {} of shard {}): the "
-                "stream is not read in the build's order (a reordered or missing shard, a "
-                "shuffle before the join) or holds other ids. Received: id={}, shard={}",
-                [at_id, want, position, name, at_id, name]))],
-            default=lambda: tf.strings.format(
-                "the inputs of example id {} differ from those its value was computed from "
-                "(position {} of shard {}): the store is stale. Rebuild it, or join with "
-                "verify_inputs=False to accept stale values. Received: id={}, shard={}",
-                [at_id, position, name, at_id, name]))
-        with tf.control_dependencies([tf.debugging.Assert(
-            False, [f"tfjest: the stream and the {store.NAME} at {store.path} are not aligned: ",
-                    message])]):
-          return tf.constant(False)
-
-      checked = tf.cond(tf.reduce_all(ok) & tf.equal(ns, nv), lambda: tf.constant(True), fail)
+      # No `tf.cond`: a branch in a tf.data function costs more than the whole check (the
+      # graph's control flow). The message's few scalars are computed for every block, and
+      # `Assert` formats them only when the check fails.
+      k = tf.argmin(tf.concat([tf.cast(ok, tf.int32), [0]], 0), output_type=tf.int32)
+      at_id, want = _at(all_ids, k), _at(value["id"], k)
+      name, position = locate(block, value, k)
+      messages = tf.stack([
+          tf.strings.format(
+              "an extra example: id {} comes after the last stored value (of shard {}). The "
+              "stream holds examples or input shards the store was not built from. "
+              "Received: id={}", [at_id, last, at_id]),
+          tf.strings.format(
+              "the stream ended before the value of id {} (position {} of shard {}): a "
+              "missing example or input shard. Received: end of stream, shard={}",
+              [want, position, name, name]),
+          tf.strings.format(
+              "example id {} met the value stored for id {} (position {} of shard {}): the "
+              "stream is not read in the build's order (a reordered or missing shard, a "
+              "shuffle before the join) or holds other ids. Received: id={}, shard={}",
+              [at_id, want, position, name, at_id, name]),
+          tf.strings.format(
+              "the inputs of example id {} differ from those its value was computed from "
+              "(position {} of shard {}): the store is stale. Rebuild it, or join with "
+              "verify_inputs=False to accept stale values. Received: id={}, shard={}",
+              [at_id, position, name, at_id, name])])
+      which = tf.argmax(tf.stack([(k < ns) & (k >= nv), (k >= ns) & (k < nv),
+                                  tf.not_equal(at_id, want), True]), output_type=tf.int32)
+      checked = tf.debugging.Assert(
+          tf.reduce_all(ok) & tf.equal(ns, nv),
+          [f"tfjest: the stream and the {store.NAME} at {store.path} are not aligned: ",
+           messages[which]])
       with tf.control_dependencies([checked]):  # no value leaves before its check
         added = {name: tf.identity(value[k]) for k, name in features.items()}
       return add_features(element, added)

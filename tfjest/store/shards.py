@@ -166,14 +166,13 @@ def decode_fn(values: dict, id_dtype: str) -> Callable:
     if strings:  # the fixed sections, the serialised ids, then n
       n = tf.cond(length > 0, lambda: tf.bitcast(tf.reshape(raw[-8:], [1, 8]), tf.int64)[0],
                   lambda: tf.constant(0, tf.int64))
-    else:
-      n = length // sum(row)
-    sizes = n * tf.constant(row, tf.int64)
-    parts = tf.split(raw, tf.concat([sizes, [length - tf.reduce_sum(sizes)]], 0))
+      sizes = n * tf.constant(row, tf.int64)
+      parts = tf.split(raw, tf.concat([sizes, [length - tf.reduce_sum(sizes)]], 0))
+    else:  # as few ops as possible: the streamed join runs this per block
+      parts = tf.split(raw, length // sum(row) * tf.constant(row, tf.int64))
     out = {}
     for (key, dtype, shape), part in zip(specs, parts):
-      size = [dtype.size] if dtype.size > 1 else []  # bitcast drops the bytes' axis
-      part = tf.reshape(part, tf.concat([n[None], tf.constant(shape + size, tf.int64)], 0))
+      part = tf.reshape(part, [-1] + shape + ([dtype.size] if dtype.size > 1 else []))
       out[key] = (tf.cast(part, tf.bool) if dtype == tf.bool else part if dtype == tf.uint8
                   else tf.bitcast(part, dtype))
     if strings:
