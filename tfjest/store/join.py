@@ -7,13 +7,18 @@ id must equal its value's id, and (with `verify_inputs`) its inputs must hash to
 fingerprint. Otherwise the pipeline stops with an `InvalidArgumentError` naming the id, the
 value shard and the position in it: a reordered or missing shard, a missing or extra example
 and other ids all stop it, and none becomes a silent wrong join. Both sides are read in blocks
-of `_BLOCK` examples with one vectorised check per block: single examples are batched once and
-unbatched once; a stream of batches in the build's order (e.g. records parsed with
-`parse_example`) is regrouped into blocks and stays batched. Memory: one chunk per open
-shard, whatever the number of examples. With input shards (`interleave`), each is zipped with
-its own value shard and the shards are interleaved round-robin, deterministically; under
-`MultiWorkerMirroredStrategy` a worker that reads only its input shards opens only their
-value shards.
+with one vectorised check per block: single examples are batched once and unbatched once; a
+stream of batches in the build's order (e.g. records parsed with `parse_example`) is regrouped
+into blocks and stays batched. The blocks are the value shards' records (the build's chunks,
+`batch_size` examples) whenever a record cannot span two blocks: then the values side is the
+`TFRecordDataset` alone, each record decoded in the map that checks it (one `decode_raw` copy).
+Otherwise the records are decoded, tagged and regrouped into blocks of `_BLOCK` examples. The
+join is one map per block with no control flow (a branch in a tf.data function costs more than
+the check itself); the per-example cost is one comparison and one FarmHash of the inputs.
+Memory: one chunk per open shard, whatever the number of examples. With input shards
+(`interleave`), each is zipped with its own value shard and the shards are interleaved
+round-robin, deterministically; under `MultiWorkerMirroredStrategy` a worker that reads only
+its input shards opens only their value shards.
 
 By id (`by_id`): values looked up in memory (`Store.values_for`); any order, single or batched
 elements. For small data and for streams that are shuffled before the values are needed.
@@ -27,6 +32,7 @@ import tensorflow as tf
 
 from tfjest import adapters
 from tfjest.store import fingerprints
+from tfjest.store import shards as shards_lib
 
 _SHARD, _POSITION = "_shard", "_position"
 _BLOCK = 256  # examples checked at a time when the records cannot be the blocks
@@ -209,13 +215,17 @@ class Streamed:
           tf.reduce_all(ok) & tf.equal(ns, nv),
           [f"tfjest: the stream and the {store.NAME} at {store.path} are not aligned: ",
            messages[which]])
-      with tf.control_dependencies([checked]):  # no value leaves before its check
-        added = {name: tf.identity(value[k]) for k, name in features.items()}
+      # No value leaves before its check; blocks leave as they are (a decoded record's views
+      # are then copied: see `shards.decode_fn`), single examples are copied by `unbatch`.
+      leave = shards_lib.owned if batched and decode else tf.identity
+      with tf.control_dependencies([checked]):
+        added = {name: leave(value[k]) for k, name in features.items()}
       return add_features(element, added)
 
     # The records are the blocks: they are counted, for messages.
     joined = tf.data.Dataset.zip((stream, values) + (
-        (tf.data.Dataset.range(1 << 62),) if decode else ())).map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        (tf.data.Dataset.range(1 << 62),) if decode else ())).map(
+            check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if batched:  # blocks, without the end marker's empty one
       return joined.filter(lambda *e: tf.shape(fingerprints.find_id(
           e if len(e) > 1 else e[0], id_key))[0] > 0)

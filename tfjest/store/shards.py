@@ -34,7 +34,7 @@ import tensorflow as tf
 from tfjest.store import fingerprints
 
 FORMAT = "tfjest.store"
-VERSION = 3  # 3: raw chunk records (2: tf.train.Examples of serialised tensors)
+VERSION = 3  # 3: raw chunk records; 2: tf.train.Examples of serialised tensors
 METADATA = "metadata.json"
 PROCESSING_MODES = ("distributed_epoch", "parallel_epochs")
 
@@ -151,7 +151,9 @@ def decode_fn(values: dict, id_dtype: str) -> Callable:
 
   One copy (`decode_raw`) and views of it: `split` and `bitcast` share the buffer when each
   section starts at an aligned offset (chunks of a multiple of 8 examples), else copy a
-  section. An empty record (the streamed join's end marker) decodes to `n = 0`.
+  section. A view must not reach `rebatch` (it logs an error per element that a view's
+  reference count is unreliable): pass what leaves the join through `owned`. An empty record
+  (the streamed join's end marker) decodes to `n = 0`.
   """
   specs = [("input_fingerprint", tf.int64, [])] + [
       (k, tf.as_dtype(v["dtype"]), list(v["shape"])) for k, v in values.items()]
@@ -184,6 +186,11 @@ def decode_fn(values: dict, id_dtype: str) -> Callable:
     return out
 
   return decode
+
+
+def owned(tensor: tf.Tensor) -> tf.Tensor:
+  """A copy of `tensor` in a buffer of its own (not a view of a decoded record)."""
+  return tf.raw_ops.DeepCopy(x=tensor)
 
 
 def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,

@@ -148,8 +148,10 @@ class Store:
     """
     self.opened_shards.append(int(index))
     name = os.path.join(self.path, self.metadata["shards"][index]["file"])
+    decode = self.decode_fn()
     chunks = tf.data.TFRecordDataset(name, buffer_size=1 << 20).map(
-        self.decode_fn(), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        lambda r: tf.nest.map_structure(shards_lib.owned, decode(r)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return chunks if chunked else chunks.unbatch()
 
   def decode_fn(self):
