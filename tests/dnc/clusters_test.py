@@ -127,7 +127,7 @@ class ClusterReferenceTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, "already exists there"):
       tfjest.cluster_reference(self.cache, path, num_clusters=3)
     with self.assertRaisesRegex(ValueError, "holding clusters. Received: format='tfjest.store', "
-                                "version=2, kind='reference_cache'"):
+                                "version=3, kind='reference_cache'"):
       tfjest.Clusters.load(self.cache.path)
 
   @parameterized.named_parameters(

@@ -89,14 +89,50 @@ class StreamedJoinTest(tf.test.TestCase, parameterized.TestCase):
   def test_batches_in_order_are_joined_as_batches(self):
     single = list(self.stream.apply(self.cache.join(id_key="id")))
     batches = list(self.stream.batch(5).apply(self.cache.join(id_key="id")))
-    self.assertEqual([len(b["id"]) for b in batches], [N])  # regrouped into blocks
+    self.assertEqual([len(b["id"]) for b in batches], [16] * 4)  # regrouped: the chunks
     for key in ("id", "reference_text_embeddings"):
-      self.assertAllEqual(np.stack([e[key] for e in single]), batches[0][key])
+      self.assertAllEqual(np.stack([e[key] for e in single]),
+                          np.concatenate([b[key] for b in batches]))
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                 r"example id 4 met the value stored for id 3 \(position 3 of "
                                 r"shard \W*values-00000"):
       list(self.stream.take(3).concatenate(self.stream.skip(4)).batch(5).apply(
           self.cache.join(id_key="id")))
+
+  @parameterized.named_parameters(("records_as_blocks", 32), ("regrouped", 20))
+  def test_both_read_paths_join_the_same_values_and_name_the_shard(self, first):
+    # Shards of 32 + 32 examples in chunks of 16: each record is a block. 20 + 44: a record
+    # would span two blocks, so the chunks are decoded and regrouped (`rebatch`).
+    shards = [self.stream.take(first), self.stream.skip(first)]
+    cache = tfjest.cache_reference(self.reference, shards, os.path.join(self.dir, str(first)),
+                                   batch_size=16)
+    self.assertEqual([s["chunk_size"] for s in cache.metadata["shards"]], [16, 16])
+    joined = list(self.stream.apply(cache.join(id_key="id")))
+    want = list(self.stream.apply(self.cache.join(id_key="id")))
+    self.assertAllEqual(_ids(joined), np.arange(N))
+    self.assertAllClose(np.stack([e["reference_text_embeddings"] for e in joined]),
+                        np.stack([e["reference_text_embeddings"] for e in want]), atol=1e-6)
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                rf"example id {first + 2} met the value stored for id "
+                                rf"{first + 1} \(position 1 of shard \W*values-00001"):
+      list(self.stream.take(first + 1).concatenate(self.stream.skip(first + 2)).apply(
+          cache.join(id_key="id")))
+
+  def test_string_ids_are_joined_streamed(self):
+    stream = self.stream.map(lambda e: dict(e, name=tf.strings.join(["ex-", tf.strings.as_string(
+        e["id"])])))
+    cache = tfjest.cache_reference(self.reference, _shards(stream),
+                                   os.path.join(self.dir, "names"), id_key="name", batch_size=16)
+    joined = list(stream.batch(8).apply(cache.join(id_key="name")))
+    self.assertAllEqual(np.concatenate([b["name"] for b in joined]),
+                        [f"ex-{i}".encode() for i in range(N)])
+    self.assertAllClose(np.concatenate([b["reference_image_embeddings"] for b in joined]),
+                        np.stack([e["reference_image_embeddings"] for e in self.stream.apply(
+                            self.cache.join(id_key="id"))]), atol=1e-6)
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                r"example id \W*ex-33\W* met the value stored for id \W*ex-32"):
+      list(stream.take(N // 2).concatenate(stream.skip(N // 2 + 1)).apply(
+          cache.join(id_key="name")))
 
   @parameterized.parameters("contrastive", "classification")
   def test_streamed_and_in_memory_joins_pick_the_same(self, task):

@@ -7,27 +7,36 @@ id must equal its value's id, and (with `verify_inputs`) its inputs must hash to
 fingerprint. Otherwise the pipeline stops with an `InvalidArgumentError` naming the id, the
 value shard and the position in it: a reordered or missing shard, a missing or extra example
 and other ids all stop it, and none becomes a silent wrong join. Both sides are read in blocks
-of `_BLOCK` examples with one vectorised check per block: single examples are batched once and
-unbatched once; a stream of batches in the build's order (e.g. records parsed with
-`parse_example`) is regrouped into blocks and stays batched. Memory: one chunk per open
-shard, whatever the number of examples. With input shards (`interleave`), each is zipped with
-its own value shard and the shards are interleaved round-robin, deterministically; under
-`MultiWorkerMirroredStrategy` a worker that reads only its input shards opens only their
-value shards.
+with one vectorised check per block: single examples are batched once and unbatched once; a
+stream of batches in the build's order (e.g. records parsed with `parse_example`) is regrouped
+into blocks and stays batched. The blocks are the value shards' records (the build's chunks,
+`batch_size` examples) whenever a record cannot span two blocks: then the values side is the
+`TFRecordDataset` alone, each record decoded in the map that checks it (one `decode_raw` copy).
+Otherwise the records are decoded, tagged and regrouped into blocks of `_BLOCK` examples. The
+join is one map per block with no control flow (a branch in a tf.data function costs more than
+the check itself); the per-example cost is one comparison and one FarmHash of the inputs.
+Memory: one chunk per open shard, whatever the number of examples. With input shards
+(`interleave`), each is zipped with its own value shard and the shards are interleaved
+round-robin, deterministically; under `MultiWorkerMirroredStrategy` a worker that reads only
+its input shards opens only their value shards.
 
 By id (`by_id`): values looked up in memory (`Store.values_for`); any order, single or batched
 elements. For small data and for streams that are shuffled before the values are needed.
 """
 
+import os
 from typing import Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from tfjest import adapters
 from tfjest.store import fingerprints
+from tfjest.store import shards as shards_lib
 
 _SHARD, _POSITION = "_shard", "_position"
-_BLOCK = 256  # examples checked at a time (a block: one check, one zip element)
+_BLOCK = 256  # examples checked at a time when the records cannot be the blocks
+_MAX_BLOCK = 1024  # the largest chunk size read as blocks of that size (the stream holds one)
 
 
 def add_features(element, features: Mapping[str, tf.Tensor]):
@@ -79,24 +88,61 @@ class Streamed:
     choice = tf.data.Dataset.range(len(joined)).repeat()
     return tf.data.Dataset.choose_from_datasets(joined, choice, stop_on_empty_dataset=False)
 
-  def _values(self, indices) -> tf.data.Dataset:
-    """The values of `indices` in blocks of `_BLOCK` examples (the last partial), each tagged
-    with its shard and position, then an end marker (a block of one, shard -1).
+  def _chunk_size(self, indices):
+    """`C` when the joined shards' records can be the blocks themselves, else None.
 
-    Chunks are regrouped (`rebatch`), never split into single examples."""
+    That is when every shard's chunks have one size `C` (but the last, which is at most `C`),
+    `C` is at most `_MAX_BLOCK` (the stream holds a block) and every shard but the last holds
+    a multiple of `C` examples, so that a record never spans two blocks.
+    """
+    shards = [self.store.metadata["shards"][i] for i in indices]
+    sizes = {s.get("chunk_size") for s in shards}
+    size = sizes.pop() if len(sizes) == 1 else None
+    if not size or size > _MAX_BLOCK or any(s["num_examples"] % size for s in shards[:-1]):
+      return None
+    return size
+
+  def _values(self, indices, size):
+    """The value blocks of `indices` in order, then an empty end marker, and `locate`.
+
+    With `size` (`C`), the blocks are the records, decoded in the check (no other stage);
+    else chunks are decoded, tagged with their shard and position and regrouped into blocks
+    of `_BLOCK` (`rebatch`). `locate(block, value, k) -> (shard file, position)` of example
+    `k` of a block, for messages only.
+    """
+    store, names = self.store, tf.constant([self.names[i] for i in indices])
+    if size:
+      store.opened_shards.extend(indices)
+      files = [os.path.join(store.path, self.names[i]) for i in indices]
+      records = tf.data.TFRecordDataset(files, buffer_size=1 << 20).concatenate(
+          tf.data.Dataset.from_tensors(tf.constant(b"")))
+      first = np.cumsum([0] + [-(-store.metadata["shards"][i]["num_examples"] // size)
+                               for i in indices])  # the first block of each shard
+
+      def locate_block(block, value, k):
+        del value
+        j = tf.clip_by_value(tf.searchsorted(first, block[None], side="right")[0] - 1, 0,
+                             len(indices) - 1)
+        return names[j], (block - tf.gather(first, j)) * size + tf.cast(k, tf.int64)
+
+      return records, store.decode_fn(), locate_block
     out = None
-    for i in indices:
-      def tag(offset, chunk, i=i):
+    for j, i in enumerate(indices):
+      def tag(offset, chunk, j=j):
         n = tf.shape(chunk["id"], out_type=tf.int64)[0]
-        return offset + n, dict(chunk, **{_SHARD: tf.fill([n], tf.constant(i, tf.int64)),
+        return offset + n, dict(chunk, **{_SHARD: tf.fill([n], tf.constant(j, tf.int64)),
                                           _POSITION: offset + tf.range(n)})
-      values = self.store.shard_dataset(i, chunked=True).scan(tf.constant(0, tf.int64), tag)
+      values = store.shard_dataset(i, chunked=True).scan(tf.constant(0, tf.int64), tag)
       out = values if out is None else out.concatenate(values)
     out = out.rebatch(_BLOCK)
-    end = tf.nest.map_structure(lambda s: _zeros(tf.TensorSpec([1] + s.shape[1:], s.dtype)),
+    end = tf.nest.map_structure(lambda s: _zeros(tf.TensorSpec([0] + s.shape[1:], s.dtype)),
                                 out.element_spec)
-    end[_SHARD] = tf.constant([-1], tf.int64)
-    return out.concatenate(tf.data.Dataset.from_tensors(end))
+
+    def locate_tagged(block, value, k):
+      del block
+      return (tf.gather(names, _at(value[_SHARD], k)), _at(value[_POSITION], k))
+
+    return out.concatenate(tf.data.Dataset.from_tensors(end)), None, locate_tagged
 
   def _zip(self, dataset: tf.data.Dataset, indices) -> tf.data.Dataset:
     store, id_key = self.store, self.id_key
@@ -112,76 +158,77 @@ class Streamed:
         lambda s: tf.TensorSpec(s.shape[1:], s.dtype), spec)
     _check_new(one, self.features.values())
     store.check_element_spec(one, id_key)
-    # Both sides are read in blocks of `_BLOCK` examples (the last one partial) and end with a
-    # marker block of one: a stream longer or shorter than its values has a block of another
-    # length, or meets the other side's marker (zip cannot hide it). One vectorised check per
-    # block. Single examples are batched once and unbatched once; batches (e.g. records parsed
-    # with `parse_example`) are regrouped into blocks and stay batches: no work per example.
-    single = lambda e: e if len(e) > 1 else e[0]
-    stream = (dataset.rebatch(_BLOCK) if batched else dataset.batch(_BLOCK)).map(
-        lambda *e: (tf.fill([tf.shape(fingerprints.find_id(single(e), id_key))[0]], True),
-                    single(e)))
-    stream = stream.concatenate(tf.data.Dataset.from_tensors(
-        (tf.constant(False), tf.nest.map_structure(_zeros, one))).batch(1))
-    names = tf.constant(self.names)
+    # Both sides are read in blocks (the last one partial) and end with an empty marker
+    # block: a stream longer or shorter than its values has a block of another length, or
+    # meets the other side's marker (zip cannot hide it). One vectorised check per block.
+    # Single examples are batched once and unbatched once; batches (e.g. records parsed with
+    # `parse_example`) are regrouped into blocks and stay batches: no work per example.
+    size = self._chunk_size(indices)
+    values, decode, locate = self._values(indices, size)
+    block = size or _BLOCK
+    stream = dataset.rebatch(block) if batched else dataset.batch(block)
+    stream = stream.concatenate(tf.data.Dataset.from_tensors(tf.nest.map_structure(
+        lambda s: _zeros(tf.TensorSpec([0] + s.shape, s.dtype)), one)))
     last = self.names[indices[-1]]
     labels, verify, features = store.LABELS, self.verify, self.features
 
-    def check(real_and_element, value):
-      real, element = real_and_element
+    def check(element, value, block=None):
+      value = decode(value) if decode else value
       all_ids = fingerprints.find_id(element, id_key)
       all_ids = all_ids if all_ids.dtype == tf.string else tf.cast(all_ids, tf.int64)
-      ns, nv = tf.shape(real)[0], tf.shape(value["id"])[0]
+      ns, nv = tf.shape(all_ids)[0], tf.shape(value["id"])[0]
       n = tf.minimum(ns, nv)
-      ids, want_ids, stored_all = all_ids[:n], value["id"][:n], value[_SHARD] >= 0
-      stored = stored_all[:n]
-      same = tf.equal(ids, want_ids)
-      ok = tf.equal(real[:n], stored) & (same | ~real[:n])
+      same = tf.equal(all_ids[:n], value["id"][:n])
+      ok = same
       if verify:
-        ok &= ~(real[:n] & stored & same) | tf.equal(
-            fingerprints.input_fingerprints(element, labels)[:n], value["input_fingerprint"][:n])
+        ok &= ~same | tf.equal(fingerprints.input_fingerprints(element, labels)[:n],
+                               value["input_fingerprint"][:n])
 
-      def fail():
-        # The first bad position; past the shorter block when the lengths alone differ.
-        k = tf.where(tf.reduce_all(ok), n, tf.argmin(tf.cast(ok, tf.int32), output_type=tf.int32))
-        ks, kv = tf.minimum(k, ns - 1), tf.minimum(k, nv - 1)
-        r, s = (k < ns) & real[ks], (k < nv) & stored_all[kv]
-        at_id, want, position = all_ids[ks], value["id"][kv], value[_POSITION][kv]
-        name = tf.gather(names, tf.maximum(value[_SHARD][kv], 0))
-        message = tf.case([
-            (r & ~s, lambda: tf.strings.format(
-                "an extra example: id {} comes after the last stored value (of shard {}). The "
-                "stream holds examples or input shards the store was not built from. "
-                "Received: id={}", [at_id, last, at_id])),
-            (~r & s, lambda: tf.strings.format(
-                "the stream ended before the value of id {} (position {} of shard {}): a "
-                "missing example or input shard. Received: end of stream, shard={}",
-                [want, position, name, name])),
-            (tf.not_equal(at_id, want), lambda: tf.strings.format(
-                "example id {} met the value stored for id {} (position {} of shard {}): the "
-                "stream is not read in the build's order (a reordered or missing shard, a "
-                "shuffle before the join) or holds other ids. Received: id={}, shard={}",
-                [at_id, want, position, name, at_id, name]))],
-            default=lambda: tf.strings.format(
-                "the inputs of example id {} differ from those its value was computed from "
-                "(position {} of shard {}): the store is stale. Rebuild it, or join with "
-                "verify_inputs=False to accept stale values. Received: id={}, shard={}",
-                [at_id, position, name, at_id, name]))
-        with tf.control_dependencies([tf.debugging.Assert(
-            False, [f"tfjest: the stream and the {store.NAME} at {store.path} are not aligned: ",
-                    message])]):
-          return tf.constant(False)
-
-      checked = tf.cond(tf.reduce_all(ok) & tf.equal(ns, nv), lambda: tf.constant(True), fail)
+      # No `tf.cond`: a branch in a tf.data function costs more than the whole check (the
+      # graph's control flow). The message's few scalars are computed for every block, and
+      # `Assert` formats them only when the check fails.
+      k = tf.argmin(tf.concat([tf.cast(ok, tf.int32), [0]], 0), output_type=tf.int32)
+      at_id, want = _at(all_ids, k), _at(value["id"], k)
+      name, position = locate(block, value, k)
+      messages = tf.stack([
+          tf.strings.format(
+              "an extra example: id {} comes after the last stored value (of shard {}). The "
+              "stream holds examples or input shards the store was not built from. "
+              "Received: id={}", [at_id, last, at_id]),
+          tf.strings.format(
+              "the stream ended before the value of id {} (position {} of shard {}): a "
+              "missing example or input shard. Received: end of stream, shard={}",
+              [want, position, name, name]),
+          tf.strings.format(
+              "example id {} met the value stored for id {} (position {} of shard {}): the "
+              "stream is not read in the build's order (a reordered or missing shard, a "
+              "shuffle before the join) or holds other ids. Received: id={}, shard={}",
+              [at_id, want, position, name, at_id, name]),
+          tf.strings.format(
+              "the inputs of example id {} differ from those its value was computed from "
+              "(position {} of shard {}): the store is stale. Rebuild it, or join with "
+              "verify_inputs=False to accept stale values. Received: id={}, shard={}",
+              [at_id, position, name, at_id, name])])
+      which = tf.argmax(tf.stack([(k < ns) & (k >= nv), (k >= ns) & (k < nv),
+                                  tf.not_equal(at_id, want), True]), output_type=tf.int32)
+      checked = tf.debugging.Assert(
+          tf.reduce_all(ok) & tf.equal(ns, nv),
+          [f"tfjest: the stream and the {store.NAME} at {store.path} are not aligned: ",
+           messages[which]])
+      # No value leaves before its check; blocks leave as they are (a decoded record's views
+      # are then copied: see `shards.decode_fn`), single examples are copied by `unbatch`.
+      leave = shards_lib.owned if batched and decode else tf.identity
       with tf.control_dependencies([checked]):
-        keep = tf.where(real[0], ns, 0)  # a block is all examples, or the end marker
-      element = add_features(element, {name: value[k] for k, name in features.items()})
-      return tf.nest.map_structure(lambda t: t[:keep], element)
+        added = {name: leave(value[k]) for k, name in features.items()}
+      return add_features(element, added)
 
-    joined = tf.data.Dataset.zip((stream, self._values(indices))).map(
-        check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if batched:  # blocks of `_BLOCK` examples, without the end marker's empty one
-      return joined.filter(lambda *e: tf.shape(fingerprints.find_id(single(e), id_key))[0] > 0)
+    # The records are the blocks: they are counted, for messages.
+    joined = tf.data.Dataset.zip((stream, values) + (
+        (tf.data.Dataset.range(1 << 62),) if decode else ())).map(
+            check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if batched:  # blocks, without the end marker's empty one
+      return joined.filter(lambda *e: tf.shape(fingerprints.find_id(
+          e if len(e) > 1 else e[0], id_key))[0] > 0)
     return joined.unbatch()
 
 
@@ -206,6 +253,12 @@ def by_id(store, id_key: str, features: Mapping[str, str]):
     return dataset.map(add, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
   return _apply_fn
+
+
+def _at(tensor, k):
+  """`tensor[k]`, or a zero (an empty string) past its end (a block may be empty)."""
+  padded = tf.concat([tensor, [_zeros(tf.TensorSpec([], tensor.dtype))]], 0)
+  return padded[tf.minimum(tf.cast(k, tf.int32), tf.shape(tensor)[0])]
 
 
 def _zeros(spec):

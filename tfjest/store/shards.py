@@ -10,12 +10,18 @@ A store is a directory:
   its example count and two order-sensitive SHA-256 digests, of its ids and of its
   `(id, input fingerprint)` pairs;
 - `values-00000-of-0000S.tfrecord`, ...: one value shard per input shard, in that shard's
-  order. A record is one chunk of examples (a `tf.train.Example` of serialised tensors: `id`,
-  `input_fingerprint` and the values); reading is a `TFRecordDataset`, parsed and unbatched:
-  memory is one chunk per open shard, whatever the number of examples.
+  order. A record is one chunk of `n` examples as raw little-endian bytes, row-major: the
+  input fingerprints (`n` int64), each value in the order of `values` (`n x shape`), then the
+  ids (`n` int64; string ids: a serialised string tensor, then `n` as int64). Decoding is one
+  `decode_raw` copy and views of it (no proto parse, no per-tensor copies), which is what
+  makes the streamed join cheap (`join.py`). Each shard's metadata also records its
+  `chunk_size` (the size of every chunk but the last, which is at most that; None if the
+  chunks differ): the streamed join then reads a record as one block. Reading is a
+  `TFRecordDataset` (CRC-checked): memory is one chunk per open shard, whatever the number of
+  examples.
 
 On disk per example: the id (8 bytes, or the string), the input fingerprint (8 bytes) and the
-values (4 bytes per float32), plus a few hundred bytes per chunk (docs/SPEC.md §13).
+values (4 bytes per float32), plus 16 bytes of TFRecord framing per chunk (docs/SPEC.md §13).
 """
 
 import json
@@ -28,7 +34,7 @@ import tensorflow as tf
 from tfjest.store import fingerprints
 
 FORMAT = "tfjest.store"
-VERSION = 2
+VERSION = 3  # 3: raw chunk records; 2: tf.train.Examples of serialised tensors
 METADATA = "metadata.json"
 PROCESSING_MODES = ("distributed_epoch", "parallel_epochs")
 
@@ -123,28 +129,68 @@ def _chunks(shard, compute, batch_size, service, processing_mode, id_key):
                      f"are whole examples (e.g. files), or use processing_mode="
                      f"'parallel_epochs'. Received: missing ids {missing[:5]}")
   rows = np.array([row[i] for i in order], np.int64)
-  yield {k: v[rows] for k, v in arrays.items()}
+  for start in range(0, len(rows), batch_size):  # the chunks a local build writes
+    yield {k: v[rows[start:start + batch_size]] for k, v in arrays.items()}
 
 
-def _serialize(chunk: dict) -> bytes:
-  feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(
-      value=[tf.io.serialize_tensor(tf.constant(v)).numpy()])) for k, v in chunk.items()}
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+def _serialize(chunk: dict, keys: Sequence[str]) -> bytes:
+  """A chunk as one record: see the module docstring (`keys`: the values, in order)."""
+  parts = [np.ascontiguousarray(chunk[k]).astype(np.asarray(chunk[k]).dtype.newbyteorder("<"))
+           .tobytes() for k in ("input_fingerprint", *keys)]
+  ids = np.asarray(chunk["id"])
+  if ids.dtype.kind in "OSU":
+    parts += [tf.io.serialize_tensor(tf.constant(ids, tf.string)).numpy(),
+              np.int64(len(ids)).astype("<i8").tobytes()]
+  else:
+    parts.append(ids.astype("<i8").tobytes())
+  return b"".join(parts)
 
 
-def parse_fn(values: dict, id_dtype: str) -> Callable:
-  """`fn(record) -> {key: [n, ...] tensor}` of a value shard's records."""
-  specs = {"id": (tf.string if id_dtype == "string" else tf.int64, []),
-           "input_fingerprint": (tf.int64, [])}
-  specs.update({k: (tf.as_dtype(v["dtype"]), v["shape"]) for k, v in values.items()})
-  features = {k: tf.io.FixedLenFeature([], tf.string) for k in specs}
+def decode_fn(values: dict, id_dtype: str) -> Callable:
+  """`fn(record) -> {"id", "input_fingerprint", values: [n, ...]}` of a value shard's records.
 
-  def parse(record):
-    raw = tf.io.parse_single_example(record, features)
-    return {k: tf.ensure_shape(tf.io.parse_tensor(raw[k], dtype), [None] + shape)
-            for k, (dtype, shape) in specs.items()}
+  One copy (`decode_raw`) and views of it: `split` and `bitcast` share the buffer when each
+  section starts at an aligned offset (e.g. chunks of 256 examples), else copy a
+  section. A view must not reach `rebatch` (it logs an error per element that a view's
+  reference count is unreliable): pass what leaves the join through `owned`. An empty record
+  (the streamed join's end marker) decodes to `n = 0`.
+  """
+  specs = [("input_fingerprint", tf.int64, [])] + [
+      (k, tf.as_dtype(v["dtype"]), list(v["shape"])) for k, v in values.items()]
+  strings = id_dtype == "string"
+  if not strings:
+    specs.append(("id", tf.int64, []))
+  row = [int(np.prod(shape, dtype=np.int64)) * dtype.size for _, dtype, shape in specs]
 
-  return parse
+  def decode(record):
+    raw = tf.io.decode_raw(record, tf.uint8)
+    length = tf.size(raw, out_type=tf.int64)
+    if strings:  # the fixed sections, the serialised ids, then n
+      n = tf.cond(length > 0, lambda: tf.bitcast(tf.reshape(raw[-8:], [1, 8]), tf.int64)[0],
+                  lambda: tf.constant(0, tf.int64))
+      sizes = n * tf.constant(row, tf.int64)
+      parts = tf.split(raw, tf.concat([sizes, [length - tf.reduce_sum(sizes)]], 0))
+    else:  # as few ops as possible: the streamed join runs this per block
+      parts = tf.split(raw, length // sum(row) * tf.constant(row, tf.int64))
+    out = {}
+    for (key, dtype, shape), part in zip(specs, parts):
+      part = tf.reshape(part, [-1] + shape + ([dtype.size] if dtype.size > 1 else []))
+      out[key] = (tf.cast(part, tf.bool) if dtype == tf.bool else part if dtype == tf.uint8
+                  else tf.bitcast(part, dtype))
+    if strings:
+      tail = tf.strings.substr(record, tf.cast(tf.reduce_sum(sizes), tf.int32), tf.cast(
+          length - tf.reduce_sum(sizes) - 8, tf.int32))
+      out["id"] = tf.cond(n > 0, lambda: tf.ensure_shape(tf.io.parse_tensor(tail, tf.string),
+                                                         [None]),
+                          lambda: tf.zeros([0], tf.string))
+    return out
+
+  return decode
+
+
+def owned(tensor: tf.Tensor) -> tf.Tensor:
+  """A copy of `tensor` in a buffer of its own (not a view of a decoded record)."""
+  return tf.raw_ops.DeepCopy(x=tensor)
 
 
 def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,
@@ -168,7 +214,7 @@ def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,
   for index, chunks in enumerate(shard_chunks):
     name = shard_file(index, num_shards)
     shard_ids, shard_inputs = [], []
-    count, seen = 0, set()
+    count, seen, sizes = 0, set(), []
     with tf.io.TFRecordWriter(os.path.join(path, name + ".tmp")) as writer:
       for chunk in chunks:
         ids = chunk["id"]
@@ -185,11 +231,14 @@ def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,
         shard_ids.append(ids)
         shard_inputs.append(chunk["input_fingerprint"])
         count += len(ids)
-        writer.write(_serialize(chunk))
+        sizes.append(len(ids))
+        writer.write(_serialize(chunk, list(values)))
     os.replace(os.path.join(path, name + ".tmp"), os.path.join(path, name))
     ids_fingerprint, content_fingerprint = _shard_digests(shard_ids, shard_inputs)
+    uniform = sizes and set(sizes[:-1]) <= {sizes[0]} and sizes[-1] <= sizes[0]
     shards.append({"file": name, "num_examples": count, "ids_fingerprint": ids_fingerprint,
-                   "content_fingerprint": content_fingerprint})
+                   "content_fingerprint": content_fingerprint,
+                   "chunk_size": sizes[0] if uniform else None})
     whole.update(np.array([s.encode() for s in (shards[-1]["ids_fingerprint"],
                                                 shards[-1]["content_fingerprint"])], object))
   total = sum(s["num_examples"] for s in shards)

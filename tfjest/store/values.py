@@ -148,10 +148,15 @@ class Store:
     """
     self.opened_shards.append(int(index))
     name = os.path.join(self.path, self.metadata["shards"][index]["file"])
-    parse = shards_lib.parse_fn(self.metadata["values"], self.metadata["ids"]["dtype"])
+    decode = self.decode_fn()
     chunks = tf.data.TFRecordDataset(name, buffer_size=1 << 20).map(
-        parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        lambda r: tf.nest.map_structure(shards_lib.owned, decode(r)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return chunks if chunked else chunks.unbatch()
+
+  def decode_fn(self):
+    """`fn(record) -> {"id", "input_fingerprint", values}` of this store's value records."""
+    return shards_lib.decode_fn(self.metadata["values"], self.metadata["ids"]["dtype"])
 
   def read(self, shards: Optional[Sequence[int]] = None) -> tf.data.Dataset:
     """The values of `shards` (default all), shard after shard, in the build's order."""
