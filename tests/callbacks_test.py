@@ -21,14 +21,19 @@ def _with_built_optimizer(model):
   return model
 
 
+def _linear_classifier():
+  """A seeded linear 3-class classifier of 4 features, compiled on logits."""
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+  model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
+      from_logits=True))
+  return _with_built_optimizer(model)
+
+
 class SelectionStatsCallbackTest(tf.test.TestCase):
 
   def _fit(self, callbacks_for, epochs=2):
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
-    _with_built_optimizer(model)
+    model = _linear_classifier()
     rng = np.random.default_rng(0)
     data = tf.data.Dataset.from_tensor_slices(
         (rng.normal(size=(100, 4)).astype(np.float32), rng.integers(0, 3, 100)))
@@ -53,11 +58,7 @@ class SelectionStatsCallbackTest(tf.test.TestCase):
   def test_an_epoch_of_non_finite_batches_has_its_entry(self):
     # Epoch 1 reads finite inputs, epoch 2 only NaN ones: no batch of epoch 2 has a finite
     # learner loss, and its mean is NaN, not missing (one entry per epoch).
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True))
-    _with_built_optimizer(model)
+    model = _linear_classifier()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 4)).astype(np.float32)
     x[100:] = np.nan
