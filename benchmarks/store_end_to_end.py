@@ -18,7 +18,8 @@ in a fresh subprocess so that its peak resident memory (VmHWM) is its own:
   program, `--serve`): the workers read, decode and tokenize the examples and run the reference;
   the building process reads the ids once and writes each input shard in order. Seconds,
   examples/s, disk bytes per example, the peak RSS of the building process, and each server's
-  CPU seconds and peak RSS.
+  CPU seconds during the build and peak RSS. ("distributed_epoch" hands each worker whole TFDS
+  files: a split of one file, as the smoke run's, keeps one worker idle.)
 - fit: `web.apply(cache.join(id_key="id")).shuffle(...).apply(tfjest.select(learner=...,
   reference_cache=cache, id_key="id"))`, then `learner.fit(..., steps_per_epoch=--steps,
   epochs=1)`: steps/s after the first step, and the selection statistics against the
@@ -41,6 +42,7 @@ everything tiny (3,000 web examples, prefix 1,000, 3 steps), the phases in this 
 servers still in their own), in well under a minute on an idle machine.
 """
 
+import ctypes
 import glob
 import json
 import os
@@ -290,7 +292,13 @@ def _start(name, dispatcher=None):
   if dispatcher:
     command.append(f"--dispatcher={dispatcher}")
   log = open(_path(f"{name}.log"), "w")
-  return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
+  return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
+                          preexec_fn=_end_with_parent)
+
+
+def _end_with_parent():
+  """In a server process: end it when this program ends, even killed (a test's timeout)."""
+  ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _ready(process):
@@ -312,7 +320,8 @@ def _process_figures(pid):
 
 
 def _with_servers(run):
-  """Runs `run(dispatcher address)` with a dispatcher and two workers; adds their figures."""
+  """Runs `run(dispatcher address)` with a dispatcher and two workers; adds their figures: CPU
+  seconds while it ran (the imports before it left out) and peak RSS."""
   servers = [_start("dispatcher")]
   try:
     target = _ready(servers[0])
@@ -320,9 +329,15 @@ def _with_servers(run):
     servers += [_start(f"worker{i}", address) for i in range(2)]
     for worker in servers[1:]:
       _ready(worker)
+    names = ("dispatcher", "worker 0", "worker 1")
+    started = [_process_figures(p.pid)["cpu_seconds"] for p in servers]  # their imports
     result = run(target)
-    result["servers"] = {name: _process_figures(p.pid) for name, p in
-                         zip(("dispatcher", "worker 0", "worker 1"), servers)}
+    result["servers"] = {}
+    for name, process, before in zip(names, servers, started):
+      figures = _process_figures(process.pid)
+      result["servers"][name] = {"cpu_seconds": figures["cpu_seconds"] - before,
+                                 "start_cpu_seconds": before,
+                                 "peak_rss_bytes": figures["peak_rss_bytes"]}
     return result
   finally:
     for process in servers:  # only the processes started here
