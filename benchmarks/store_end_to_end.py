@@ -292,13 +292,11 @@ def _start(name, dispatcher=None):
   if dispatcher:
     command.append(f"--dispatcher={dispatcher}")
   log = open(_path(f"{name}.log"), "w")
+  # The server ends when this program ends, even killed (a test's timeout): PR_SET_PDEATHSIG,
+  # looked up here, so that the forked child only calls it (no loader lock after the fork).
+  prctl = ctypes.CDLL(None).prctl
   return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
-                          preexec_fn=_end_with_parent)
-
-
-def _end_with_parent():
-  """In a server process: end it when this program ends, even killed (a test's timeout)."""
-  ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+                          preexec_fn=lambda: prctl(1, signal.SIGTERM))
 
 
 def _ready(process):
