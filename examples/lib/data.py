@@ -84,9 +84,10 @@ def to_element(example: Dict[str, tf.Tensor], tokenizer: datasets.CaptionTokeniz
 
 def pipeline(split: str, *, tokenizer: datasets.CaptionTokenizer,
              config: Config = datasets.synthetic_captions.DEFAULT_CONFIG,
-             data_dir: Optional[str] = None) -> tf.data.Dataset:
-  """A split as a stream of single `(inputs, meta)` elements, straight from TFDS."""
-  examples = datasets.load(split, config=config, data_dir=data_dir)
+             data_dir: Optional[str] = None, read_config=None) -> tf.data.Dataset:
+  """A split as a stream of single `(inputs, meta)` elements, straight from TFDS (read with
+  `read_config`, a `tfds.ReadConfig`, when given: see `tfjest.datasets.load`)."""
+  examples = datasets.load(split, config=config, data_dir=data_dir, read_config=read_config)
   return examples.map(lambda ex: to_element(ex, tokenizer),
                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -248,23 +249,26 @@ def example_inputs(n: int = 1) -> Dict[str, tf.Tensor]:
 
 
 class World(NamedTuple):
-  """A config's data, decoded once: tokenizer and in-memory splits."""
+  """A config's data, decoded once: tokenizer and in-memory splits (`web` None when not read)."""
 
   config: Union[str, datasets.SyntheticCaptionsConfig]
   tokenizer: datasets.CaptionTokenizer
   curated: Split
-  web: Split
+  web: Optional[Split]
   test: Split
 
 
 @functools.lru_cache(maxsize=2)
 def load_world(config: Union[str, datasets.SyntheticCaptionsConfig] = "noise_0.5",
-               data_dir: Optional[str] = None) -> World:
-  """Builds the dataset and vocabulary if needed and reads every split into memory (cached)."""
+               data_dir: Optional[str] = None, web: bool = True) -> World:
+  """Builds the dataset and vocabulary if needed and reads every split into memory (cached).
+
+  With `web=False` the web split is left on disk (`World.web` is None): at a million examples
+  its images alone are 3 GB in memory; read it with `pipeline("web", ...)` instead.
+  """
   tokenizer = tokenizer_for(config, data_dir)
-  splits = {split: load_split(split, tokenizer=tokenizer, config=config,
-                                             data_dir=data_dir)
-            for split in ("curated", "web", "test")}
+  splits = {split: load_split(split, tokenizer=tokenizer, config=config, data_dir=data_dir)
+            if split != "web" or web else None for split in ("curated", "web", "test")}
   return World(config=config, tokenizer=tokenizer, **splits)
 
 

@@ -25,6 +25,9 @@ from examples.lib import models
 from tfjest import datasets
 from tfjest import testing
 
+# Examples in the shuffle buffer of a web split read from its files.
+_WEB_SHUFFLE = 10_000
+
 
 class CaptionsTask:
   """The offline benchmark: `tfjest.datasets` synthetic captions, `web` to train on.
@@ -32,14 +35,18 @@ class CaptionsTask:
   Args:
     config: a registered config name (`"noise_0.5"`) or `datasets.make_config(...)`.
     data_dir: TFDS data directory (TFDS' default when None); built there offline if needed.
+    web_in_memory: read the web split into memory (fast to serve from, many times over);
+      False leaves it in its TFDS files, read through `data.pipeline` in the files' order (a
+      web split of millions of examples: 3 GB of images per million).
   """
 
   name = "captions"
   id_key = "id"
 
-  def __init__(self, config: data.Config = "noise_0.5", data_dir: Optional[str] = None):
-    self.config = config
-    self.world = data.load_world(config, data_dir)
+  def __init__(self, config: data.Config = "noise_0.5", data_dir: Optional[str] = None,
+               web_in_memory: bool = True):
+    self.config, self.data_dir = config, data_dir
+    self.world = data.load_world(config, data_dir, web=web_in_memory)
 
   @property
   def config_name(self) -> str:
@@ -47,6 +54,9 @@ class CaptionsTask:
 
   @property
   def training_examples(self) -> int:
+    if self.world.web is None:
+      builder = datasets.SyntheticCaptions(config=self.config, data_dir=self.data_dir)
+      return builder.info.splits["web"].num_examples
     return len(self.world.web)
 
   @property
@@ -55,13 +65,18 @@ class CaptionsTask:
 
   def describe(self) -> str:
     world = self.world
-    return (f"{self.config_name}: {len(world.web)} web "
-            f"({(world.web.corruption != 0).mean():.0%} corrupted), {len(world.curated)} "
-            f"curated, {len(world.test)} test examples; vocabulary of "
-            f"{world.tokenizer.vocab_size} tokens")
+    web = (f"{self.training_examples} web (on disk)" if world.web is None else
+           f"{len(world.web)} web ({(world.web.corruption != 0).mean():.0%} corrupted)")
+    return (f"{self.config_name}: {web}, {len(world.curated)} curated, {len(world.test)} test "
+            f"examples; vocabulary of {world.tokenizer.vocab_size} tokens")
 
   def stream(self, seed: int, clean_only: bool = False) -> tf.data.Dataset:
     web = self.world.web
+    if web is None:  # from the files: a shuffle buffer, not a permutation of the split
+      stream = self.web_pipeline()
+      if clean_only:
+        stream = stream.filter(lambda inputs, meta: meta["corruption"] == 0)
+      return stream.shuffle(_WEB_SHUFFLE, seed=seed, reshuffle_each_iteration=True).repeat()
     if clean_only:
       web = web.take(web.corruption == 0)
     return data.stream(web, seed=seed)
@@ -70,7 +85,15 @@ class CaptionsTask:
     return data.stream(self.world.curated, seed=seed)
 
   def cache_stream(self) -> tf.data.Dataset:
+    if self.world.web is None:
+      return self.web_pipeline()
     return data.stream(self.world.web, seed=0, repeat=False)
+
+  def web_pipeline(self, split: str = "web", read_config=None) -> tf.data.Dataset:
+    """`split` (the web split, or a slice of it such as "web[:1000]") from its TFDS files, in
+    their order: single `(inputs, meta)` elements (`data.pipeline`, `read_config` included)."""
+    return data.pipeline(split, tokenizer=self.world.tokenizer, config=self.config,
+                         data_dir=self.data_dir, read_config=read_config)
 
   def make_model(self, name: str, width: int = 64,
                  filters: Sequence[int] = models.FILTERS) -> keras.Model:

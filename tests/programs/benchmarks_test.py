@@ -64,6 +64,34 @@ class BenchmarksTest(tf.test.TestCase):
     self.assertRegex(result.stdout, r"\n  pipeline +\d+\.\d ms wall")
     self.assertIn("checks: all passed", result.stdout)
 
+  def test_store_end_to_end_smoke(self):
+    # Every phase, the servers in their own processes; the two joins pick the same ids.
+    work = os.path.join(self.get_temp_dir(), "store_e2e")
+    result = _run("store_end_to_end", "--smoke", f"--work_dir={work}")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    with open(os.path.join(work, "smoke.json")) as f:
+      results = json.load(f)
+    phases = results["phases"]
+    self.assertEqual(sorted(phases), sorted(["data", "reference", "build", "fit",
+                                             "picks_streamed", "picks_in_memory"]))
+    self.assertEqual(phases["data"]["examples"], 3400)
+    build = phases["build"]
+    self.assertEqual((build["examples"], build["input_shards"]), (3000, 1))
+    self.assertGreater(build["disk_bytes_per_example"], 8 + 8 + 2 * 64 * 4)
+    self.assertEqual(sorted(build["servers"]), ["dispatcher", "worker 0", "worker 1"])
+    fit = phases["fit"]
+    self.assertEqual((fit["steps"], fit["super_batch_size"]), (3, 80))
+    self.assertGreaterEqual(fit["stats"]["batches"], 3)  # the pipeline may read ahead
+    self.assertTrue(fit["read_is_n_per_batch"] and fit["selected_is_b_per_batch"])
+    # 1,000 examples: 12 super-batches of 80 (40 left over), each read by both joins.
+    for kind in ("streamed", "in_memory"):
+      stats = phases[f"picks_{kind}"]["stats"]
+      self.assertEqual((stats["batches"], stats["read"], stats["left_over"]), (12, 1000, 40))
+    self.assertEqual(results["same_picks"], {
+        "identical": True, "super_batches": 12, "identical_super_batches": 12,
+        "examples_selected": 12 * 16, "distinct_ids": 12 * 16, "first_difference": None})
+    self.assertIn("| same picks | identical | 12 of 12 super-batches identical", result.stdout)
+
   def test_selection_scale(self):
     result = _run("selection_scale", "--sizes=1024", "--oracle_sizes=96,160",
                   "--repeats=1", "--oracle_steps=2")

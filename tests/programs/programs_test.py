@@ -34,6 +34,7 @@ RUN_BY = {
     "benchmarks.selection_overhead": "benchmarks_test.py",
     "benchmarks.selection_scale": "benchmarks_test.py",
     "benchmarks.step_overhead": "benchmarks_test.py",
+    "benchmarks.store_end_to_end": "benchmarks_test.py",
     "benchmarks.store_scale": "store_scale_test.py",
     "benchmarks.summaries_overhead": "benchmarks_test.py",
 }

@@ -174,7 +174,8 @@ def make_config(*, noise: float = 0.5, web_size: int = _DEFAULTS["web_size"],
 
 def load(split: str, *, config: Union[str, SyntheticCaptionsConfig] = DEFAULT_CONFIG,
          data_dir: Optional[str] = None, as_supervised: bool = False,
-         shuffle_files: bool = False) -> tf.data.Dataset:
+         shuffle_files: bool = False,
+         read_config: Optional[tfds.ReadConfig] = None) -> tf.data.Dataset:
   """Builds the dataset if it is not in `data_dir` yet, and returns one split.
 
   Args:
@@ -184,6 +185,10 @@ def load(split: str, *, config: Union[str, SyntheticCaptionsConfig] = DEFAULT_CO
     data_dir: where TFDS keeps datasets; TFDS' default (`~/tensorflow_datasets`) when None.
     as_supervised: return `(image, label)` tuples instead of feature dicts.
     shuffle_files: shuffle the order of the split's files when reading.
+    read_config: TFDS' `tfds.ReadConfig`, e.g. `tfds.ReadConfig(assert_cardinality=False)`
+      for a split read on tf.data service workers ("distributed_epoch": each worker reads some
+      of the files, fewer examples than the split holds, which TFDS' check of the count
+      would stop).
 
   Returns:
     A `tf.data.Dataset` of dicts with `id`, `image` (uint8 `[size, size, 3]`), `caption`
@@ -209,4 +214,4 @@ def load(split: str, *, config: Union[str, SyntheticCaptionsConfig] = DEFAULT_CO
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(try_download_gcs=False))
   return builder.as_dataset(split=split, as_supervised=as_supervised,
-                            shuffle_files=shuffle_files)
+                            shuffle_files=shuffle_files, read_config=read_config)
