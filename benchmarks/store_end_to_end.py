@@ -407,10 +407,11 @@ def table(results):
   rows = []
   if "data" in p:
     d = p["data"]
-    rows.append(("data", f"{d['build_seconds']:.0f} s build ({d['build_examples_per_s']:,.0f} "
-                 f"ex/s), {d['vocab_seconds']:.0f} s vocab", f"{d['examples']:,} examples, "
-                 f"{d['web_bytes_per_example']:,.0f} B/web ex, {d['web_files']} web files",
-                 d["peak_rss_bytes"]))
+    took = (f"{d['build_seconds']:.0f} s build ({d['build_examples_per_s']:,.0f} ex/s), "
+            f"{d['vocab_seconds']:.0f} s vocab")
+    what = (f"{d['examples']:,} examples, {d['web_bytes_per_example']:,.0f} B/web ex, "
+            f"{d['web_files']} web files")
+    rows.append(("data", took, what, d["peak_rss_bytes"]))
   if "reference" in p:
     r = p["reference"]
     rows.append(("reference", f"{r['seconds']:.0f} s", f"{r['epochs']} epochs, zero-shot "
