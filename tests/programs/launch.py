@@ -4,10 +4,11 @@ forked from one that has already imported TensorFlow.
 Every program run by a test used to pay TensorFlow's import in a fresh interpreter (about 7 s
 of CPU on the project's 2-core machine, a third of a smoke run). Here a fork server
 (`multiprocessing`'s "forkserver" context) imports TensorFlow, Keras and tfjest once per test
-process; each run is a child forked from it that does what `python -m` does: the repository
-root first on `sys.path`, `sys.argv` set, the module run as `__main__` with `runpy`, its
-stdout and stderr captured, its exit status that of `SystemExit` (1 and the traceback for an
-exception). The program's own modules (and so its absl flags) are imported afresh in each child.
+process; each run is a child forked from it that does what `python -m` does from the repository
+root (already on the test's `sys.path`, which the fork server inherits): `sys.argv` set, the
+module run as `__main__` with `runpy`, its stdout and stderr captured, its exit status that
+of `SystemExit` (1 and the traceback for an exception). The program's own modules (and so its
+absl flags) are imported afresh in each child.
 
 What differs from a fresh interpreter is only what those imports did before the program ran.
 The demo's full run, which imports TensorFlow quietly itself and whose test checks that stderr
@@ -46,8 +47,7 @@ def _child(module, argv, out_path, err_path, unset):
     target = os.open(path, os.O_WRONLY | os.O_TRUNC)
     os.dup2(target, fd)
     os.close(target)
-  os.chdir(ROOT)
-  sys.path.insert(0, ROOT)
+  os.chdir(ROOT)  # the repository root is on sys.path already: the test imports from it
   sys.argv = [module] + list(argv)
   code = 0
   try:
