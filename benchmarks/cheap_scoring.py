@@ -4,7 +4,7 @@ The learner of the data-efficiency benchmark (`examples.lib.models.DualEncoder`)
 (learnability, f = 0.8, the reference cached) for `--steps` steps, once at full resolution and
 once on a mix of resolutions (`--train_resolutions`, `tfjest.multi_resolution`, Flexi-JEST),
 and once with an online proxy (`--proxy_filters`, `tfjest.OnlineProxy`, Bad Students) scoring
-for it. Then, models frozen, JEST selects from the same `--super_batches` fresh web super-batches
+for it (either flag empty: no such learner). Then, models frozen, JEST selects from the same `--super_batches` fresh web super-batches
 with the learner scoring the full 32 x 32 images and each lower `--resolutions` (a scoring view),
 or the proxy scoring (its learner's own full-resolution scores are the yardstick), and uniform
 selects as the baseline. For each it reports:
@@ -70,7 +70,8 @@ _CHUNKS = flags.DEFINE_integer("num_chunks", 16, "K.")
 _SUPER_BATCHES = flags.DEFINE_integer("super_batches", 20, "Super-batches selected per row.")
 _RESOLUTIONS = flags.DEFINE_list("resolutions", ["16", "8"], "Lower scoring resolutions.")
 _TRAIN_RESOLUTIONS = flags.DEFINE_list("train_resolutions", ["32", "16"],
-                                       "The multi-resolution learner's training sides.")
+                                       "The multi-resolution learner's training sides "
+                                       "(empty: no multi-resolution learner).")
 _PROXY = flags.DEFINE_list("proxy_filters", ["2", "4", "8"],
                           "The proxy's convolution widths (empty: no proxy learner).")
 _PROXY_WIDTH = flags.DEFINE_integer("proxy_width", 16, "The proxy's embedding width.")
@@ -315,8 +316,10 @@ def main(argv):
         f"after {_STEPS.value} JEST steps")
   results = []
   proxy_filters = [int(f) for f in _PROXY.value]
-  learners = [("full", None, None), ("/".join(_TRAIN_RESOLUTIONS.value),
-                                     [int(s) for s in _TRAIN_RESOLUTIONS.value], None)]
+  learners = [("full", None, None)]
+  if _TRAIN_RESOLUTIONS.value:
+    learners.append(("/".join(_TRAIN_RESOLUTIONS.value),
+                     [int(s) for s in _TRAIN_RESOLUTIONS.value], None))
   if proxy_filters:
     learners.append((f"full, proxy {'/'.join(map(str, proxy_filters))}", None, proxy_filters))
   for label, trained_at, filters in learners:

@@ -23,17 +23,21 @@ def _run(name, *flags):
 class BenchmarksTest(tf.test.TestCase):
 
   def test_cheap_scoring(self):
+    # Without the multi-resolution learner (`--train_resolutions=`): its rows are scored as the
+    # full-resolution learner's are, and its training (`tfjest.multi_resolution` in the
+    # harness) is checked by tests/programs/harness_test.py
+    # (test_cheaper_learner_scoring_and_multi_resolution_training).
     output = os.path.join(self.get_temp_dir(), "cheap.json")
     result = _run("cheap_scoring", "--sizes=2000,400,200", "--steps=10", "--super_batches=2",
                   "--batch_size=16", "--num_chunks=4", "--reference_epochs=1",
+                  "--train_resolutions=",
                   f"--data_dir={os.path.join(self.get_temp_dir(), 'tfds')}",
                   f"--output={output}")
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     with open(output) as f:
       rows = json.load(f)["rows"]
     self.assertEqual([(r["trained_at"], r["scoring"]) for r in rows],
-                     [(t, s) for t in ("full", "32/16")
-                      for s in ("full 32", "view 16", "view 8", "uniform")] +
+                     [("full", s) for s in ("full 32", "view 16", "view 8", "uniform")] +
                      [("full, proxy 2/4/8", s) for s in ("full 32", "proxy", "uniform")])
     for r in rows:
       # Lower resolution scores for less; full-resolution scoring agrees with itself.

@@ -9,15 +9,11 @@ BENCHMARKS.md; this keeps the programs from rotting and checks what they write.
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import tensorflow as tf
 
 from tests.programs import launch
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run(module, *flags):
@@ -81,8 +77,9 @@ class DnCProgramsTest(tf.test.TestCase):
     self.assertIn("--rows names unknown rows ['experts']", result.stderr)
 
   def test_table_marks_rows_shorter_than_uniform(self):
-    # In a child process: benchmarks.dnc defines absl flags that other benchmark modules
-    # imported by the test suite's process (benchmarks.plateau_table) define too.
+    # In a child process (forked from launch's fork server, TensorFlow already imported):
+    # benchmarks.dnc defines absl flags that other benchmark modules imported by the test
+    # suite's process (benchmarks.plateau_table) define too.
     script = """if True:
       import json
       from benchmarks import dnc
@@ -97,8 +94,7 @@ class DnCProgramsTest(tf.test.TestCase):
       print(json.dumps([(r["row"], r["ran"], r["budget"]) for r in summary]))
       print(dnc._table(summary))
     """
-    result = subprocess.run([sys.executable, "-c", script], cwd=_ROOT, capture_output=True,
-                            text=True, timeout=300, check=False)
+    result = launch.run_code(script, timeout=300)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     lines = result.stdout.splitlines()
     self.assertEqual(json.loads(lines[0]), [["uniform", 30, 30], ["clusters", 20, 30],

@@ -13,7 +13,8 @@ absl flags) are imported afresh in each child.
 What differs from a fresh interpreter is only what those imports did before the program ran.
 The demo's full run, which imports TensorFlow quietly itself and whose test checks that stderr
 stays empty, runs with `fresh=True`: a real `python -m` in a new interpreter, which also keeps
-one program test of the plain command (tests/programs/examples_smoke_test.py).
+one program test of the plain command (tests/programs/examples_smoke_test.py). `run_code` runs
+a snippet the same way (`python -c`), for a test that needs a process of its own.
 """
 
 import multiprocessing
@@ -37,8 +38,9 @@ def _forkserver():
   return _context
 
 
-def _child(module, argv, out_path, err_path, unset):
-  """In the forked child: `python -m module *argv` from the repository root."""
+def _child(module, argv, out_path, err_path, unset, code=None):
+  """In the forked child: `python -m module *argv` (or `python -c code`) from the repository
+  root."""
   for name in unset:
     os.environ.pop(name, None)
   sys.stdout.flush()
@@ -49,21 +51,24 @@ def _child(module, argv, out_path, err_path, unset):
     os.close(target)
   os.chdir(ROOT)  # the repository root is on sys.path already: the test imports from it
   sys.argv = [module] + list(argv)
-  code = 0
+  status = 0
   try:
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    if code is None:
+      runpy.run_module(module, run_name="__main__", alter_sys=True)
+    else:
+      exec(compile(code, "<string>", "exec"), {"__name__": "__main__"})  # pylint: disable=exec-used
   except SystemExit as e:
     if e.code is None or isinstance(e.code, int):
-      code = e.code or 0
+      status = e.code or 0
     else:  # `SystemExit("message")`: Python prints the message and exits with 1
       print(e.code, file=sys.stderr)
-      code = 1
+      status = 1
   except BaseException:  # pylint: disable=broad-except
     traceback.print_exc()
-    code = 1
+    status = 1
   sys.stdout.flush()
   sys.stderr.flush()
-  os._exit(code)  # pylint: disable=protected-access
+  os._exit(status)  # pylint: disable=protected-access
 
 
 def run(module: str, *flags: str, timeout: float = 600, fresh: bool = False,
@@ -82,12 +87,23 @@ def run(module: str, *flags: str, timeout: float = 600, fresh: bool = False,
     env = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           check=False, env=env)
+  return _forked(command, module, flags, timeout, unset, None)
+
+
+def run_code(code: str, timeout: float = 600) -> subprocess.CompletedProcess:
+  """`python -c code` from the repository root, forked from the fork server as `run` does:
+  its exit status and output. For a test that needs a process of its own (say, to import a
+  module whose absl flags clash with those of a module the test's process imported)."""
+  return _forked([sys.executable, "-c", code], "-c", (), timeout, (), code)
+
+
+def _forked(command, module, flags, timeout, unset, code):
   with tempfile.TemporaryDirectory() as directory:
     out_path, err_path = (os.path.join(directory, name) for name in ("stdout", "stderr"))
     for path in (out_path, err_path):
       open(path, "w").close()
     process = _forkserver().Process(target=_child, args=(module, flags, out_path, err_path,
-                                                                  tuple(unset)))
+                                                         tuple(unset), code))
     process.start()
     process.join(timeout)
     if process.is_alive():
