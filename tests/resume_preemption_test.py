@@ -1,7 +1,7 @@
 """A MultiWorkerMirroredStrategy worker is killed mid-run; the cluster restarts and resumes.
 
-Two workers on 127.0.0.1 run `python -m examples.train_learner` with JEST selection in the replicated
-step and `--backup_dir` (keras.callbacks.BackupAndRestore, written by the chief after every
+Two workers on 127.0.0.1 run `python -m examples.train_learner` (forked from a process that has
+imported TensorFlow: `tests/programs/launch.py`) with JEST selection in the replicated step and `--backup_dir` (keras.callbacks.BackupAndRestore, written by the chief after every
 evaluation interval). Once the first backup exists, worker 1 is killed (SIGKILL, as a
 preemption would). As in tf.distribute's fault-tolerance model, the surviving worker cannot go on
 alone (its collectives fail, or it is stopped), and the cluster is started again with the same
@@ -13,12 +13,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import tensorflow as tf
 
 from tests import workers
+from tests.programs import launch
 
 _STEPS, _EVAL_EVERY, _BATCH = 24, 3, 32  # 8 backups: the kill lands mid-run
 _FLAGS = ["--dataset=toy", "--strategy=multi_worker", "--method=jest", f"--batch_size={_BATCH}",
@@ -30,16 +30,12 @@ _SURVIVOR_TIMEOUT_S = 60  # for the surviving worker to give up before it is sto
 
 def _start(directory, backup_dir, ports, tag):
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-  procs = []
-  for index in range(2):
-    env = dict(os.environ, TF_CONFIG=json.dumps(
-        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-    log = open(os.path.join(directory, f"{tag}{index}.log"), "w")
-    procs.append(subprocess.Popen(
-        [*workers.COMMAND, *_FLAGS, f"--backup_dir={backup_dir}",
-         f"--output={directory}/{tag}{index}.json"], cwd=workers.ROOT, env=env, stdout=log,
-        stderr=subprocess.STDOUT))
-  return procs
+  return [launch.start(workers.PROGRAM, *_FLAGS, f"--backup_dir={backup_dir}",
+                       f"--output={directory}/{tag}{index}.json",
+                       log_path=os.path.join(directory, f"{tag}{index}.log"),
+                       env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {
+                           "type": "worker", "index": index}})})
+          for index in range(2)]
 
 
 def _stop(procs):

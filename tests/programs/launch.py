@@ -13,7 +13,8 @@ absl flags) are imported afresh in each child.
 What differs from a fresh interpreter is only what those imports did before the program ran.
 The demo's full run, which imports TensorFlow quietly itself and whose test checks that stderr
 stays empty, runs with `fresh=True`: a real `python -m` in a new interpreter, which also keeps
-one program test of the plain command (tests/programs/examples_smoke_test.py). `run_code` runs
+one program test of the plain command (tests/programs/examples_smoke_test.py). `start` starts
+a program without waiting (the multi-worker tests' worker processes). `run_code` runs
 a snippet the same way (`python -c`), for a test that needs a process of its own.
 """
 
@@ -38,14 +39,19 @@ def _forkserver():
   return _context
 
 
-def _child(module, argv, out_path, err_path, unset, code=None):
+def _child(module, argv, out_path, err_path, unset, code=None, env=None):
   """In the forked child: `python -m module *argv` (or `python -c code`) from the repository
-  root."""
+  root, with `env`'s variables set (e.g. TF_CONFIG) and `unset`'s removed; stderr goes to
+  stdout's file when the two paths are the same."""
+  os.environ.update(env or {})
   for name in unset:
     os.environ.pop(name, None)
   sys.stdout.flush()
   sys.stderr.flush()
   for fd, path in ((1, out_path), (2, err_path)):
+    if fd == 2 and err_path == out_path:
+      os.dup2(1, 2)  # one open file, one offset: the lines interleave as they are written
+      continue
     target = os.open(path, os.O_WRONLY | os.O_TRUNC)
     os.dup2(target, fd)
     os.close(target)
@@ -111,3 +117,56 @@ def _forked(command, module, flags, timeout, unset, code):
       process.join()
     with open(out_path) as out, open(err_path) as err:
       return subprocess.CompletedProcess(command, process.exitcode, out.read(), err.read())
+
+
+class Started:
+  """A program started with `start`, running beside the test: the `subprocess.Popen` methods
+  the multi-process tests use (`pid`, `poll`, `wait`, `kill`, `send_signal`, `returncode`)."""
+
+  def __init__(self, process, command):
+    self._process, self.args = process, command
+
+  @property
+  def pid(self) -> int:
+    return self._process.pid
+
+  @property
+  def returncode(self):
+    """The exit status once ended (minus the signal's number if a signal ended it), else None."""
+    return self._process.exitcode
+
+  def poll(self):
+    return self._process.exitcode
+
+  def wait(self, timeout=None):
+    """Waits for the end; raises `subprocess.TimeoutExpired` after `timeout` seconds."""
+    self._process.join(timeout)
+    if self._process.exitcode is None:
+      raise subprocess.TimeoutExpired(self.args, timeout)
+    return self._process.exitcode
+
+  def kill(self):
+    self._process.kill()
+
+  def send_signal(self, signal_number):
+    os.kill(self._process.pid, signal_number)
+
+
+def start(module: str, *flags: str, log_path: str, env=None, code: str = None) -> Started:
+  """Starts `python -m module *flags` (or `python -c code`, flags as its `sys.argv[1:]`) forked
+  from the fork server, without waiting: for tests that run several processes at once (e.g.
+  MultiWorkerMirroredStrategy workers on 127.0.0.1), each saving TensorFlow's import.
+
+  Args:
+    module: e.g. "examples.train_learner" (ignored with `code`).
+    flags: its command-line arguments.
+    log_path: the file its stdout and stderr go to, together (truncated first).
+    env: environment variables to set in the process (e.g. {"TF_CONFIG": ...}).
+    code: a snippet to run instead of a module.
+  """
+  command = [sys.executable, *(("-c", code) if code is not None else ("-m", module)), *flags]
+  open(log_path, "w").close()
+  process = _forkserver().Process(target=_child, args=(
+      "-c" if code is not None else module, flags, log_path, log_path, (), code, dict(env or {})))
+  process.start()
+  return Started(process, command)

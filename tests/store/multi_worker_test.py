@@ -8,7 +8,6 @@ value shards it opened and the ids it read.
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -16,6 +15,7 @@ import tensorflow as tf
 import tfjest
 from tfjest import testing
 from tests import workers
+from tests.programs import launch
 
 N = 64
 
@@ -54,19 +54,20 @@ class MultiWorkerReadTest(tf.test.TestCase):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in workers.free_ports(2)]}
     procs = []
     for index in range(2):
-      env = dict(os.environ, PYTHONPATH=workers.ROOT, TF_CONFIG=json.dumps(
-          {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-      procs.append(subprocess.Popen(
-          [sys.executable, "-c", _WORKER.format(n=N), path,
-           os.path.join(directory, f"worker{index}.json")],
-          cwd=workers.ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+      env = {"TF_CONFIG": json.dumps({"cluster": cluster,
+                                      "task": {"type": "worker", "index": index}})}
+      procs.append(launch.start(
+          None, path, os.path.join(directory, f"worker{index}.json"), code=_WORKER.format(n=N),
+          log_path=os.path.join(directory, f"worker{index}.log"), env=env))
     outputs = []
-    for proc in procs:  # only the processes started here
+    for index, proc in enumerate(procs):  # only the processes started here
       try:
-        outputs.append(proc.communicate(timeout=120)[0].decode()[-3000:])
+        proc.wait(timeout=120)
       except subprocess.TimeoutExpired:
         proc.kill()
-        outputs.append(proc.communicate()[0].decode()[-3000:])
+        proc.wait()
+      with open(os.path.join(directory, f"worker{index}.log")) as f:
+        outputs.append(f.read()[-3000:])
     for index, (proc, output) in enumerate(zip(procs, outputs)):
       self.assertEqual(proc.returncode, 0, output)
       with open(os.path.join(directory, f"worker{index}.json")) as f:
