@@ -15,6 +15,11 @@ B = 8
 STEPS, SAVE_AT = 9, 4
 
 
+# The models are `testing.TinyDualEncoder`s (two linear towers over `testing.D` features): what
+# is resumed (weights, optimizer slots, the selected stream's state) does not depend on the
+# model's size, and a fresh linear model traces in a fraction of a CNN's time.
+
+
 def _learner(init_seed):
   """A compiled learner whose weights (from `init_seed`) and optimizer variables exist.
 
@@ -24,26 +29,34 @@ def _learner(init_seed):
   it before restoring a backup anyway.
   """
   keras.utils.set_random_seed(init_seed)
-  learner = testing.PairDualEncoder(name="learner")
+  learner = testing.TinyDualEncoder(seed=init_seed, name="learner")
   learner.compile(optimizer=keras.optimizers.Adam(1e-2))
-  learner({"image": np.zeros((1, 16, 16, 3), np.float32), "text": np.ones((1, 3), np.int32)})
+  zeros = np.zeros((1, testing.D), np.float32)
+  learner({"image": zeros, "text": zeros})
   learner.optimizer.build(learner.trainable_variables)
   return learner
+
+
+def _reference():
+  return testing.TinyDualEncoder(seed=7, name="reference")
+
+
+def _pairs(n):
+  """`n` image-text pairs with ids `0..n-1` (from seed 0)."""
+  return testing.stream("contrastive", n=n, seed=0)
 
 
 def _world(init_seed, with_proxy=False):
   """Learner, reference and selector; weights depend on `init_seed` (the data does not)."""
   learner = _learner(init_seed)
-  reference = testing.PairDualEncoder(name="reference")
+  reference = _reference()
   proxy = None
   if with_proxy:  # a smaller dual encoder that scores for the learner and trains online
-    proxy = tfjest.OnlineProxy(testing.PairDualEncoder(width=8, name="proxy"),
+    proxy = tfjest.OnlineProxy(testing.TinyDualEncoder(seed=11, width=2, name="proxy"),
                                optimizer=keras.optimizers.Adam(1e-2))
   selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
                            filter_ratio=0.8, num_chunks=4, seed=3, proxy=proxy)
-  data = testing.make_pairs(800, 0.5, seed=0)
-  stream = tf.data.Dataset.from_tensor_slices(
-      {"image": data["image"], "text": data["text"], "id": data["id"]}).shuffle(800, seed=1)
+  stream = _pairs(800).shuffle(800, seed=1)
   selected = stream.apply(selector).with_options(tfjest.deterministic_options())
   return learner, selector, selected
 
@@ -125,7 +138,7 @@ class DeterminismTest(tf.test.TestCase):
     # weights and optimizer state (put back by `_fit_ids`), and the learner's train step,
     # traced by the first `fit`, is reused instead of traced again for each fresh model.
     cls.learner = _learner(0)
-    cls.reference = testing.PairDualEncoder(name="reference")
+    cls.reference = _reference()
     cls.initial = _weights(cls.learner) + [
         v.numpy().copy() for v in cls.learner.optimizer.variables]
 
@@ -133,9 +146,7 @@ class DeterminismTest(tf.test.TestCase):
     learner, reference = self.learner, self.reference
     for variable, value in zip(learner.weights + learner.optimizer.variables, self.initial):
       variable.assign(value)
-    data = testing.make_pairs(320, 0.5, seed=0)
-    stream = tf.data.Dataset.from_tensor_slices(
-        {"image": data["image"], "text": data["text"], "id": data["id"]})
+    stream = _pairs(320)
     selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
                              filter_ratio=0.8, num_chunks=4, seed=seed)
     seen = []
@@ -172,9 +183,8 @@ class BackupAndRestoreTest(tf.test.TestCase):
   def _fit(self, backup_dir, init_seed, interrupt_at=None):
     learner = _learner(init_seed)
     keras.utils.set_random_seed(1)
-    reference = testing.PairDualEncoder(name="reference")
-    data = testing.make_pairs(160, 0.5, seed=0)  # 4 super-batches of 40 per epoch
-    stream = tf.data.Dataset.from_tensor_slices({"image": data["image"], "text": data["text"]})
+    reference = _reference()
+    stream = _pairs(160)  # 4 super-batches of 40 per epoch
     selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
                              filter_ratio=0.8, num_chunks=4)
     selected = stream.apply(selector).with_options(tfjest.deterministic_options())
@@ -218,10 +228,8 @@ class EndlessStreamBackupTest(tf.test.TestCase, parameterized.TestCase):
            placement="pipeline"):
     learner = _learner(init_seed)
     keras.utils.set_random_seed(1)
-    reference = testing.PairDualEncoder(name="reference")
-    data = testing.make_pairs(200, 0.5, seed=0)  # 200 is no multiple of 32: epochs straddle
-    stream = tf.data.Dataset.from_tensor_slices(
-        {"image": data["image"], "text": data["text"], "id": data["id"]}).repeat()
+    reference = _reference()
+    stream = _pairs(200).repeat()  # 200 is no multiple of 32: epochs straddle
     selector = tfjest.select(learner=learner, reference=reference, batch_size=B,
                              super_batch_size=self.N, num_chunks=4, seed=3)
     if placement == "train_step":

@@ -12,6 +12,8 @@ from tfjest import testing
 testing.configure_cpu_devices(2)  # before any op; a no-op if conftest.py did it
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import contextlib
+
 from absl.testing import parameterized
 import keras
 import numpy as np
@@ -51,6 +53,25 @@ def _dual_encoders(strategy, seed=0):
     for model in (learner, reference):
       model({"image": tf.zeros([1, 16, 16, 3]), "text": tf.zeros([1, 3], tf.int32)})
   return learner, reference
+
+
+def _tiny_dual_encoders(strategy=None, seed=0):
+  """Linear `testing.TinyDualEncoder`s over `testing.D` features (for `_tiny_stream`): for the
+  tests whose claims hold for any dual encoder, at a fraction of the CNN's tracing and XLA time."""
+  with strategy.scope() if strategy else contextlib.nullcontext():
+    keras.utils.set_random_seed(seed)
+    learner = testing.TinyDualEncoder(seed=seed, name="learner")
+    learner.compile(optimizer=keras.optimizers.Adam(1e-2))
+    reference = testing.TinyDualEncoder(seed=seed + 1, name="reference")
+    reference.trainable = False
+    zeros = tf.zeros([1, testing.D])
+    for model in (learner, reference):
+      model({"image": zeros, "text": zeros})
+  return learner, reference
+
+
+def _tiny_stream(n=10 * N):
+  return testing.stream("contrastive", n=n)
 
 
 def _local(strategy, value):
@@ -295,7 +316,7 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
   def test_dual_encoder_fit_keeps_replicas_identical_and_reference_frozen(self,
                                                                          replica_selection):
     strategy = _strategy()
-    learner, reference = _dual_encoders(strategy)
+    learner, reference = _tiny_dual_encoders(strategy)
     reference_before = [w.copy() for w in reference.get_weights()]
     learner_before = [w.copy() for w in learner.get_weights()]
     with strategy.scope():
@@ -305,7 +326,8 @@ class FitTest(tf.test.TestCase, parameterized.TestCase):
           replica_selection=replica_selection)
     self.assertEqual(selector.placement, "train_step")
     self.assertIsInstance(selector, tfjest.TrainStepSelection)
-    history = learner.fit(_stream().apply(selector), epochs=1, steps_per_epoch=4, verbose=0)
+    history = learner.fit(_tiny_stream().apply(selector), epochs=1, steps_per_epoch=4,
+                          verbose=0)
     self.assertTrue(np.isfinite(history.history["loss"][-1]))
     # Per-replica selection ran in the inner XLA function, traced once per replica.
     inner = learner.train_step._tfjest_selection.step._choose_jit
@@ -374,16 +396,18 @@ class WithoutStrategyTest(tf.test.TestCase):
 
   def test_train_step_placement_compiles_with_xla(self):
     # One accelerator, no strategy: the whole Keras step (models, scores, selection) as XLA.
-    learner, reference = self._models()
+    # Linear models (built by `_tiny_dual_encoders`): what compiles is the model's step with
+    # tfjest's scoring and selection in it, which does not depend on the towers.
+    learner, reference = _tiny_dual_encoders()
     learner.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
-    # Built before fit, so that Keras traces the (XLA) train step once, not twice: without a
-    # strategy it builds the optimizer while tracing, and a function creating variables is
-    # traced again (under a strategy Keras builds them first itself).
-    learner({"image": tf.zeros([1, 16, 16, 3]), "text": tf.zeros([1, 3], tf.int32)})
+    # The optimizer built before fit, so that Keras traces the (XLA) train step once, not
+    # twice: without a strategy it builds the optimizer while tracing, and a function creating
+    # variables is traced again (under a strategy Keras builds them first itself).
     learner.optimizer.build(learner.trainable_variables)
     selector = tfjest.attach(learner, self._select(learner, reference), placement="train_step",
                              replica_selection="global")
-    history = learner.fit(_stream().apply(selector), epochs=1, steps_per_epoch=2, verbose=0)
+    history = learner.fit(_tiny_stream().apply(selector), epochs=1, steps_per_epoch=2,
+                          verbose=0)
     self.assertTrue(np.isfinite(history.history["loss"][-1]))
 
 
