@@ -156,7 +156,7 @@ def decode_fn(values: dict, id_dtype: str) -> Callable:
   """`fn(record) -> {"id", "input_fingerprint", values: [n, ...]}` of a value shard's records.
 
   One copy (`decode_raw`) and views of it: `split` and `bitcast` share the buffer when each
-  section starts at an aligned offset (e.g. chunks of 256 examples), else copy a
+  section starts at an aligned offset (e.g. records of 4,096 examples), else copy a
   section. A view must not reach `rebatch` (it logs an error per element that a view's
   reference count is unreliable): pass what leaves the join through `owned`. An empty record
   (the streamed join's end marker) decodes to `n = 0`.
