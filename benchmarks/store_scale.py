@@ -51,7 +51,7 @@ from absl import flags
 _CELLS = flags.DEFINE_list("cells", ["1000000:64", "20000000:64", "4000000:64", "1000000:512",
                                      "4000000:512"], "Cells M:d, run in this order.")
 _SHARD_SIZE = flags.DEFINE_integer("shard_size", 250_000, "Examples per input shard.")
-_CHUNK = flags.DEFINE_integer("chunk", 256, "Examples per reference call and stored chunk.")
+_CHUNK = flags.DEFINE_integer("chunk", 256, "Examples per reference call (the build's batch_size).")
 _BATCH = flags.DEFINE_integer("batch_size", 256, "select's batch size b.")
 _SUPER = flags.DEFINE_integer("super_batch_size", 1024, "select's super-batch size N.")
 _CHUNKS = flags.DEFINE_integer("num_chunks", 16, "select's JEST chunk count K.")

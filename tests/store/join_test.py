@@ -89,7 +89,7 @@ class StreamedJoinTest(tf.test.TestCase, parameterized.TestCase):
   def test_batches_in_order_are_joined_as_batches(self):
     single = list(self.stream.apply(self.cache.join(id_key="id")))
     batches = list(self.stream.batch(5).apply(self.cache.join(id_key="id")))
-    self.assertEqual([len(b["id"]) for b in batches], [16] * 4)  # regrouped: the chunks
+    self.assertEqual([len(b["id"]) for b in batches], [32] * 2)  # regrouped: the records
     for key in ("id", "reference_text_embeddings"):
       self.assertAllEqual(np.stack([e[key] for e in single]),
                           np.concatenate([b[key] for b in batches]))
@@ -101,12 +101,12 @@ class StreamedJoinTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.named_parameters(("records_as_blocks", 32), ("regrouped", 20))
   def test_both_read_paths_join_the_same_values_and_name_the_shard(self, first):
-    # Shards of 32 + 32 examples in chunks of 16: each record is a block. 20 + 44: a record
-    # would span two blocks, so the chunks are decoded and regrouped (`rebatch`).
+    # Shards of 32 + 32 examples in records of 32: each record is a block. 20 + 44: a record
+    # would span two blocks, so the records are decoded and regrouped (`rebatch`).
     shards = [self.stream.take(first), self.stream.skip(first)]
     cache = tfjest.cache_reference(self.reference, shards, os.path.join(self.dir, str(first)),
                                    batch_size=16)
-    self.assertEqual([s["chunk_size"] for s in cache.metadata["shards"]], [16, 16])
+    self.assertEqual([s["chunk_size"] for s in cache.metadata["shards"]], [first, N - first])
     joined = list(self.stream.apply(cache.join(id_key="id")))
     want = list(self.stream.apply(self.cache.join(id_key="id")))
     self.assertAllEqual(_ids(joined), np.arange(N))

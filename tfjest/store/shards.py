@@ -10,18 +10,23 @@ A store is a directory:
   its example count and two order-sensitive SHA-256 digests, of its ids and of its
   `(id, input fingerprint)` pairs;
 - `values-00000-of-0000S.tfrecord`, ...: one value shard per input shard, in that shard's
-  order. A record is one chunk of `n` examples as raw little-endian bytes, row-major: the
-  input fingerprints (`n` int64), each value in the order of `values` (`n x shape`), then the
-  ids (`n` int64; string ids: a serialised string tensor, then `n` as int64). Decoding is one
-  `decode_raw` copy and views of it (no proto parse, no per-tensor copies), which is what
-  makes the streamed join cheap (`join.py`). Each shard's metadata also records its
-  `chunk_size` (the size of every chunk but the last, which is at most that; None if the
-  chunks differ): the streamed join then reads a record as one block. Reading is a
-  `TFRecordDataset` (CRC-checked): memory is one chunk per open shard, whatever the number of
-  examples.
+  order. A record (a "chunk" in the metadata) is `n` examples as raw little-endian bytes,
+  row-major: the input fingerprints (`n` int64), each value in the order of `values`
+  (`n x shape`), then the ids (`n` int64; string ids: a serialised string tensor, then `n` as
+  int64). Decoding is one `decode_raw` copy and views of it (no proto parse, no per-tensor
+  copies), which is what makes the streamed join cheap (`join.py`). The writer groups the
+  computed batches (the build's `batch_size`, the model's forward batch) into records of
+  `RECORD_SIZE` examples whatever that batch size (a shard's last record holds the rest), so
+  that the join's per-record costs are shared by many examples. Each shard's metadata records
+  its `chunk_size`, the size of every record but the last (which is at most that; None if the
+  records differ): the streamed join then reads a record as one block. Stores written with
+  other record sizes (e.g. the build's batches of 256, before records were grouped) are read
+  the same way. Reading is a `TFRecordDataset` (CRC-checked): memory is a record per open
+  shard (`RECORD_SIZE` x the bytes per example: 2 MB at 528 bytes), whatever the number of
+  examples; writing holds at most a record and a batch.
 
 On disk per example: the id (8 bytes, or the string), the input fingerprint (8 bytes) and the
-values (4 bytes per float32), plus 16 bytes of TFRecord framing per chunk (docs/SPEC.md §13).
+values (4 bytes per float32), plus 16 bytes of TFRecord framing per record (docs/SPEC.md §13).
 """
 
 import json
@@ -37,6 +42,7 @@ FORMAT = "tfjest.store"
 VERSION = 3  # 3: raw chunk records; 2: tf.train.Examples of serialised tensors
 METADATA = "metadata.json"
 PROCESSING_MODES = ("distributed_epoch", "parallel_epochs")
+RECORD_SIZE = 4096  # examples per value record (a shard's last record holds the rest)
 
 
 def shard_file(index: int, count: int) -> str:
@@ -150,7 +156,7 @@ def decode_fn(values: dict, id_dtype: str) -> Callable:
   """`fn(record) -> {"id", "input_fingerprint", values: [n, ...]}` of a value shard's records.
 
   One copy (`decode_raw`) and views of it: `split` and `bitcast` share the buffer when each
-  section starts at an aligned offset (e.g. chunks of 256 examples), else copy a
+  section starts at an aligned offset (e.g. records of 4,096 examples), else copy a
   section. A view must not reach `rebatch` (it logs an error per element that a view's
   reference count is unreliable): pass what leaves the join through `owned`. An empty record
   (the streamed join's end marker) decodes to `n = 0`.
@@ -193,19 +199,62 @@ def owned(tensor: tf.Tensor) -> tf.Tensor:
   return tf.raw_ops.DeepCopy(x=tensor)
 
 
+def _records(chunks: Iterable[dict], size: int) -> Iterator[dict]:
+  """`chunks` (dicts of arrays, any sizes) regrouped into `size` examples each, the last fewer."""
+  held, count = [], 0
+  for chunk in chunks:
+    held.append(chunk)
+    count += len(chunk["id"])
+    if count < size:
+      continue
+    joined = {k: np.concatenate([c[k] for c in held]) if len(held) > 1 else held[0][k]
+              for k in chunk}
+    stop = count - count % size
+    for start in range(0, stop, size):
+      yield {k: v[start:start + size] for k, v in joined.items()}
+    held = [{k: v[stop:] for k, v in joined.items()}] if stop < count else []
+    count -= stop
+  if count:
+    yield {k: np.concatenate([c[k] for c in held]) for k in held[0]}
+
+
+def _unique(chunks, index, shard_ids, shard_inputs):
+  """`chunks`, with their ids checked unique and ids and inputs appended to the two lists."""
+  seen = set()
+  for chunk in chunks:
+    ids = chunk["id"]
+    for i in ids.tolist():  # memory: one shard's ids
+      if i in seen:
+        shown = i.decode() if isinstance(i, bytes) else i
+        raise ValueError(f"Example ids must be unique: two examples of input shard {index} "
+                         f"share an id, so stored values could be joined to the wrong one. "
+                         f"Received: id={shown!r}")
+      seen.add(i)
+    shard_ids.append(ids)
+    shard_inputs.append(chunk["input_fingerprint"])
+    yield chunk
+
+
 def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,
-          num_shards: int, empty_message: str, late: Optional[Callable[[], dict]] = None) -> dict:
+          num_shards: int, empty_message: str, late: Optional[Callable[[], dict]] = None,
+          record_size: Optional[int] = None) -> dict:
   """The one writer: value shards in order, then `metadata.json` (completed and returned).
 
   Each shard is written under a temporary name and renamed when complete; the metadata comes
-  last, so a store whose build stopped has no metadata and is not a store.
+  last, so a store whose build stopped has no metadata and is not a store. The chunks (of any
+  sizes, e.g. the build's batches) are written as records of `record_size` examples (default
+  `RECORD_SIZE`), a shard's last record holding the rest.
 
   Raises:
     ValueError: with `empty_message` if no example was written; if two examples of a shard
-      share an id.
+      share an id; if `record_size` is not a positive int.
 
   `late`: optional `() -> dict` of metadata entries known only once the shards are written.
   """
+  record_size = RECORD_SIZE if record_size is None else record_size
+  if isinstance(record_size, bool) or not isinstance(record_size, int) or record_size < 1:
+    raise ValueError(f"record_size must be a positive int. Received: record_size="
+                     f"{record_size!r}")
   os.makedirs(path, exist_ok=True)
   for name in os.listdir(path):  # a store is replaced whole
     if name == METADATA or name.startswith("values-"):
@@ -214,25 +263,15 @@ def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,
   for index, chunks in enumerate(shard_chunks):
     name = shard_file(index, num_shards)
     shard_ids, shard_inputs = [], []
-    count, seen, sizes = 0, set(), []
+    sizes = []
     with tf.io.TFRecordWriter(os.path.join(path, name + ".tmp")) as writer:
-      for chunk in chunks:
-        ids = chunk["id"]
-        for i in ids.tolist():  # memory: one shard's ids
-          if i in seen:
-            shown = i.decode() if isinstance(i, bytes) else i
-            raise ValueError(f"Example ids must be unique: two examples of input shard {index} "
-                             f"share an id, so stored values could be joined to the wrong one. "
-                             f"Received: id={shown!r}")
-          seen.add(i)
+      for record in _records(_unique(chunks, index, shard_ids, shard_inputs), record_size):
         if values is None:
           values = {k: {"shape": list(v.shape[1:]), "dtype": v.dtype.name}
-                    for k, v in chunk.items() if k not in ("id", "input_fingerprint")}
-        shard_ids.append(ids)
-        shard_inputs.append(chunk["input_fingerprint"])
-        count += len(ids)
-        sizes.append(len(ids))
-        writer.write(_serialize(chunk, list(values)))
+                    for k, v in record.items() if k not in ("id", "input_fingerprint")}
+        sizes.append(len(record["id"]))
+        writer.write(_serialize(record, list(values)))
+    count = sum(sizes)
     os.replace(os.path.join(path, name + ".tmp"), os.path.join(path, name))
     ids_fingerprint, content_fingerprint = _shard_digests(shard_ids, shard_inputs)
     uniform = sizes and set(sizes[:-1]) <= {sizes[0]} and sizes[-1] <= sizes[0]
