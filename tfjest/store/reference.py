@@ -33,6 +33,7 @@ from tfjest import adapters
 from tfjest import checks
 from tfjest import losses
 from tfjest.store import fingerprints
+from tfjest.store import service as service_lib
 from tfjest.store import shards as shards_lib
 from tfjest.store import values as values_lib
 
@@ -340,13 +341,15 @@ def cache_reference(reference: keras.Model, dataset, path: str, *,
     scale, bias = adapters.logit_parameters(reference)
     return {"logit_scale": float(scale.numpy()), "logit_bias": float(bias.numpy())}
 
+  writer = None if service is None else (
+      lambda path, metadata, **kwargs: service_lib.write(
+          path, metadata, inputs, resolve()[1], batch_size=batch_size, service=service,
+          processing_mode=processing_mode, **kwargs))
   return ReferenceCache.build(
       path, source={"name": reference.name, "fingerprint": fingerprint},
       expected=expected, metadata={"ids": {"dtype": id_dtype}}, late_metadata=late,
-      num_shards=len(inputs), shards=inputs,
-      chunks=lambda: shards_lib.compute_chunks(inputs, resolve()[1], batch_size=batch_size,
-                                               service=service, id_key=id_key,
-                                               processing_mode=processing_mode),
+      num_shards=len(inputs), shards=inputs, writer=writer,
+      chunks=lambda: shards_lib.compute_chunks(inputs, resolve()[1], batch_size=batch_size),
       id_key=id_key, batch_size=batch_size, overwrite=overwrite, reuse=reuse,
       empty_message="cache_reference(...) was given an empty dataset. Received: dataset with "
                     "no elements")
