@@ -104,9 +104,11 @@ def summaries(path: str, shards: Sequence[tf.data.Dataset], compute: Callable, *
     traced["values"] = values_of(chunks.element_spec)
     keys = list(traced["values"])
     name = names[index]
-    if unique_names:  # every worker writes its own copy ("parallel_epochs")
-      name = tf.strings.join([name, "-", tf.strings.as_string(tf.random.uniform(
-          [], maxval=tf.int64.max, dtype=tf.int64))])
+    if unique_names:  # every worker writes its own copy ("parallel_epochs"): seeds 0 and 0
+      # seed the op from the OS, whatever the global seed (which every worker would share)
+      name = tf.strings.join([name, "-", tf.strings.as_string(tf.raw_ops.RandomUniformInt(
+          shape=tf.constant([], tf.int32), minval=tf.constant(0, tf.int64),
+          maxval=tf.constant(tf.int64.max, tf.int64), seed=0, seed2=0))])
     records = chunks.map(lambda c: record(c, keys))
     written = tf.raw_ops.DatasetToTFRecord(input_dataset=tf.data.experimental.to_variant(
         records), filename=name, compression_type="")
@@ -210,7 +212,8 @@ def _collect(elements, count: int) -> Dict[int, List[dict]]:
     ids = [state["id"][i] for i in order]
     _check_unique(ids, index)
     sizes = [len(i) for i in ids]
-    ids_fingerprint, content_fingerprint = shards_lib._shard_digests(  # pylint: disable=protected-access
+    digests = shards_lib._shard_digests  # pylint: disable=protected-access
+    ids_fingerprint, content_fingerprint = digests(
         ids, [state["input_fingerprint"][i] for i in order])
     uniform = sizes and set(sizes[:-1]) <= {sizes[0]} and sizes[-1] <= sizes[0]
     copies.setdefault(index, []).append({
