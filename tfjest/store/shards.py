@@ -19,6 +19,7 @@ A store is a directory:
   chunks differ): the streamed join then reads a record as one block. Reading is a
   `TFRecordDataset` (CRC-checked): memory is one chunk per open shard, whatever the number of
   examples.
+  Written here (`write`), or by tf.data service workers (`service.py`), byte for byte alike.
 
 On disk per example: the id (8 bytes, or the string), the input fingerprint (8 bytes) and the
 values (4 bytes per float32), plus 16 bytes of TFRecord framing per chunk (docs/SPEC.md §13).
