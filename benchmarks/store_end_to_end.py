@@ -15,11 +15,12 @@ in a fresh subprocess so that its peak resident memory (VmHWM) is its own:
   `--reference=<saved .keras>`; its zero-shot accuracy on `test`.
 - build: `tfjest.cache_reference(reference, web, path, id_key="id", service=...)` with a
   tf.data service dispatcher and two workers, each its own process on 127.0.0.1 (started by this
-  program, `--serve`): the workers read, decode and tokenize the examples and run the reference;
-  the building process reads the ids once and writes each input shard in order. Seconds,
+  program, `--serve`): each worker takes whole input shards, reads, decodes and tokenizes their
+  examples, runs the reference and writes their value shards (`tfjest/store/service.py`); the
+  building process receives ids and input fingerprints only and writes the metadata. Seconds,
   examples/s, disk bytes per example, the peak RSS of the building process, and each server's
-  CPU seconds during the build and peak RSS. ("distributed_epoch" hands each worker whole TFDS
-  files: a split of one file, as the smoke run's, keeps one worker idle.)
+  CPU seconds during the build and peak RSS. (An input shard is one worker's: with
+  `--input_shards 1` one worker stays idle; the smoke run uses 2.)
 - fit: `web.apply(cache.join(id_key="id")).shuffle(...).apply(tfjest.select(learner=...,
   reference_cache=cache, id_key="id"))`, then `learner.fit(..., steps_per_epoch=--steps,
   epochs=1)`: steps/s after the first step, and the selection statistics against the
@@ -81,8 +82,9 @@ _PREFIX = flags.DEFINE_integer("prefix", 100_000, "Examples whose picks are comp
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the learner, the shuffle and the selection.")
 _PHASES = flags.DEFINE_list("phases", None, "Phases to run (default all; recorded ones are "
                             "skipped).")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Everything tiny (web 3,000, curated and test 200, "
-                           "prefix 1,000, b = 16, N = 80, K = 4, 3 steps, 1 reference epoch), "
+_SMOKE = flags.DEFINE_bool("smoke", False, "Everything tiny (web 3,000 in 2 input shards, "
+                           "curated and test 200, prefix 1,000, b = 16, N = 80, K = 4, 3 "
+                           "steps, 1 reference epoch), "
                            "the phases in this process.")
 _PHASE = flags.DEFINE_string("phase", None, "Internal: run this phase and print its JSON.")
 _SERVE = flags.DEFINE_enum("serve", None, ["dispatcher", "worker"], "Internal: run a tf.data "
@@ -92,7 +94,7 @@ _DISPATCHER = flags.DEFINE_string("dispatcher", None, "Internal: the dispatcher'
 PHASES = ("data", "reference", "build", "fit", "picks_streamed", "picks_in_memory")
 _SMOKE_FLAGS = {"web_size": 3_000, "curated_size": 200, "test_size": 200, "prefix": 1_000,
                 "batch_size": 16, "num_chunks": 4, "steps": 3, "reference_epochs": 1,
-                "shuffle_buffer": 1_000, "chunk": 256}
+                "shuffle_buffer": 1_000, "chunk": 256, "input_shards": 2}
 _READY = "SERVING "  # what a server prints once it serves, then its address
 
 

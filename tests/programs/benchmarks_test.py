@@ -80,7 +80,7 @@ class BenchmarksTest(tf.test.TestCase):
                                              "picks_streamed", "picks_in_memory"]))
     self.assertEqual(phases["data"]["examples"], 3400)
     build = phases["build"]
-    self.assertEqual((build["examples"], build["input_shards"]), (3000, 1))
+    self.assertEqual((build["examples"], build["input_shards"]), (3000, 2))
     self.assertGreater(build["disk_bytes_per_example"], 8 + 8 + 2 * 64 * 4)
     self.assertEqual(sorted(build["servers"]), ["dispatcher", "worker 0", "worker 1"])
     fit = phases["fit"]

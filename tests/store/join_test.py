@@ -263,7 +263,7 @@ class KindsAndStalenessTest(tf.test.TestCase):
 
 
 class ServiceBuildTest(tf.test.TestCase):
-  """Two tf.data service workers compute the values; the client writes each shard in order."""
+  """Two tf.data service workers compute and write the value shards (more: service_test.py)."""
 
   @classmethod
   def setUpClass(cls):

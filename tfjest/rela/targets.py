@@ -31,6 +31,7 @@ from tfjest import adapters
 from tfjest import checks
 from tfjest.store import fingerprints
 from tfjest.store import reference as reference_lib
+from tfjest.store import service as service_lib
 from tfjest.store import shards as shards_lib
 from tfjest.store import values as values_lib
 
@@ -222,7 +223,9 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
     view_fn: the prior's fixed, un-augmented view, `view_fn(x) -> prior inputs` for a batch of
       `x` (e.g. a resize to the prior's resolution); default: `x` itself.
     batch_size: examples per prior call.
-    service: optional tf.data service dispatcher address: the prior then runs on its workers.
+    service: optional tf.data service dispatcher address: the prior then runs on its workers,
+      each writing the raw features of the input shards it receives (`tfjest/store/service.py`);
+      this process reads them back a chunk at a time for the PCA and writes the targets.
     processing_mode: with `service`, "distributed_epoch" or "parallel_epochs".
     overwrite: replace existing targets at `path`.
     reuse: return the targets already at `path` (without calling the prior) when they were
@@ -276,15 +279,24 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
 
   def chunks():
     # Pass 1: the prior's raw features, stored, and their moments accumulated on the way.
-    raw = shards_lib.write(
-        raw_path, {"format": shards_lib.FORMAT, "version": shards_lib.VERSION,
-                   "kind": _PriorFeatures.KIND, "ids": {"dtype": id_dtype}},
-        ((moments.add(c) for c in shard) for shard in shards_lib.compute_chunks(
-            inputs, compute, batch_size=batch_size, service=service,
-            processing_mode=processing_mode, id_key=id_key)),
-        num_shards=len(inputs), empty_message="prior_targets(...) was given an empty dataset. "
-                                              "Received: dataset with no elements")
+    raw_metadata = {"format": shards_lib.FORMAT, "version": shards_lib.VERSION,
+                    "kind": _PriorFeatures.KIND, "ids": {"dtype": id_dtype}}
+    empty = "prior_targets(...) was given an empty dataset. Received: dataset with no elements"
+    if service is None:
+      raw = shards_lib.write(
+          raw_path, raw_metadata, ((moments.add(c) for c in shard) for shard in
+                                   shards_lib.compute_chunks(inputs, compute,
+                                                             batch_size=batch_size)),
+          num_shards=len(inputs), empty_message=empty)
+    else:  # the workers write pass 1; its moments are read back here, a chunk at a time
+      raw = service_lib.write(raw_path, raw_metadata, inputs, compute, batch_size=batch_size,
+                              service=service, processing_mode=processing_mode,
+                              empty_message=empty)
     stored = _PriorFeatures(raw_path, raw)
+    if service is not None:
+      for index in range(stored.num_shards):
+        for chunk in stored.shard_dataset(index, chunked=True):
+          moments.add({"features": chunk["features"].numpy()})
     project = moments.projection(width)
     # Pass 2: each shard projected and standardised, in its order.
     for index in range(stored.num_shards):

@@ -33,6 +33,7 @@ from tfjest import adapters
 from tfjest import checks
 from tfjest import losses
 from tfjest.store import fingerprints
+from tfjest.store import service as service_lib
 from tfjest.store import shards as shards_lib
 from tfjest.store import values as values_lib
 
@@ -272,10 +273,13 @@ def cache_reference(reference: keras.Model, dataset, path: str, *,
     embedding_keys: `(image_key, text_key)` of a dual encoder's outputs.
     loss_fn: a classifier's per-example loss (default: its compiled loss).
     service: optional tf.data service dispatcher address (e.g. "grpc://127.0.0.1:5050"): the
-      reference then runs on the service's workers, one job per input shard; this process
-      puts each shard back in order and writes it.
-    processing_mode: with `service`, "distributed_epoch" (each batch goes to one worker) or
-      "parallel_epochs" (every worker runs the whole shard; repeats are dropped).
+      build then runs on the service's workers, each taking whole input shards, running the
+      reference and writing their value shards itself; this process receives ids and input
+      fingerprints only and writes the metadata (`tfjest/store/service.py`). The workers
+      write to `path`: on other machines, it must be storage they reach (e.g. GCS).
+    processing_mode: with `service`, "distributed_epoch" (each input shard goes to one worker)
+      or "parallel_epochs" (every worker builds every shard; one copy is kept, the others
+      must agree).
     overwrite: replace an existing store at `path`.
     reuse: return the store already at `path` (without calling the reference) when it holds
       exactly what this call would write: the reference's weights match its fingerprint, and
@@ -340,13 +344,15 @@ def cache_reference(reference: keras.Model, dataset, path: str, *,
     scale, bias = adapters.logit_parameters(reference)
     return {"logit_scale": float(scale.numpy()), "logit_bias": float(bias.numpy())}
 
+  writer = None if service is None else (
+      lambda path, metadata, **kwargs: service_lib.write(
+          path, metadata, inputs, resolve()[1], batch_size=batch_size, service=service,
+          processing_mode=processing_mode, **kwargs))
   return ReferenceCache.build(
       path, source={"name": reference.name, "fingerprint": fingerprint},
       expected=expected, metadata={"ids": {"dtype": id_dtype}}, late_metadata=late,
-      num_shards=len(inputs), shards=inputs,
-      chunks=lambda: shards_lib.compute_chunks(inputs, resolve()[1], batch_size=batch_size,
-                                               service=service, id_key=id_key,
-                                               processing_mode=processing_mode),
+      num_shards=len(inputs), shards=inputs, writer=writer,
+      chunks=lambda: shards_lib.compute_chunks(inputs, resolve()[1], batch_size=batch_size),
       id_key=id_key, batch_size=batch_size, overwrite=overwrite, reuse=reuse,
       empty_message="cache_reference(...) was given an empty dataset. Received: dataset with "
                     "no elements")

@@ -24,6 +24,7 @@ A store is a directory:
   the same way. Reading is a `TFRecordDataset` (CRC-checked): memory is a record per open
   shard (`RECORD_SIZE` x the bytes per example: 2 MB at 528 bytes), whatever the number of
   examples; writing holds at most a record and a batch.
+  Written here (`write`), or by tf.data service workers (`service.py`), byte for byte alike.
 
 On disk per example: the id (8 bytes, or the string), the input fingerprint (8 bytes) and the
 values (4 bytes per float32), plus 16 bytes of TFRecord framing per record (docs/SPEC.md §13).
@@ -93,50 +94,24 @@ def read_metadata(path, kind) -> dict:
   return metadata
 
 
-def compute_chunks(shards: Sequence[tf.data.Dataset], compute: Callable, *, batch_size: int,
-                   service: Optional[str] = None, processing_mode: str = "distributed_epoch",
-                   id_key: str = "id") -> Iterator[Iterator[dict]]:
+def compute_chunks(shards: Sequence[tf.data.Dataset], compute: Callable, *,
+                   batch_size: int) -> Iterator[Iterator[dict]]:
   """Per input shard, its chunks `compute(batch)` as NumPy dicts, in the shard's order.
 
   `compute` maps a batch of elements to a dict with `id`, `input_fingerprint` and the values.
-  With `service` (a tf.data service dispatcher), each shard is one job whose batches the
-  service's workers compute in parallel; they come back in any order (or, with
-  "parallel_epochs", once per worker), so the shard is put back in the order of its ids,
-  read here in one pass without the model, before it is written: memory is one shard's
-  values. Every id must come back (exactly the shard's examples), or it is an error.
+  This process computes them; a build on tf.data service workers is `service.py`'s `write`
+  (the workers compute and write the shards).
   """
   for shard in shards:
-    yield _chunks(shard, compute, batch_size, service, processing_mode, id_key)
+    yield _chunks(shard, compute, batch_size)
 
 
-def _chunks(shard, compute, batch_size, service, processing_mode, id_key):
-  if service is None:
-    # `map` passes a tuple element's parts as separate arguments.
-    pipeline = shard.batch(batch_size).map(
-        lambda *parts: compute(parts if len(parts) > 1 else parts[0]))
-    for chunk in pipeline.prefetch(2):
-      yield tf.nest.map_structure(lambda t: t.numpy(), chunk)
-    return
+def _chunks(shard, compute, batch_size):
+  # `map` passes a tuple element's parts as separate arguments.
   pipeline = shard.batch(batch_size).map(
       lambda *parts: compute(parts if len(parts) > 1 else parts[0]))
-  pipeline = pipeline.apply(tf.data.experimental.service.distribute(
-      processing_mode=processing_mode, service=service))
-  chunks = [tf.nest.map_structure(lambda t: t.numpy(), c) for c in pipeline]
-  order = [i for b in shard.map(lambda *p: fingerprints.find_id(
-      p if len(p) > 1 else p[0], id_key)).batch(4096) for i in b.numpy().tolist()]
-  if not chunks:
-    return
-  arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-  row = {i: r for r, i in enumerate(arrays["id"].tolist())}  # repeats: any copy will do
-  missing = [i for i in order if i not in row]
-  if missing or len(row) != len(set(order)):
-    raise ValueError(f"The tf.data service returned other examples than the input shard holds "
-                     f"({len(row)} ids for {len(order)}): read the input so that its splits "
-                     f"are whole examples (e.g. files), or use processing_mode="
-                     f"'parallel_epochs'. Received: missing ids {missing[:5]}")
-  rows = np.array([row[i] for i in order], np.int64)
-  for start in range(0, len(rows), batch_size):  # the chunks a local build writes
-    yield {k: v[rows[start:start + batch_size]] for k, v in arrays.items()}
+  for chunk in pipeline.prefetch(2):
+    yield tf.nest.map_structure(lambda t: t.numpy(), chunk)
 
 
 def _serialize(chunk: dict, keys: Sequence[str]) -> bytes:

@@ -83,10 +83,11 @@ class Store:
 
   @classmethod
   def build(cls, path, *, source: dict, expected: dict, metadata: dict,
-            chunks: Callable[[], Iterable[Iterable[dict]]], num_shards: int, shards=None,
+            chunks: Optional[Callable[[], Iterable[Iterable[dict]]]], num_shards: int, shards=None,
             id_key: str = "id", batch_size: int = 256, overwrite: bool = False,
             reuse: bool = False, empty_message: str = "empty dataset",
-            late_metadata: Optional[Callable[[], dict]] = None):
+            late_metadata: Optional[Callable[[], dict]] = None,
+            writer: Optional[Callable[..., dict]] = None):
     """The one build-or-reuse path: returns the store at `path` if current, else writes it.
 
     Args:
@@ -102,6 +103,9 @@ class Store:
       reuse: return the store at `path` when `shards.stale_reason` finds nothing.
       empty_message: the error when no example was written.
       late_metadata: `() -> dict` of metadata known once the values are written (written).
+      writer: optional `(path, metadata, empty_message=, late=) -> metadata` that writes the
+        store instead of `shards.write` of `chunks()`: `service.write` on tf.data service
+        workers (`chunks` is then unused).
 
     Raises:
       ValueError: if a store exists at `path` without `overwrite` or `reuse`.
@@ -124,10 +128,13 @@ class Store:
                      cls.NAME, path, found.num_examples)
         return found
       logging.info("%s: computing the %s at %s: %s", cls.BUILDER, cls.NAME, path, reason)
-    written = shards_lib.write(
-        path, dict(metadata, format=shards_lib.FORMAT, version=shards_lib.VERSION,
-                   kind=cls.KIND, source=source, **expected),
-        chunks(), num_shards=num_shards, empty_message=empty_message, late=late_metadata)
+    metadata = dict(metadata, format=shards_lib.FORMAT, version=shards_lib.VERSION,
+                    kind=cls.KIND, source=source, **expected)
+    if writer is None:
+      written = shards_lib.write(path, metadata, chunks(), num_shards=num_shards,
+                                 empty_message=empty_message, late=late_metadata)
+    else:
+      written = writer(path, metadata, empty_message=empty_message, late=late_metadata)
     store = cls(path, written)
     store.rebuild_reason = reason
     return store
