@@ -2,8 +2,8 @@
 
 Tiny models, 64 examples in two input shards: alignment errors, the three kinds of values,
 reuse and staleness per shard, values given as features, and the same picks from both joins.
-The build on two tf.data service workers is here too; reading under MultiWorkerMirroredStrategy
-is tests/store/multi_worker_test.py.
+The build on two tf.data service workers is tests/store/service_test.py; reading under
+MultiWorkerMirroredStrategy is tests/store/multi_worker_test.py.
 """
 
 import os
@@ -260,35 +260,6 @@ class KindsAndStalenessTest(tf.test.TestCase):
                      r"other example ids in input shard 0")
     self.assertRegex(build(self.stream, testing.dual_encoder(2, "other")).rebuild_reason,
                      "reference weights differ")
-
-
-class ServiceBuildTest(tf.test.TestCase):
-  """Two tf.data service workers compute and write the value shards (more: service_test.py)."""
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    service = tf.data.experimental.service
-    cls.dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
-    address = cls.dispatcher.target.split("://")[1]
-    cls.workers = [service.WorkerServer(service.WorkerConfig(
-        dispatcher_address=address, worker_address="127.0.0.1:%port%")) for _ in range(2)]
-
-  def test_two_workers_write_what_one_process_writes(self):
-    reference, stream = testing.dual_encoder(1, "reference"), testing.stream("contrastive", n=N)
-    # Input shards whose splits are whole examples, as files are (`take`/`skip` would run on
-    # each worker's share under "distributed_epoch").
-    shards = [stream.filter(lambda e: e["id"] < N // 2),
-              stream.filter(lambda e: e["id"] >= N // 2)]
-    local = tfjest.cache_reference(reference, shards,
-                                   os.path.join(self.get_temp_dir(), "local"), batch_size=8)
-    remote = tfjest.cache_reference(reference, shards,
-                                    os.path.join(self.get_temp_dir(), "remote"), batch_size=8,
-                                    service=self.dispatcher.target)
-    self.assertEqual(remote.metadata["shards"], local.metadata["shards"])
-    self.assertAllClose(remote.array("image_embeddings"), local.array("image_embeddings"),
-                        atol=1e-6)
-    self.assertAllEqual(_ids(stream.apply(remote.join(id_key="id"))), np.arange(N))
 
 
 if __name__ == "__main__":

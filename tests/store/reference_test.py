@@ -1,4 +1,7 @@
-"""Cached reference outputs: same selections as the live reference, staleness, tf.data service."""
+"""Cached reference outputs: same selections as the live reference, staleness, arguments.
+
+Built on tf.data service workers: tests/store/service_test.py.
+"""
 
 import json
 import os
@@ -235,30 +238,6 @@ class ClassifierCacheTest(tf.test.TestCase):
 
 def _ids_of(dataset):
   return np.concatenate([x["id"].numpy() for x, _ in dataset])
-
-
-class ServiceTest(CacheTestCase):
-  """Precomputing on tf.data service workers (in-process dispatcher and worker)."""
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    service = tf.data.experimental.service
-    cls.dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
-    address = cls.dispatcher.target.split("://")[1]
-    cls.worker = service.WorkerServer(service.WorkerConfig(
-        dispatcher_address=address, worker_address="127.0.0.1:%port%"))
-
-  @parameterized.parameters("distributed_epoch", "parallel_epochs")
-  def test_service_writes_the_same_cache(self, mode):
-    local = self._cache()
-    remote = self._cache(service=self.dispatcher.target, processing_mode=mode)
-    self.assertEqual(remote.metadata["ids"], local.metadata["ids"])
-    self.assertEqual(remote.metadata["shards"], local.metadata["shards"])
-    self.assertEqual(remote.source_fingerprint, local.source_fingerprint)
-    batch = next(iter(self.stream.batch(N)))
-    self.assertAllClose(remote.outputs_for(batch, "id").image,
-                        local.outputs_for(batch, "id").image, atol=1e-6)
 
 
 class CacheArgumentsTest(CacheTestCase):
