@@ -1,6 +1,7 @@
 """The store: per-example values computed once, kept on disk in shards, joined to a stream.
 
-One format, one writer, one build-or-reuse path and one staleness check (`stale_reason`) for
+One format (written locally or by tf.data service workers, byte for byte alike), one
+build-or-reuse path and one staleness check (`stale_reason`) for
 every per-example value tfjest keeps: a reference's outputs (`reference.py`:
 `tfjest.cache_reference`, `tfjest.ReferenceCache`), a prior's ReLA targets
 (`tfjest/rela/targets.py`) and DnC's cluster ids (`tfjest/dnc/clusters.py`).

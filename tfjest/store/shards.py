@@ -1,4 +1,4 @@
-"""The store's disk format, its one writer and its one staleness check.
+"""The store's disk format, its local writer and its one staleness check.
 
 A store is a directory:
 
@@ -213,7 +213,9 @@ def _unique(chunks, index, shard_ids, shard_inputs):
 def write(path: str, metadata: dict, shard_chunks: Iterable[Iterable[dict]], *,
           num_shards: int, empty_message: str, late: Optional[Callable[[], dict]] = None,
           record_size: Optional[int] = None) -> dict:
-  """The one writer: value shards in order, then `metadata.json` (completed and returned).
+  """The local writer: value shards in order, then `metadata.json` (completed and returned).
+
+  (With `service=`, tf.data service workers write the same bytes: `service.py`.)
 
   Each shard is written under a temporary name and renamed when complete; the metadata comes
   last, so a store whose build stopped has no metadata and is not a store. The chunks (of any
