@@ -93,6 +93,23 @@ class RecordsTest(tf.test.TestCase):
     self.assertAllClose(np.stack([e["reference_text_embeddings"] for e in joined]),
                         self.stores[8].array("text_embeddings"), atol=1e-6)
 
+  def test_the_values_are_traced_once_for_all_input_shards(self):
+    # A store of a web dataset has thousands of input shards: `compute` (the reference's
+    # forward) is traced at the first and reused, not traced per shard.
+    traces = []
+
+    def compute(batch):
+      traces.append(batch["id"].shape)
+      return {"id": batch["id"], "input_fingerprint": batch["id"] * 2,
+              "double": tf.cast(batch["id"], tf.float32) * 2.0}
+
+    shards = [tf.data.Dataset.range(s * 10, s * 10 + 7).map(lambda i: {"id": i})
+              for s in range(3)]
+    chunks = [list(c) for c in shards_lib.compute_chunks(shards, compute, batch_size=4)]
+    self.assertLen(traces, 1)
+    self.assertEqual([[len(c["id"]) for c in shard] for shard in chunks], [[4, 3]] * 3)
+    self.assertAllEqual(chunks[2][1]["double"], [48.0, 50.0, 52.0])
+
   def test_record_size_must_be_a_positive_int(self):
     for bad in (0, 2.5, True):
       with self.assertRaisesRegex(ValueError, rf"record_size must be a positive int. "

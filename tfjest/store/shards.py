@@ -102,8 +102,11 @@ def compute_chunks(shards: Sequence[tf.data.Dataset], compute: Callable, *,
   This process computes them; a build on tf.data service workers is `service.py`'s `write`
   (the workers compute and write the shards).
   """
+  # One trace for all the shards: each shard's `map` calls this one function (traced at its
+  # first shard), rather than tracing `compute` (e.g. the reference's forward) once per shard.
+  traced = tf.function(compute)
   for shard in shards:
-    yield _chunks(shard, compute, batch_size)
+    yield _chunks(shard, traced, batch_size)
 
 
 def _chunks(shard, compute, batch_size):
