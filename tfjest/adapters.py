@@ -45,6 +45,7 @@ def unpack(element):
   return element, None, None
 
 
+@tf.autograph.experimental.do_not_convert
 def find_feature(element, key: str):
   """`element[key]`, else `x[key]`, else `y[key]` of an element or spec, or None if absent.
 
@@ -77,11 +78,13 @@ def _scalar(model: keras.Model, attr: str) -> tf.Tensor:
   return tf.reshape(value, [])
 
 
+@tf.autograph.experimental.do_not_convert
 def logit_parameters(model: keras.Model):
   """A dual encoder's `(logit_scale, logit_bias)` as scalar tensors (see the contract)."""
   return _scalar(model, "logit_scale"), _scalar(model, "logit_bias")
 
 
+@tf.autograph.experimental.do_not_convert
 def contrastive_embeddings(model: keras.Model, x, embedding_keys: Sequence[str],
                            role: str, training: bool = False) -> losses.Embeddings:
   """Calls a dual encoder on `x` and returns its `losses.Embeddings`.
@@ -197,6 +200,7 @@ def _output_count(model) -> Optional[int]:
   return None if outputs is None else len(tf.nest.flatten(outputs))
 
 
+@tf.autograph.experimental.do_not_convert
 def classification_losses(model: keras.Model, x, y, loss_fn: Callable, role: str) -> tf.Tensor:
   """Per-example losses `[N]` float32 of a classifier on `(x, y)` (`loss_fn` as resolved)."""
   if y is None:

@@ -184,6 +184,7 @@ def leading_size(structure) -> tf.Tensor:
   return tf.shape(tf.nest.flatten(structure)[0], out_type=tf.int32)[0]
 
 
+@tf.autograph.experimental.do_not_convert
 def keep_complete(complete, left_over, *, record: Callable, warned: tf.Variable,
                   message: Sequence[str]) -> tf.Tensor:
   """The dropped-tail rule: True for a complete block; an incomplete one is counted and shown.
@@ -259,11 +260,13 @@ class SuperBatcher:
     if self.sizes.remainder == "drop" or full_only:
       batches = batches.filter(self._keep_full_or_count)
     if full_only:
-      batches = batches.map(lambda index, batch: tf.nest.map_structure(
-          lambda t: tf.ensure_shape(t, [n] + t.shape[1:]), batch))
+      static = lambda index, batch: tf.nest.map_structure(
+          lambda t: tf.ensure_shape(t, [n] + t.shape[1:]), batch)
+      batches = batches.map(tf.autograph.experimental.do_not_convert(static))
       return with_cardinality(batches, cardinality, n, "drop")
     return batches
 
+  @tf.autograph.experimental.do_not_convert
   def _keep_full_or_count(self, index, super_batch):
     del index
     size = leading_size(super_batch)

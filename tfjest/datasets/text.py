@@ -144,6 +144,7 @@ class CaptionTokenizer:
   def pad_id(self) -> int:
     return self._pad_id
 
+  @tf.autograph.experimental.do_not_convert
   def __call__(self, captions) -> tf.Tensor:
     """Token ids of `captions`.
 

@@ -68,6 +68,7 @@ class TrainStepSelection:
     # Stored reference values are looked up here, on the host, where the table lives: the
     # train step then needs no table lookup (which XLA cannot compile) and each replica gets
     # its shard of them with its shard of the examples.
+    @tf.autograph.experimental.do_not_convert
     def join(*parts):  # `map` passes a tuple element's parts as separate arguments
       batch = parts if len(parts) > 1 else parts[0]
       return {replica_lib.SUPER_BATCH: batch, replica_lib.JOINED: values.values(batch)}

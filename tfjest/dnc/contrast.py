@@ -119,6 +119,7 @@ class ClusterGrouping:
                 tf.data.INFINITE_CARDINALITY)
     w, m = self.window_size, self.clusters_per_group
 
+    @tf.autograph.experimental.do_not_convert
     def join(*parts):
       element = parts if len(parts) > 1 else parts[0]
       cluster = self.clusters.values_for(element, self.id_key)["cluster"]
@@ -161,6 +162,7 @@ class ClusterGrouping:
     # The stream never ends, so neither does this one; say so, for `fit` and `select`.
     return out.repeat() if infinite else out
 
+  @tf.autograph.experimental.do_not_convert
   def _full_or_count(self, block, full: int):
     """True for a complete window or group; counts an incomplete one's examples as left over."""
     size = tf.shape(block["cluster"], out_type=tf.int64)[0]
@@ -171,6 +173,7 @@ class ClusterGrouping:
                  "groups; their examples are dropped and counted in stats as left_over (first:",
                  "examples). Shown once."))
 
+  @tf.autograph.experimental.do_not_convert
   def _count_emitted(self, block):
     clusters = tf.reshape(block["cluster"], [-1])
     size = tf.size(clusters, out_type=tf.int64)

@@ -18,6 +18,7 @@ import tensorflow as tf
 from tfjest import adapters
 
 
+@tf.autograph.experimental.do_not_convert
 def find_id(element, id_key: str):
   """The id feature of an element (or spec): `element[id_key]`, else `x[id_key]`, else `y[id_key]`.
 
@@ -49,6 +50,7 @@ def id_dtype(id_spec, id_key: str) -> str:
   return "string" if id_spec.dtype == tf.string else "int64"
 
 
+@tf.autograph.experimental.do_not_convert
 def input_fingerprints(element, labels: bool = True) -> tf.Tensor:
   """`[N]` int64: a FarmHash of every input feature (`x`, and `y` with `labels`) of each of `N`
   examples. Values that depend on the inputs only (a prior's targets) leave `labels` out."""
@@ -58,6 +60,7 @@ def input_fingerprints(element, labels: bool = True) -> tf.Tensor:
   return tf.bitcast(tf.fingerprint(tf.concat(parts, axis=1)), tf.int64)
 
 
+@tf.autograph.experimental.do_not_convert
 def ids_and_fingerprints(batch, id_key: str, labels: bool = True):
   """`{"id", "input_fingerprint"}` of a batch of elements, as the store keeps them."""
   ids = find_id(batch, id_key)

@@ -181,6 +181,7 @@ class Streamed:
     last = self.names[indices[-1]]
     labels, verify, features = store.LABELS, self.verify, self.features
 
+    @tf.autograph.experimental.do_not_convert
     def check(element, value, block=None):
       value = decode(value) if decode else value
       all_ids = fingerprints.find_id(element, id_key)
@@ -236,8 +237,8 @@ class Streamed:
         (tf.data.Dataset.range(1 << 62),) if decode else ())).map(
             check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if batched:  # blocks, without the end marker's empty one
-      return joined.filter(lambda *e: tf.shape(fingerprints.find_id(
-          e if len(e) > 1 else e[0], id_key))[0] > 0)
+      return joined.filter(tf.autograph.experimental.do_not_convert(lambda *e: tf.shape(fingerprints.find_id(
+          e if len(e) > 1 else e[0], id_key))[0] > 0))
     return joined.unbatch()
 
 
@@ -252,6 +253,7 @@ def by_id(store, id_key: str, features: Mapping[str, str]):
     _check_new(spec, features.values())
     store.load_in_memory()
 
+    @tf.autograph.experimental.do_not_convert
     def add(*parts):
       element = parts if len(parts) > 1 else parts[0]
       batch = tf.nest.map_structure(lambda t: t[None], element) if single else element

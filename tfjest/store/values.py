@@ -157,7 +157,7 @@ class Store:
     name = os.path.join(self.path, self.metadata["shards"][index]["file"])
     decode = self.decode_fn()
     chunks = tf.data.TFRecordDataset(name, buffer_size=1 << 20).map(
-        lambda r: tf.nest.map_structure(shards_lib.owned, decode(r)),
+        tf.autograph.experimental.do_not_convert(lambda r: tf.nest.map_structure(shards_lib.owned, decode(r))),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return chunks if chunked else chunks.unbatch()
 
@@ -265,6 +265,7 @@ class Store:
           f"(another dataset or preprocessing): it is stale for these elements. Recorded "
           f"inputs: {self.metadata['inputs']}. Received: inputs {structure}")
 
+  @tf.autograph.experimental.do_not_convert
   def values_for(self, super_batch, id_key: str, keys: Optional[Sequence[str]] = None
                  ) -> Dict[str, tf.Tensor]:
     """The stored values of `N` stacked elements, by id from memory: `{key: [N, ...]}`.
