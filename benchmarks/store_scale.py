@@ -1,10 +1,10 @@
 r"""The per-example store at scale: build, disk, memory and the streamed join's speed.
 
 For each cell (M examples, embedding width d) of a small synthetic stream (per example an 8x8x3
-uint8 image, 16 int64 tokens and an int64 id, made from the id: the same examples at every M),
-cut into input shards of `--shard_size` examples, a tiny dual-encoder reference (the store is
-what is measured) is cached with `tfjest.cache_reference`, and each phase runs in a fresh
-subprocess so that its peak resident memory (VmHWM) is its own:
+uint8 image (`--image_side`), 16 int64 tokens and an int64 id, made from the id: the same
+examples at every M), cut into input shards of `--shard_size` examples, a tiny dual-encoder
+reference (the store is what is measured) is cached with `tfjest.cache_reference`, and each
+phase runs in a fresh subprocess so that its peak resident memory (VmHWM) is its own:
 
 - build: `cache_reference` over the M examples: seconds, examples/s, bytes on disk per example;
 - open: `ReferenceCache.load` (the metadata only);
@@ -67,11 +67,20 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "One tiny cell (M = 2048, d = 8, 1024
                            "b = 16, N = 64, K = 2, 2 steps, 1 pass), its phases in this process.")
 _PHASES = flags.DEFINE_list("phases", list(("build", "open", "join", "speed", "in_memory")),
                             "Phases to run (those recorded are skipped).")
+_IMAGE_SIDE = flags.DEFINE_integer(
+    "image_side", 8, "Side of the stream's square uint8 RGB images (8: 192 bytes, a tiny example "
+    "that makes the values' bytes dominate; 64: 12 KB, about a small web JPEG's bytes, without "
+    "its decoding). Results of another side than 8 go to files named ..._image<side>.json.")
 _PHASE = flags.DEFINE_string("phase", None, "Internal: run this phase and print JSON.")
 _M = flags.DEFINE_integer("m", 0, "Internal: the cell's M.")
 _D = flags.DEFINE_integer("d", 0, "Internal: the cell's d.")
 
-IMAGE, TOKENS, VOCAB = (8, 8, 3), 16, 1000
+TOKENS, VOCAB = 16, 1000
+
+
+def _image():
+  """The shape of one example's image (`--image_side`)."""
+  return (_IMAGE_SIDE.value, _IMAGE_SIDE.value, 3)
 PHASES = ("build", "open", "join", "speed", "in_memory")
 
 
@@ -91,7 +100,7 @@ def _examples(start, stop):
   ids = tf.range(start, stop, dtype=tf.int64)
   n = tf.shape(ids)[0]
   seed = tf.stack([start, tf.constant(7, tf.int64)])
-  image = tf.random.stateless_uniform(tf.concat([[n], IMAGE], 0), seed, maxval=256,
+  image = tf.random.stateless_uniform(tf.concat([[n], _image()], 0), seed, maxval=256,
                                       dtype=tf.int32)
   text = tf.random.stateless_uniform([n, TOKENS], seed + 1, maxval=VOCAB, dtype=tf.int64)
   return {"image": tf.cast(image, tf.uint8), "text": text, "id": ids}
@@ -124,13 +133,14 @@ def dual_encoder(d, seed, name):
       self.text_tower = keras.layers.Embedding(VOCAB, d, embeddings_initializer=init(seed + 1))
 
     def call(self, x, training=False):
-      image = tf.reshape(tf.cast(x["image"], tf.float32) / 255.0, [-1, 8 * 8 * 3])
+      side = _IMAGE_SIDE.value
+      image = tf.reshape(tf.cast(x["image"], tf.float32) / 255.0, [-1, side * side * 3])
       text = tf.reduce_mean(self.text_tower(x["text"]), axis=1)
       return self.embeddings(self.image_tower(image), text)
 
   model = Tiny(name=name)
   model.compile(optimizer=keras.optimizers.SGD(0.01))
-  model({"image": tf.zeros([1, *IMAGE], tf.uint8), "text": tf.zeros([1, TOKENS], tf.int64)})
+  model({"image": tf.zeros([1, *_image()], tf.uint8), "text": tf.zeros([1, TOKENS], tf.int64)})
   return model
 
 
@@ -161,7 +171,7 @@ def read_tfrecords(path, batched=False):
   def parse(record):
     e = (tf.io.parse_example if batched else tf.io.parse_single_example)(record, spec)
     image = tf.io.decode_raw(e["image"], tf.uint8)
-    return {"image": tf.reshape(image, [-1, *IMAGE] if batched else IMAGE), "text": e["text"],
+    return {"image": tf.reshape(image, [-1, *_image()] if batched else _image()), "text": e["text"],
             "id": e["id"]}
 
   records = tf.data.TFRecordDataset(path, buffer_size=1 << 20)
@@ -242,7 +252,8 @@ def run_phase(phase, m, d, work, shard_size):
   elif phase == "speed":
     cache = tfjest.ReferenceCache.load(path)
     shard = input_shard(0, m, shard_size)
-    records = os.path.join(work, f"input-{shard_size}-{min(m, shard_size)}.tfrecord")
+    records = os.path.join(
+        work, f"input-{shard_size}-{min(m, shard_size)}-image{_IMAGE_SIDE.value}.tfrecord")
     if not os.path.exists(records):
       write_tfrecords(records, shard)
     on_disk, batches = read_tfrecords(records), read_tfrecords(records, batched=True)
@@ -343,7 +354,8 @@ def main(argv):
   in_memory = {int(v) for v in _IN_MEMORY.value}
   done = []
   for m, d in _cells():
-    file = os.path.join(results_dir, f"{'smoke-' if _SMOKE.value else ''}M{m}_d{d}.json")
+    side = "" if _IMAGE_SIDE.value == 8 else f"_image{_IMAGE_SIDE.value}"
+    file = os.path.join(results_dir, f"{'smoke-' if _SMOKE.value else ''}M{m}_d{d}{side}.json")
     results = _read(file) or {"m": m, "d": d, "shard_size": shard_size, "chunk": _CHUNK.value,
                               "batch_size": _BATCH.value, "super_batch_size": _SUPER.value,
                               "phases": {}}
@@ -379,7 +391,7 @@ def _subprocess(phase, m, d, work, shard_size):
              f"--chunk={_CHUNK.value}", f"--batch_size={_BATCH.value}",
              f"--super_batch_size={_SUPER.value}", f"--steps={_STEPS.value}",
              f"--num_chunks={_CHUNKS.value}",
-             f"--repeats={_REPEATS.value}"]
+             f"--repeats={_REPEATS.value}", f"--image_side={_IMAGE_SIDE.value}"]
   start = time.perf_counter()
   done = subprocess.run(command, capture_output=True, text=True, check=False)
   lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]
