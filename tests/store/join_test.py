@@ -8,6 +8,7 @@ MultiWorkerMirroredStrategy is tests/store/multi_worker_test.py.
 
 import os
 import tempfile
+from unittest import mock
 
 from absl.testing import parameterized
 import numpy as np
@@ -15,6 +16,7 @@ import tensorflow as tf
 
 import tfjest
 from tfjest import testing
+from tfjest.store import join as join_lib
 
 N = 64
 
@@ -117,6 +119,32 @@ class StreamedJoinTest(tf.test.TestCase, parameterized.TestCase):
                                 rf"{first + 1} \(position 1 of shard \W*values-00001"):
       list(self.stream.take(first + 1).concatenate(self.stream.skip(first + 2)).apply(
           cache.join(id_key="id")))
+
+  def test_large_examples_are_joined_in_smaller_blocks(self):
+    # A block of 4,096 web-sized examples (12 KB each: 50 MB) is fresh memory every block:
+    # large examples are joined in blocks of at most 8 MB, the values regrouped to match.
+    image = lambda side: tf.TensorSpec([side, side, 3], tf.uint8)
+    self.assertEqual(join_lib.block_limit({"image": image(8), "id": tf.TensorSpec([], tf.int64),
+                                           "caption": tf.TensorSpec([], tf.string)}), 4096)
+    self.assertEqual(join_lib.block_limit({"image": image(64)}), 512)  # 8 MB / 12 KB = 682
+    self.assertEqual(join_lib.block_limit({"image": image(1024)}), 256)  # at least 256
+    # The same join in blocks of 8 examples (from records of 32): the same values, the same
+    # errors naming the position.
+    want = list(self.stream.apply(self.cache.join(id_key="id")))
+    with mock.patch.object(join_lib, "_BLOCK_BYTES", 1), \
+         mock.patch.object(join_lib, "_MIN_BLOCK", 8):
+      single = list(self.stream.apply(self.cache.join(id_key="id")))
+      batches = list(self.stream.batch(5).apply(self.cache.join(id_key="id")))
+      with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                  r"example id 41 met the value stored for id 40 \(position 8 "
+                                  r"of shard \W*values-00001"):
+        list(self.stream.take(40).concatenate(self.stream.skip(41)).apply(
+            self.cache.join(id_key="id")))
+    self.assertEqual([len(b["id"]) for b in batches], [8] * 8)
+    for key in ("id", "reference_text_embeddings"):
+      self.assertAllEqual(np.stack([e[key] for e in single]), np.stack([e[key] for e in want]))
+      self.assertAllEqual(np.concatenate([b[key] for b in batches]),
+                          np.stack([e[key] for e in want]))
 
   def test_string_ids_are_joined_streamed(self):
     stream = self.stream.map(lambda e: dict(e, name=tf.strings.join(["ex-", tf.strings.as_string(

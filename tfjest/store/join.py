@@ -13,7 +13,8 @@ into blocks and stays batched. The blocks are the value shards' records (`RECORD
 examples, 4,096, whatever the build's `batch_size`; stores written before, in records of the
 build's batches, alike) whenever a record cannot span two blocks: then the values side is the
 `TFRecordDataset` alone, each record decoded in the map that checks it (one `decode_raw` copy).
-Otherwise the records are decoded, tagged and regrouped into blocks of `_BLOCK` examples. The
+Otherwise (or when a block of 4,096 of the stream's examples would exceed 8 MB: `block_limit`)
+the records are decoded, tagged and regrouped into smaller blocks of the stream's size. The
 join is one map per block with no control flow (a branch in a tf.data function costs more than
 the check itself), so its fixed costs (a tf.data function call, a read, a few dozen ops: about
 1 ms) are shared by a record's examples; the per-example cost is one comparison and one
@@ -41,6 +42,27 @@ from tfjest.store import shards as shards_lib
 _SHARD, _POSITION = "_shard", "_position"
 _BLOCK = shards_lib.RECORD_SIZE  # examples checked at a time when records cannot be blocks
 _MAX_BLOCK = shards_lib.RECORD_SIZE  # the largest record read as one block (the stream holds one)
+# A block of the stream is at most this many bytes of fixed-size features (at least
+# `_MIN_BLOCK` examples): a larger one is fresh memory, page-faulted in for every block (4,096
+# examples of 12 KB are 50 MB, beyond glibc's largest reuse threshold of 32 MB), which cost
+# more than the rest of the join (BENCHMARKS.md, "Per-example store at scale").
+_BLOCK_BYTES = 8 << 20
+_MIN_BLOCK = 256
+
+
+def block_limit(example_spec) -> int:
+  """The most examples per block of a stream whose examples have `example_spec` (one example).
+
+  `_BLOCK` unless the fixed-size features of `_BLOCK` examples exceed `_BLOCK_BYTES`; then the
+  largest power of two that fits (at least `_MIN_BLOCK`). Strings and unknown shapes count 0.
+  """
+  size = 0
+  for s in tf.nest.flatten(example_spec):
+    if s.dtype != tf.string and s.shape.is_fully_defined():
+      size += s.shape.num_elements() * s.dtype.size
+  if size * _BLOCK <= _BLOCK_BYTES:
+    return _BLOCK
+  return max(_MIN_BLOCK, 1 << (max(_BLOCK_BYTES // size, 1).bit_length() - 1))
 
 
 def add_features(element, features: Mapping[str, tf.Tensor]):
@@ -92,11 +114,11 @@ class Streamed:
     choice = tf.data.Dataset.range(len(joined)).repeat()
     return tf.data.Dataset.choose_from_datasets(joined, choice, stop_on_empty_dataset=False)
 
-  def _chunk_size(self, indices):
+  def _chunk_size(self, indices, limit):
     """`C` when the joined shards' records can be the blocks themselves, else None.
 
     That is when every shard's records have one size `C` (but the last, which is at most
-    `C`), `C` is at most `_MAX_BLOCK` (the stream holds a block) and every shard but the last
+    `C`), `C` is at most `limit` (the stream holds a block) and every shard but the last
     holds a multiple of `C` examples, so that a record never spans two blocks. The last shard
     may instead be one smaller record (a shard smaller than the record size).
     """
@@ -105,18 +127,18 @@ class Streamed:
     if not all(sizes):
       return None
     size, last = max(sizes), shards[-1]
-    if (size > _MAX_BLOCK or any(c != size for c in sizes[:-1]) or
+    if (size > min(limit, _MAX_BLOCK) or any(c != size for c in sizes[:-1]) or
         any(s["num_examples"] % size for s in shards[:-1]) or
         (sizes[-1] != size and last["num_examples"] != sizes[-1])):
       return None
     return size
 
-  def _values(self, indices, size):
+  def _values(self, indices, size, limit):
     """The value blocks of `indices` in order, then an empty end marker, and `locate`.
 
     With `size` (`C`), the blocks are the records, decoded in the check (no other stage);
     else chunks are decoded, tagged with their shard and position and regrouped into blocks
-    of `_BLOCK` (`rebatch`). `locate(block, value, k) -> (shard file, position)` of example
+    of `limit` (`rebatch`). `locate(block, value, k) -> (shard file, position)` of example
     `k` of a block, for messages only.
     """
     store, names = self.store, tf.constant([self.names[i] for i in indices])
@@ -147,7 +169,7 @@ class Streamed:
                                           _POSITION: offset + tf.range(n)})
       values = store.shard_dataset(i, chunked=True).scan(tf.constant(0, tf.int64), tag)
       out = values if out is None else out.concatenate(values)
-    out = out.rebatch(_BLOCK)
+    out = out.rebatch(limit)
     end = tf.nest.map_structure(lambda s: _zeros(tf.TensorSpec([0] + s.shape[1:], s.dtype)),
                                 out.element_spec)
 
@@ -176,9 +198,10 @@ class Streamed:
     # meets the other side's marker (zip cannot hide it). One vectorised check per block.
     # Single examples are batched once and unbatched once; batches (e.g. records parsed with
     # `parse_example`) are regrouped into blocks and stay batches: no work per example.
-    size = self._chunk_size(indices)
-    values, decode, locate = self._values(indices, size)
-    block = size or _BLOCK
+    limit = block_limit(one)
+    size = self._chunk_size(indices, limit)
+    values, decode, locate = self._values(indices, size, limit)
+    block = size or limit
     stream = dataset.rebatch(block) if batched else dataset.batch(block)
     stream = stream.concatenate(tf.data.Dataset.from_tensors(tf.nest.map_structure(
         lambda s: _zeros(tf.TensorSpec([0] + s.shape, s.dtype)), one)))
