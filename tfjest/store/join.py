@@ -40,8 +40,9 @@ from tfjest.store import fingerprints
 from tfjest.store import shards as shards_lib
 
 _SHARD, _POSITION = "_shard", "_position"
-_BLOCK = shards_lib.RECORD_SIZE  # examples checked at a time when records cannot be blocks
-_MAX_BLOCK = shards_lib.RECORD_SIZE  # the largest record read as one block (the stream holds one)
+# The most examples checked at a time: the largest record read as one block (the stream holds
+# one), and the block when records cannot be blocks.
+_BLOCK = shards_lib.RECORD_SIZE
 # A block of the stream is at most this many bytes of fixed-size features (at least
 # `_MIN_BLOCK` examples): a larger one is fresh memory, page-faulted in for every block (4,096
 # examples of 12 KB are 50 MB, beyond glibc's largest reuse threshold of 32 MB), which cost
@@ -127,7 +128,7 @@ class Streamed:
     if not all(sizes):
       return None
     size, last = max(sizes), shards[-1]
-    if (size > min(limit, _MAX_BLOCK) or any(c != size for c in sizes[:-1]) or
+    if (size > limit or any(c != size for c in sizes[:-1]) or
         any(s["num_examples"] % size for s in shards[:-1]) or
         (sizes[-1] != size and last["num_examples"] != sizes[-1])):
       return None
@@ -264,8 +265,8 @@ class Streamed:
         (tf.data.Dataset.range(1 << 62),) if decode else ())).map(
             check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if batched:  # blocks, without the end marker's empty one
-      return joined.filter(tf.autograph.experimental.do_not_convert(lambda *e: tf.shape(fingerprints.find_id(
-          e if len(e) > 1 else e[0], id_key))[0] > 0))
+      nonempty = lambda *e: tf.shape(fingerprints.find_id(e if len(e) > 1 else e[0], id_key))[0] > 0
+      return joined.filter(tf.autograph.experimental.do_not_convert(nonempty))
     return joined.unbatch()
 
 

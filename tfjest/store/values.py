@@ -156,8 +156,9 @@ class Store:
     self.opened_shards.append(int(index))
     name = os.path.join(self.path, self.metadata["shards"][index]["file"])
     decode = self.decode_fn()
+    owned = lambda r: tf.nest.map_structure(shards_lib.owned, decode(r))
     chunks = tf.data.TFRecordDataset(name, buffer_size=1 << 20).map(
-        tf.autograph.experimental.do_not_convert(lambda r: tf.nest.map_structure(shards_lib.owned, decode(r))),
+        tf.autograph.experimental.do_not_convert(owned),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return chunks if chunked else chunks.unbatch()
 
