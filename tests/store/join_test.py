@@ -188,6 +188,64 @@ class StreamedJoinTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(streamed, N // 2)
 
 
+class InputShardsTest(tf.test.TestCase, parameterized.TestCase):
+  """More input shards than are read at a time (`cycle_length`): one pipeline for them all."""
+
+  SIZES = (9, 13, 8, 11, 10, 13)  # uneven shards: slots free up at different times
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    stream = testing.stream("contrastive", n=sum(cls.SIZES))
+    starts = np.cumsum((0,) + cls.SIZES)
+    cls.inputs = [stream.skip(a).take(b - a) for a, b in zip(starts[:-1], starts[1:])]
+    cls.cache = tfjest.cache_reference(testing.dual_encoder(1, "reference"), cls.inputs,
+                                       os.path.join(tempfile.mkdtemp(), "cache"), batch_size=4)
+    cls.values = {int(e["id"]): e["reference_text_embeddings"].numpy()
+                  for e in stream.apply(cls.cache.join(id_key="id"))}
+
+  def _check(self, joined, cycle_length):
+    joined = list(joined)
+    plain = tf.data.Dataset.range(len(self.inputs)).interleave(
+        lambda i: tf.switch_case(tf.cast(i, tf.int32), [lambda d=d: d for d in self.inputs]),
+        cycle_length=cycle_length)  # tf.data's own interleave of the plain shards
+    self.assertAllEqual(_ids(joined), _ids(plain))
+    for e in joined:
+      self.assertAllEqual(e["reference_text_embeddings"], self.values[int(e["id"])])
+
+  @parameterized.parameters((2, False), (4, False), (6, False), (2, True))
+  def test_each_shard_with_its_values_in_tf_datas_interleave_order(self, cycle, small_blocks):
+    # small_blocks: blocks of 2 examples, the records regrouped (the other path of the join)
+    store = tfjest.ReferenceCache.load(self.cache.path)
+    with mock.patch.object(join_lib, "_BLOCK_BYTES", 1 if small_blocks else join_lib._BLOCK_BYTES), \
+         mock.patch.object(join_lib, "_MIN_BLOCK", 2):
+      self._check(store.join(id_key="id", inputs=self.inputs, cycle_length=cycle), cycle)
+    self.assertEqual(store.opened_shards, list(range(6)))
+
+  @parameterized.parameters(False, True)
+  def test_a_missing_example_is_named_in_its_own_shard(self, small_blocks):
+    inputs = list(self.inputs)
+    inputs[3] = inputs[3].take(4).concatenate(inputs[3].skip(5))  # ids 30..40: drops id 34
+    with mock.patch.object(join_lib, "_BLOCK_BYTES", 1 if small_blocks else join_lib._BLOCK_BYTES), \
+         mock.patch.object(join_lib, "_MIN_BLOCK", 2):
+      with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                  r"example id 35 met the value stored for id 34 \(position 4 "
+                                  r"of shard \W*values-00003-of-00006"):
+        list(self.cache.join(id_key="id", inputs=inputs, cycle_length=2))
+
+  def test_bad_arguments(self):
+    with self.assertRaisesRegex(ValueError, r"cycle_length .* positive integer.*Received: "
+                                r"cycle_length=0"):
+      self.cache.join(id_key="id", inputs=self.inputs, cycle_length=0)
+    with self.assertRaisesRegex(ValueError, r"cycle_length applies to .*inputs.*Received: "
+                                r"cycle_length=2, inputs=None"):
+      self.cache.join(id_key="id", cycle_length=2)
+    other = list(self.inputs)
+    other[2] = other[2].map(lambda e: dict(e, extra=e["id"]))
+    with self.assertRaisesRegex(ValueError, r"one element_spec.*Received: inputs\[2\]"):
+      self.cache.join(id_key="id", inputs=other)
+
+
 class FeaturesTest(tf.test.TestCase):
   """Reference values written by another engine, given to select as features."""
 

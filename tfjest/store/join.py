@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfjest import adapters
+from tfjest import checks
 from tfjest.store import fingerprints
 from tfjest.store import shards as shards_lib
 
@@ -103,17 +104,37 @@ class Streamed:
       return self._zip(dataset, self.indices)
     return _apply_fn
 
-  def interleave(self, inputs: Sequence[tf.data.Dataset]) -> tf.data.Dataset:
-    """Each input shard zipped with its value shard, interleaved round-robin (deterministic)."""
+  def interleave(self, inputs: Sequence[tf.data.Dataset], cycle_length: int) -> tf.data.Dataset:
+    """Each input shard zipped with its value shard, `cycle_length` of them open at a time,
+    interleaved round-robin (deterministic; with `cycle_length` >= the shards, all of them).
+
+    One pipeline is traced for all the shards (the input shard picked by its position, the
+    value shard's file and sizes looked up): tracing, startup and memory do not grow with
+    the number of shards, only with `cycle_length`.
+    """
     if (not isinstance(inputs, (list, tuple)) or len(inputs) != len(self.indices) or
         not all(isinstance(d, tf.data.Dataset) for d in inputs)):
       raise ValueError(f"inputs must be one dataset per value shard joined ({len(self.indices)}"
                        f": {self.indices}). Received: inputs={inputs!r}")
-    joined = [self._zip(d, [i]) for d, i in zip(inputs, self.indices)]
-    if len(joined) == 1:
-      return joined[0]
-    choice = tf.data.Dataset.range(len(joined)).repeat()
-    return tf.data.Dataset.choose_from_datasets(joined, choice, stop_on_empty_dataset=False)
+    if not checks.is_int(cycle_length) or cycle_length <= 0:
+      raise ValueError(f"cycle_length (input shards open at a time) must be a positive "
+                       f"integer. Received: cycle_length={cycle_length!r}")
+    if len(inputs) == 1:
+      return self._zip(inputs[0], self.indices)
+    spec = inputs[0].element_spec
+    for k, d in enumerate(inputs[1:], 1):
+      if d.element_spec != spec:
+        raise ValueError(f"The input shards must have one element_spec (inputs[0]: {spec}). "
+                         f"Received: inputs[{k}] with element_spec={d.element_spec}")
+    branches = [lambda d=d: d for d in inputs]
+
+    @tf.autograph.experimental.do_not_convert
+    def one(position):
+      shard = tf.switch_case(tf.cast(position, tf.int32), branches)
+      return self._zip(shard, self.indices, position=position)
+
+    return tf.data.Dataset.range(len(inputs)).interleave(
+        one, cycle_length=min(int(cycle_length), len(inputs)), block_length=1)
 
   def _chunk_size(self, indices, limit):
     """`C` when the joined shards' records can be the blocks themselves, else None.
@@ -134,18 +155,33 @@ class Streamed:
       return None
     return size
 
-  def _values(self, indices, size, limit):
+  def _shard_chunk_size(self, indices, limit):
+    """`C` when each of `indices`, zipped alone, can have its records as blocks, else None:
+    their records have one size `C` (a shard of one smaller record too), at most `limit`."""
+    shards = [self.store.metadata["shards"][i] for i in indices]
+    sizes = [s.get("chunk_size") for s in shards]
+    if not all(sizes):
+      return None
+    size = max(sizes)
+    if size > limit or any(c != size and s["num_examples"] != c for c, s in zip(sizes, shards)):
+      return None
+    return size
+
+  def _values(self, indices, size, limit, position=None):
     """The value blocks of `indices` in order, then an empty end marker, and `locate`.
 
     With `size` (`C`), the blocks are the records, decoded in the check (no other stage);
     else chunks are decoded, tagged with their shard and position and regrouped into blocks
     of `limit` (`rebatch`). `locate(block, value, k) -> (shard file, position)` of example
-    `k` of a block, for messages only.
+    `k` of a block, for messages only. With `position` (a tensor), the values are those of
+    the one shard `indices[position]`.
     """
     store, names = self.store, tf.constant([self.names[i] for i in indices])
+    files = [os.path.join(store.path, self.names[i]) for i in indices]
+    if position is not None:
+      files = tf.gather(files, position)
     if size:
       store.opened_shards.extend(indices)
-      files = [os.path.join(store.path, self.names[i]) for i in indices]
       records = tf.data.TFRecordDataset(files, buffer_size=1 << 20).concatenate(
           tf.data.Dataset.from_tensors(tf.constant(b"")))
       # Read ahead on a thread of its own (two records: 4 MB at d = 64): the zip then finds a
@@ -157,18 +193,25 @@ class Streamed:
 
       def locate_block(block, value, k):
         del value
+        if position is not None:
+          return names[position], block * size + tf.cast(k, tf.int64)
         j = tf.clip_by_value(tf.searchsorted(first, block[None], side="right")[0] - 1, 0,
                              len(indices) - 1)
         return names[j], (block - tf.gather(first, j)) * size + tf.cast(k, tf.int64)
 
       return records, store.decode_fn(), locate_block
     out = None
-    for j, i in enumerate(indices):
-      def tag(offset, chunk, j=j):
+    for j, i in enumerate(indices if position is None else [None]):
+      def tag(offset, chunk, j=tf.cast(position if i is None else j, tf.int64)):
         n = tf.shape(chunk["id"], out_type=tf.int64)[0]
-        return offset + n, dict(chunk, **{_SHARD: tf.fill([n], tf.constant(j, tf.int64)),
+        return offset + n, dict(chunk, **{_SHARD: tf.fill([n], j),
                                           _POSITION: offset + tf.range(n)})
-      values = store.shard_dataset(i, chunked=True).scan(tf.constant(0, tf.int64), tag)
+      if i is None:
+        store.opened_shards.extend(indices)
+        chunks = store.chunks(files)
+      else:
+        chunks = store.shard_dataset(i, chunked=True)
+      values = chunks.scan(tf.constant(0, tf.int64), tag)
       out = values if out is None else out.concatenate(values)
     out = out.rebatch(limit)
     end = tf.nest.map_structure(lambda s: _zeros(tf.TensorSpec([0] + s.shape[1:], s.dtype)),
@@ -180,7 +223,9 @@ class Streamed:
 
     return out.concatenate(tf.data.Dataset.from_tensors(end)), None, locate_tagged
 
-  def _zip(self, dataset: tf.data.Dataset, indices) -> tf.data.Dataset:
+  def _zip(self, dataset: tf.data.Dataset, indices, position=None) -> tf.data.Dataset:
+    """`dataset` joined with the value shards `indices` in order; with `position` (a tensor)
+    with the one shard `indices[position]`."""
     store, id_key = self.store, self.id_key
     spec = dataset.element_spec
     id_spec = fingerprints.find_id(spec, id_key)
@@ -200,13 +245,14 @@ class Streamed:
     # Single examples are batched once and unbatched once; batches (e.g. records parsed with
     # `parse_example`) are regrouped into blocks and stay batches: no work per example.
     limit = block_limit(one)
-    size = self._chunk_size(indices, limit)
-    values, decode, locate = self._values(indices, size, limit)
+    size = (self._chunk_size if position is None else self._shard_chunk_size)(indices, limit)
+    values, decode, locate = self._values(indices, size, limit, position)
     block = size or limit
     stream = dataset.rebatch(block) if batched else dataset.batch(block)
     stream = stream.concatenate(tf.data.Dataset.from_tensors(tf.nest.map_structure(
         lambda s: _zeros(tf.TensorSpec([0] + s.shape, s.dtype)), one)))
-    last = self.names[indices[-1]]
+    last = (self.names[indices[-1]] if position is None else
+            tf.gather([self.names[i] for i in indices], position))
     labels, verify, features = store.LABELS, self.verify, self.features
 
     @tf.autograph.experimental.do_not_convert

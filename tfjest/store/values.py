@@ -154,13 +154,16 @@ class Store:
     With `chunked`, one element per stored chunk (`[n, ...]` each).
     """
     self.opened_shards.append(int(index))
-    name = os.path.join(self.path, self.metadata["shards"][index]["file"])
+    chunks = self.chunks(os.path.join(self.path, self.metadata["shards"][index]["file"]))
+    return chunks if chunked else chunks.unbatch()
+
+  def chunks(self, file) -> tf.data.Dataset:
+    """The records of the value shard `file` (a path, or a string tensor), decoded."""
     decode = self.decode_fn()
     owned = lambda r: tf.nest.map_structure(shards_lib.owned, decode(r))
-    chunks = tf.data.TFRecordDataset(name, buffer_size=1 << 20).map(
+    return tf.data.TFRecordDataset(file, buffer_size=1 << 20).map(
         tf.autograph.experimental.do_not_convert(owned),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return chunks if chunked else chunks.unbatch()
 
   def decode_fn(self):
     """`fn(record) -> {"id", "input_fingerprint", values}` of this store's value records."""
@@ -177,7 +180,7 @@ class Store:
 
   def join(self, id_key: str = "id", *, in_order: bool = True, shards=None,
            features: Optional[Mapping[str, str]] = None, verify_inputs: Optional[bool] = None,
-           inputs=None):
+           inputs=None, cycle_length: Optional[int] = None):
     """Adds each element's stored values to it as features (`FEATURES`, or `features`).
 
     See `tfjest/store/join.py` for the rules (streamed with `in_order=True`, else in memory).
@@ -193,6 +196,9 @@ class Store:
       inputs: with `in_order`, optionally a list of input-shard datasets, one per entry of
         `shards`: then the result is a `Dataset` that interleaves them, each zipped with its
         own value shard, rather than a transformation.
+      cycle_length: with `inputs`, how many input shards are read at a time (default 4),
+        round-robin; each holds a block of its stream and a few records of values (see
+        `tfjest/store/join.py`), so memory grows with it, not with the number of shards.
 
     Returns:
       A `Dataset` transformation function, which can be passed to `tf.data.Dataset.apply`
@@ -214,7 +220,12 @@ class Store:
                          f"Received: in_order=False, shards={shards!r}")
       return join_lib.by_id(self, id_key, features)
     streamed = join_lib.Streamed(self, id_key, features, shards, verify)
-    return streamed.apply_fn() if inputs is None else streamed.interleave(inputs)
+    if inputs is None:
+      if cycle_length is not None:
+        raise ValueError(f"cycle_length applies to the join of input shards (inputs=[...]). "
+                         f"Received: cycle_length={cycle_length!r}, inputs=None")
+      return streamed.apply_fn()
+    return streamed.interleave(inputs, 4 if cycle_length is None else cycle_length)
 
   # The in-memory join.
   def _in_memory(self):
