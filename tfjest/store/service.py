@@ -21,6 +21,11 @@ shard, never a silently incomplete store. "parallel_epochs" makes every worker b
 shard, each under its own temporary name: the copies must agree (ids and input digests), one is
 kept. That is redundancy, not speed.
 
+`reduce_shards` is the same kind of job for a small result per shard (e.g. the sufficient
+statistics of the values a store holds): a worker that receives index `k` reduces shard `k`
+whole (`fn(shard) -> {name: tensor}`) and returns that only; the client gets one result per
+shard, checked (every shard present; copies, from "parallel_epochs" or a repeated split, equal).
+
 The workers write to the store's path: with workers on other machines it must be on a
 filesystem they all reach under the same name (e.g. GCS, or a shared mount). Values are
 written in the workers' native byte order, which must be little-endian (x86, ARM).
@@ -184,6 +189,58 @@ def write(path: str, metadata: dict, shards: Sequence[tf.data.Dataset], compute:
   return metadata
 
 
+def reduce_shards(shards: Sequence[tf.data.Dataset], fn: Callable[[tf.data.Dataset],
+                                                                  Dict[str, tf.Tensor]], *,
+                  service: str, processing_mode: str = "distributed_epoch"
+                  ) -> List[Dict[str, np.ndarray]]:
+  """Per input shard, `fn(shard)` computed on the service's workers (see the module docstring).
+
+  Args:
+    shards: the input shards.
+    fn: `fn(shard) -> {name: tensor}`, a shard's reduction (e.g. `Dataset.reduce`): small
+      tensors, the only thing the workers return.
+    service: the dispatcher address.
+    processing_mode: "distributed_epoch" (each shard reduced by one worker) or
+      "parallel_epochs" (by every worker: the copies must agree).
+
+  Returns:
+    `fn`'s results as NumPy arrays, one dict per shard, in the shards' order.
+
+  Raises:
+    ValueError: if a shard's result is missing, or two copies of it differ (`fn` or the shard
+      is not deterministic).
+  """
+  count = len(shards)
+
+  def per_shard(index):
+    shard = shards[0] if count == 1 else tf.switch_case(
+        tf.cast(index, tf.int32), [lambda s=s: s for s in shards])
+    out = dict(fn(shard))
+    if "shard" in out:
+      raise ValueError(f"The reduction's result names its own keys, not 'shard' (the index). "
+                       f"Received: keys {sorted(out)}")
+    return dict(out, shard=index)
+
+  job = tf.data.Dataset.range(count).map(per_shard).apply(
+      tf.data.experimental.service.distribute(processing_mode=processing_mode,
+                                              service=service))
+  results = {}
+  for element in received(job):
+    index = int(element.pop("shard"))
+    if not 0 <= index < count:
+      raise ValueError(_twice(index, count))
+    first = results.setdefault(index, element)
+    if any(not _identical(first[k], element[k]) for k in first):
+      raise ValueError(f"Two tf.data service workers reduced input shard {index} to different "
+                       f"results (the shard or the reduction is not deterministic). Received: "
+                       f"shard index {index}")
+  missing = sorted(set(range(count)) - set(results))
+  if missing:
+    raise ValueError(f"The tf.data service did not return every input shard's result (a worker "
+                     f"may have stopped): run again. Received: missing shard indices {missing}")
+  return [results[i] for i in range(count)]
+
+
 def received(job: tf.data.Dataset):
   """The summaries as the client receives them, NumPy dicts (a seam for tests)."""
   for element in job:
@@ -256,6 +313,14 @@ def _check_unique(ids: List[np.ndarray], index: int):
     raise ValueError(f"Example ids must be unique: two examples of input shard {index} share "
                      f"an id, so stored values could be joined to the wrong one. Received: "
                      f"id={shown!r}")
+
+
+def _identical(a, b) -> bool:
+  """Whether two results are bit for bit equal (NaNs included)."""
+  a, b = np.asarray(a), np.asarray(b)
+  if a.shape != b.shape or a.dtype != b.dtype:
+    return False
+  return bool(np.array_equal(a, b)) if a.dtype.kind == "O" else a.tobytes() == b.tobytes()
 
 
 def _twice(index: int, count: int) -> str:
