@@ -11,9 +11,14 @@ targets early in training (`tfjest.ReLAAid`).
 value uses (`tfjest/store/`: value shards per input shard, the prior's weights fingerprinted as
 the store's `source`, reuse and staleness by `stale_reason`). The PCA is computed out of core:
 a first pass stores the prior's raw features and accumulates their mean and covariance
-(`D x D`), a second rewrites each shard projected and standardised (memory `O(D^2)` plus a
-chunk, whatever the number of examples). The targets' fingerprints leave the labels out (they
-depend on `x` only), so data with other labels may join them.
+(`D x D`, float64, centred: parts' means and scatter matrices combined exactly), a second
+rewrites each shard projected and standardised (memory `O(D^2)` plus a chunk, whatever the
+number of examples). With `service=` every pass runs on tf.data service workers: the prior
+and pass 1, each shard's moments (`service.reduce_shards`) and pass 2 (the projection, the same
+TF function as here), each worker writing its own shards; this process holds `O(D^2)` numbers
+and one shard's ids and input fingerprints at a time (the store's checks), never a feature.
+The targets' fingerprints leave the labels out (they depend on `x` only), so data with other
+labels may join them.
 
 `PriorTargets.join` adds each element's target to its inputs: by id in memory (the default,
 any order) or streamed in the build's order (`in_order=True`; see `tfjest/store/join.py`).
@@ -223,9 +228,13 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
     view_fn: the prior's fixed, un-augmented view, `view_fn(x) -> prior inputs` for a batch of
       `x` (e.g. a resize to the prior's resolution); default: `x` itself.
     batch_size: examples per prior call.
-    service: optional tf.data service dispatcher address: the prior then runs on its workers,
-      each writing the raw features of the input shards it receives (`tfjest/store/service.py`);
-      this process reads them back a chunk at a time for the PCA and writes the targets.
+    service: optional tf.data service dispatcher address: every pass then runs on its workers
+      (`tfjest/store/service.py`), each taking whole input shards: the prior, writing the raw
+      features; a reduction of each raw shard to its moments (count, mean, centred scatter
+      matrix), which this process combines into the PCA; the projection, writing the targets.
+      This process reads no feature: it receives `O(D^2)` numbers per shard and each chunk's
+      ids and input fingerprints. The targets are a local build's (metadata equal, values to
+      float32 rounding).
     processing_mode: with `service`, "distributed_epoch" or "parallel_epochs".
     overwrite: replace existing targets at `path`.
     reuse: return the targets already at `path` (without calling the prior) when they were
@@ -294,7 +303,9 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
                               service=service, processing_mode=processing_mode,
                               empty_message=empty)
       stored = _PriorFeatures(raw_path, raw)
-      for shard in service_lib.reduce_shards(
+      # combined as they arrive: one shard's moments held at a time (the order changes the
+      # float64 rounding only)
+      for _, shard in service_lib.reduce_shards(
           [stored.shard_dataset(i, chunked=True) for i in range(stored.num_shards)],
           _shard_moments, service=service, processing_mode=processing_mode):
         moments.merge(shard["count"], shard["mean"], shard["scatter"])
