@@ -3,6 +3,7 @@ the data ratio (`epoch_subsets`). ReLAAid is tested in rela_aid_test.py."""
 
 import os
 import tempfile
+from unittest import mock
 
 from absl.testing import parameterized
 import numpy as np
@@ -11,6 +12,7 @@ import tensorflow as tf
 import tfjest
 from tfjest.rela import targets as priors
 from tfjest import testing
+from tfjest.store import service as service_lib
 
 N = 48
 
@@ -178,6 +180,132 @@ class ServiceTest(RelaTestCase):
     x, y = next(iter(self.stream.batch(N)))
     self.assertAllClose(remote.targets_for((x, y), "id"), local.targets_for((x, y), "id"),
                         atol=1e-5)
+
+
+class MomentsTest(tf.test.TestCase):
+  """The moments combined from parts (chunks here, shards' on service workers) are exact."""
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(0)
+    # a large offset: a sum of squares would lose the covariance, centred moments do not
+    self.x = rng.normal(size=(301, 5)) @ rng.normal(size=(5, 5)) + 1e6
+    self.parts = np.split(self.x, [1, 40, 41, 250])  # uneven, one of a single example
+
+  def test_chunks_and_shards_combine_exactly(self):
+    chunked = priors._Moments()  # pylint: disable=protected-access
+    for part in self.parts:
+      chunked.add({"features": part})
+    centred = self.x - self.x.mean(0)
+    self.assertEqual(chunked.count, len(self.x))
+    self.assertAllClose(chunked.mean, self.x.mean(0), rtol=1e-15, atol=0)
+    self.assertAllClose(chunked.scatter, centred.T @ centred, rtol=1e-9)
+    sharded = priors._Moments()  # pylint: disable=protected-access
+    shard_moments = priors._shard_moments  # pylint: disable=protected-access
+    for part in self.parts:
+      shard = shard_moments(tf.data.Dataset.from_tensor_slices(
+          {"features": part.astype(np.float32)}).batch(16))
+      sharded.merge(shard["count"].numpy(), shard["mean"].numpy(), shard["scatter"].numpy())
+    sharded.merge(0, np.zeros(5), np.zeros((5, 5)))  # an empty shard changes nothing
+    x32 = self.x.astype(np.float32).astype(np.float64)  # the stored features are float32
+    centred = x32 - x32.mean(0)
+    self.assertEqual(sharded.count, len(self.x))
+    self.assertAllClose(sharded.mean, x32.mean(0), rtol=1e-15, atol=0)
+    self.assertAllClose(sharded.scatter, centred.T @ centred, rtol=1e-9)
+
+
+class ServiceWorkersTest(RelaTestCase):
+  """Two in-process workers: prior_targets(service=) runs all of its passes on them."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    service = tf.data.experimental.service
+    cls.dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+    address = cls.dispatcher.target.split("://")[1]
+    cls.workers = [service.WorkerServer(service.WorkerConfig(
+        dispatcher_address=address, worker_address="127.0.0.1:%port%")) for _ in range(2)]
+
+  def _shards(self):  # three input shards of uneven sizes
+    return [self.stream.take(10), self.stream.skip(10).take(25), self.stream.skip(35)]
+
+  def assertSameTargets(self, remote, local):  # pylint: disable=invalid-name
+    # The same projection (one TF function) from moments combined in another grouping
+    # (chunks here, shards there): equal up to float64 rounding, so to float32 rounding.
+    self.assertEqual(remote.metadata, local.metadata)
+    self.assertAllEqual(remote.ids, local.ids)
+    self.assertAllClose(remote.array("target"), local.array("target"), rtol=1e-6, atol=1e-6)
+    self.assertFalse(os.path.exists(os.path.join(remote.path, "raw_features")))
+
+  @parameterized.parameters("distributed_epoch", "parallel_epochs")
+  def test_two_workers_and_three_shards_give_the_local_targets(self, mode):
+    local = self._targets(name=f"local_{mode}", stream=self._shards(), batch_size=8)
+    remote = self._targets(name=f"remote_{mode}", stream=self._shards(), batch_size=8,
+                           service=self.dispatcher.target, processing_mode=mode)
+    self.assertSameTargets(remote, local)
+    self.assertEqual([s["num_examples"] for s in remote.metadata["shards"]], [10, 25, 13])
+    rows = self._rows(remote)
+    joined = self.stream.apply(remote.join(in_order=True))  # streamed, in the build's order
+    for x, _ in joined:
+      self.assertAllClose(x["rela_target"], rows[int(x["id"])])
+    again = self._targets(name=f"remote_{mode}", stream=self._shards(), batch_size=8,
+                          service=self.dispatcher.target, reuse=True)
+    self.assertTrue(again.reused)
+
+  def test_the_client_does_not_read_the_raw_features(self):
+    local = self._targets(name="local_spied", stream=self._shards(), batch_size=8)
+    specs, iterated, merged = [], [], []
+    distribute = tf.data.experimental.service.distribute
+    iterate = tf.data.Dataset.__iter__
+    merge = priors._Moments.merge  # pylint: disable=protected-access
+
+    def spy_distribute(**kwargs):
+      apply = distribute(**kwargs)
+      return lambda dataset: specs.append(dataset.element_spec) or apply(dataset)
+
+    def spy_iterate(dataset):  # every dataset this process reads (the workers' are not)
+      iterated.append(dataset.element_spec)
+      return iterate(dataset)
+
+    def spy_merge(moments, count, mean, scatter):
+      merged.append(count)
+      return merge(moments, count, mean, scatter)
+
+    def no_add(moments, chunk):
+      raise AssertionError("the client accumulated the moments of a chunk of raw features")
+
+    with mock.patch.object(tf.data.experimental.service, "distribute", spy_distribute), \
+        mock.patch.object(tf.data.Dataset, "__iter__", spy_iterate), \
+        mock.patch.object(priors._Moments, "add", no_add), \
+        mock.patch.object(priors._Moments, "merge", spy_merge):  # pylint: disable=protected-access
+      remote = self._targets(name="remote_spied", stream=self._shards(), batch_size=8,
+                             service=self.dispatcher.target)
+    self.assertSameTargets(remote, local)
+    # Three jobs: pass 1 and pass 2 return ids and input fingerprints per chunk, the moments
+    # job one (count, mean, scatter) per shard: nothing per example of width D or k.
+    self.assertEqual([sorted(s) for s in specs], [
+        ["chunk", "file", "id", "input_fingerprint", "shard"],
+        ["count", "mean", "scatter", "shard"],
+        ["chunk", "file", "id", "input_fingerprint", "shard"]])
+    self.assertEqual(specs[1]["scatter"].shape.as_list(), [4, 4])
+    self.assertEqual(sorted(merged), [10, 13, 25])  # one per shard, as they arrive
+    self.assertEqual(iterated, specs)  # this process read the service's results only
+
+  def test_a_shards_moments_missing_or_differing_are_errors(self):
+    shards = [tf.data.Dataset.range(3), tf.data.Dataset.range(5)]
+    total = lambda shard: {"sum": shard.reduce(tf.constant(0, tf.int64), lambda a, b: a + b)}
+    reduce = lambda: dict(service_lib.reduce_shards(
+        shards, total, service=self.dispatcher.target, processing_mode="parallel_epochs"))
+    self.assertEqual({i: int(r["sum"]) for i, r in reduce().items()}, {0: 3, 1: 10})
+    received = service_lib.received
+    for tamper, message in (
+        (lambda e: [x for x in e if x["shard"] != 1], r"Received: missing shard indices \[1\]"),
+        (lambda e: e + [dict(e[0], sum=e[0]["sum"] + 1)],
+         r"reduced input shard \d to different results.*Received: shard index \d")):
+      with mock.patch.object(service_lib, "received",
+                             lambda job, tamper=tamper: iter(tamper(list(received(job))))):
+        with self.assertRaisesRegex(ValueError, message):
+          reduce()
 
 
 class EpochSubsetsTest(RelaTestCase):

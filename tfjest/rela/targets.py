@@ -11,9 +11,14 @@ targets early in training (`tfjest.ReLAAid`).
 value uses (`tfjest/store/`: value shards per input shard, the prior's weights fingerprinted as
 the store's `source`, reuse and staleness by `stale_reason`). The PCA is computed out of core:
 a first pass stores the prior's raw features and accumulates their mean and covariance
-(`D x D`), a second rewrites each shard projected and standardised (memory `O(D^2)` plus a
-chunk, whatever the number of examples). The targets' fingerprints leave the labels out (they
-depend on `x` only), so data with other labels may join them.
+(`D x D`, float64, centred: parts' means and scatter matrices combined exactly), a second
+rewrites each shard projected and standardised (memory `O(D^2)` plus a chunk, whatever the
+number of examples). With `service=` every pass runs on tf.data service workers: the prior
+and pass 1, each shard's moments (`service.reduce_shards`) and pass 2 (the projection, the same
+TF function as here), each worker writing its own shards; this process holds `O(D^2)` numbers
+and one shard's ids and input fingerprints at a time (the store's checks), never a feature.
+The targets' fingerprints leave the labels out (they depend on `x` only), so data with other
+labels may join them.
 
 `PriorTargets.join` adds each element's target to its inputs: by id in memory (the default,
 any order) or streamed in the build's order (`in_order=True`; see `tfjest/store/join.py`).
@@ -223,9 +228,13 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
     view_fn: the prior's fixed, un-augmented view, `view_fn(x) -> prior inputs` for a batch of
       `x` (e.g. a resize to the prior's resolution); default: `x` itself.
     batch_size: examples per prior call.
-    service: optional tf.data service dispatcher address: the prior then runs on its workers,
-      each writing the raw features of the input shards it receives (`tfjest/store/service.py`);
-      this process reads them back a chunk at a time for the PCA and writes the targets.
+    service: optional tf.data service dispatcher address: every pass then runs on its workers
+      (`tfjest/store/service.py`), each taking whole input shards: the prior, writing the raw
+      features; a reduction of each raw shard to its moments (count, mean, centred scatter
+      matrix), which this process combines into the PCA; the projection, writing the targets.
+      This process reads no feature: it receives `O(D^2)` numbers per shard and each chunk's
+      ids and input fingerprints. The targets are a local build's (metadata equal, values to
+      float32 rounding).
     processing_mode: with `service`, "distributed_epoch" or "parallel_epochs".
     overwrite: replace existing targets at `path`.
     reuse: return the targets already at `path` (without calling the prior) when they were
@@ -275,34 +284,47 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
     return out
 
   raw_path = os.path.join(path, "raw_features")
-  moments = _Moments()
+  empty = "prior_targets(...) was given an empty dataset. Received: dataset with no elements"
 
-  def chunks():
-    # Pass 1: the prior's raw features, stored, and their moments accumulated on the way.
+  def raw_features():
+    """Pass 1 and the PCA: `(shards, targets)`, the raw feature shards and pass 2's compute."""
     raw_metadata = {"format": shards_lib.FORMAT, "version": shards_lib.VERSION,
                     "kind": _PriorFeatures.KIND, "ids": {"dtype": id_dtype}}
-    empty = "prior_targets(...) was given an empty dataset. Received: dataset with no elements"
-    if service is None:
+    moments = _Moments()
+    if service is None:  # the moments accumulated on the way
       raw = shards_lib.write(
           raw_path, raw_metadata, ((moments.add(c) for c in shard) for shard in
                                    shards_lib.compute_chunks(inputs, compute,
                                                              batch_size=batch_size)),
           num_shards=len(inputs), empty_message=empty)
-    else:  # the workers write pass 1; its moments are read back here, a chunk at a time
+      stored = _PriorFeatures(raw_path, raw)
+    else:  # the workers write the raw shards, then reduce each to its moments
       raw = service_lib.write(raw_path, raw_metadata, inputs, compute, batch_size=batch_size,
                               service=service, processing_mode=processing_mode,
                               empty_message=empty)
-    stored = _PriorFeatures(raw_path, raw)
-    if service is not None:
-      for index in range(stored.num_shards):
-        for chunk in stored.shard_dataset(index, chunked=True):
-          moments.add({"features": chunk["features"].numpy()})
+      stored = _PriorFeatures(raw_path, raw)
+      # combined as they arrive: one shard's moments held at a time (the order changes the
+      # float64 rounding only)
+      for _, shard in service_lib.reduce_shards(
+          [stored.shard_dataset(i, chunked=True) for i in range(stored.num_shards)],
+          _shard_moments, service=service, processing_mode=processing_mode):
+        moments.merge(shard["count"], shard["mean"], shard["scatter"])
     project = moments.projection(width)
-    # Pass 2: each shard projected and standardised, in its order.
-    for index in range(stored.num_shards):
-      yield (dict(id=c["id"].numpy(), input_fingerprint=c["input_fingerprint"].numpy(),
-                  target=project(c["features"].numpy()))
-             for c in stored.shard_dataset(index).batch(batch_size))
+
+    def targets(batch):  # pass 2: a batch of raw features projected and standardised
+      return {"id": batch["id"], "input_fingerprint": batch["input_fingerprint"],
+              "target": project(batch["features"])}
+
+    return [stored.shard_dataset(i) for i in range(stored.num_shards)], targets
+
+  def chunks():  # pass 2 here, each shard in its order
+    shards, targets = raw_features()
+    return shards_lib.compute_chunks(shards, targets, batch_size=batch_size)
+
+  def writer(target_path, metadata, **kwargs):  # pass 2 on the workers, each writing a shard
+    shards, targets = raw_features()
+    return service_lib.write(target_path, metadata, shards, targets, batch_size=batch_size,
+                             service=service, processing_mode=processing_mode, **kwargs)
 
   try:
     return PriorTargets.build(
@@ -311,34 +333,83 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
                   "settings": settings},
         metadata={"ids": {"dtype": id_dtype}}, chunks=chunks, num_shards=len(inputs),
         shards=inputs, id_key=id_key, batch_size=batch_size, overwrite=overwrite, reuse=reuse,
-        empty_message="prior_targets(...) was given an empty dataset. Received: dataset with "
-                      "no elements")
+        writer=None if service is None else writer, empty_message=empty)
   finally:
     shutil.rmtree(raw_path, ignore_errors=True)
 
 
+def _combine(a, b):
+  """Two `(count, mean, centred scatter)` combined exactly (Chan et al.; NumPy or TF float64).
+
+  `count`s are float64 (exact below 2^53 examples); `b`'s must be positive.
+  """
+  (count_a, mean_a, scatter_a), (count_b, mean_b, scatter_b) = a, b
+  count = count_a + count_b
+  delta = mean_b - mean_a
+  return (count, mean_a + delta * (count_b / count),
+          scatter_a + scatter_b + delta[:, None] * delta[None, :] * (count_a * count_b / count))
+
+
+def _shard_moments(chunks: tf.data.Dataset) -> dict:
+  """`{"count", "mean", "scatter"}` (float64) of a raw shard's chunks of features (TF ops).
+
+  Each chunk's own mean and centred scatter, combined with `_combine`: on a tf.data service
+  worker, which returns these `O(D^2)` numbers only.
+  """
+  dim = chunks.element_spec["features"].shape[-1]
+
+  def step(state, chunk):
+    x = tf.cast(chunk["features"], tf.float64)
+    mean = tf.reduce_mean(x, axis=0)
+    centred = x - mean
+    return _combine(state, (tf.cast(tf.shape(x)[0], tf.float64), mean,
+                            tf.matmul(centred, centred, transpose_a=True)))
+
+  zero = (tf.constant(0.0, tf.float64), tf.zeros([dim], tf.float64),
+          tf.zeros([dim, dim], tf.float64))
+  count, mean, scatter = chunks.filter(lambda c: tf.shape(c["features"])[0] > 0).reduce(
+      zero, step)
+  return {"count": count, "mean": mean, "scatter": scatter}
+
+
 class _Moments:
-  """Mean and covariance of `[n, D]` chunks, accumulated in float64 around the first chunk."""
+  """Mean and covariance of `[n, D]` features, from chunks or shards' moments, in float64.
+
+  Each part's mean and centred scatter matrix, combined exactly (`_combine`): no sum of
+  squares, whatever the features' offset.
+  """
 
   def __init__(self):
-    self.count, self.shift, self.sum, self.outer = 0, None, None, None
+    self.count, self.mean, self.scatter = 0.0, None, None
 
   def add(self, chunk):
+    """Adds a chunk `{"features": [n, D]}` (returned unchanged)."""
     x = np.asarray(chunk["features"], np.float64)
-    if self.shift is None:
-      self.shift = x.mean(axis=0)
-      self.sum, self.outer = np.zeros_like(self.shift), np.zeros((x.shape[1], x.shape[1]))
-    centred = x - self.shift
-    self.count += len(x)
-    self.sum += centred.sum(axis=0)
-    self.outer += centred.T @ centred
+    mean = x.mean(axis=0)
+    centred = x - mean
+    self.merge(len(x), mean, centred.T @ centred)
     return chunk
 
-  def projection(self, width: int) -> Callable[[np.ndarray], np.ndarray]:
-    """`pca_standardize`'s map (PCA onto `min(width, D)` directions, each standardised)."""
-    mean_shifted = self.sum / self.count
-    covariance = self.outer / self.count - np.outer(mean_shifted, mean_shifted)
-    mean = self.shift + mean_shifted
+  def merge(self, count, mean, scatter):
+    """Adds the moments of `count` examples: their mean and centred scatter matrix."""
+    count = float(count)
+    if not count:
+      return
+    mean, scatter = np.asarray(mean, np.float64), np.asarray(scatter, np.float64)
+    if self.mean is None:
+      self.count, self.mean, self.scatter = count, mean, scatter
+    else:
+      self.count, self.mean, self.scatter = _combine((self.count, self.mean, self.scatter),
+                                                     (count, mean, scatter))
+
+  def projection(self, width: int) -> Callable[[tf.Tensor], tf.Tensor]:
+    """`pca_standardize`'s map (PCA onto `min(width, D)` directions, each standardised).
+
+    A function of TF ops, `[n, D]` features to `[n, k]` float32 targets, whose constants (the
+    mean, the directions, the scales: `O(D k)`) are all it holds: pass 2 runs it here or on
+    tf.data service workers alike.
+    """
+    covariance = self.scatter / self.count
     variances, vectors = np.linalg.eigh(covariance)  # ascending
     k = min(width, len(variances))
     variances, vectors = variances[::-1][:k], vectors[:, ::-1][:, :k].T
@@ -346,7 +417,13 @@ class _Moments:
     vectors = (vectors * signs[:, None]).T
     std = np.sqrt(np.maximum(variances, 0.0))
     scale = np.where(std > 1e-12 * max(std.max(), 1e-300), std, np.inf)
-    return lambda x: (((np.asarray(x, np.float64) - mean) @ vectors) / scale).astype(np.float32)
+    mean = self.mean
+
+    def project(features):
+      x = tf.cast(features, tf.float64)
+      return tf.cast(tf.matmul(x - mean, vectors) / scale, tf.float32)
+
+    return project
 
 
 def _describe(fn) -> Optional[str]:

@@ -21,15 +21,22 @@ shard, never a silently incomplete store. "parallel_epochs" makes every worker b
 shard, each under its own temporary name: the copies must agree (ids and input digests), one is
 kept. That is redundancy, not speed.
 
+`reduce_shards` is the same kind of job for a small result per shard (e.g. the sufficient
+statistics of the values a store holds): a worker that receives index `k` reduces shard `k`
+whole (`fn(shard) -> {name: tensor}`) and returns that only; the client gets one result per
+shard as it arrives, checked (every shard present; copies, from "parallel_epochs" or a repeated
+split, equal to the first), and holds one result at a time.
+
 The workers write to the store's path: with workers on other machines it must be on a
 filesystem they all reach under the same name (e.g. GCS, or a shared mount). Values are
 written in the workers' native byte order, which must be little-endian (x86, ARM).
 """
 
+import hashlib
 import json
 import os
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -184,6 +191,63 @@ def write(path: str, metadata: dict, shards: Sequence[tf.data.Dataset], compute:
   return metadata
 
 
+def reduce_shards(shards: Sequence[tf.data.Dataset], fn: Callable[[tf.data.Dataset],
+                                                                  Dict[str, tf.Tensor]], *,
+                  service: str, processing_mode: str = "distributed_epoch"
+                  ) -> Iterator[Tuple[int, Dict[str, np.ndarray]]]:
+  """Per input shard, `fn(shard)` computed on the service's workers (see the module docstring).
+
+  Args:
+    shards: the input shards.
+    fn: `fn(shard) -> {name: tensor}`, a shard's reduction (e.g. `Dataset.reduce`): small
+      tensors, the only thing the workers return.
+    service: the dispatcher address.
+    processing_mode: "distributed_epoch" (each shard reduced by one worker) or
+      "parallel_epochs" (by every worker: the copies must agree).
+
+  Yields:
+    `(index, result)`: shard `index`'s result as NumPy arrays, once per shard, in the order
+    the workers return them (not the shards' order). This process holds one result at a time
+    and a digest per shard (to check other copies against it).
+
+  Raises:
+    ValueError: once every result came back, if a shard's is missing; as soon as two copies
+      of a shard's result differ (`fn` or the shard is not deterministic).
+  """
+  count = len(shards)
+
+  def per_shard(index):
+    shard = shards[0] if count == 1 else tf.switch_case(
+        tf.cast(index, tf.int32), [lambda s=s: s for s in shards])
+    out = dict(fn(shard))
+    if "shard" in out:
+      raise ValueError(f"A shard's reduction must not return a value named 'shard' (the "
+                       f"index). Received: keys {sorted(out)}")
+    return dict(out, shard=index)
+
+  job = tf.data.Dataset.range(count).map(per_shard).apply(
+      tf.data.experimental.service.distribute(processing_mode=processing_mode,
+                                              service=service))
+  digests = {}
+  for element in received(job):
+    index = int(element.pop("shard"))
+    if not 0 <= index < count:
+      raise ValueError(_twice(index, count))
+    digest = _digest(element)
+    if index in digests:  # another copy: it must be the one already yielded
+      if digests[index] != digest:
+        raise ValueError(f"Two tf.data service workers reduced input shard {index} to "
+                         f"different results (the shard or the reduction is not "
+                         f"deterministic). Received: shard index {index}")
+      continue
+    digests[index] = digest
+    yield index, element
+  missing = sorted(set(range(count)) - set(digests))
+  if missing:
+    raise ValueError(f"The tf.data service did not return every input shard's result (a worker "
+                     f"may have stopped): run again. Received: missing shard indices {missing}")
+
+
 def received(job: tf.data.Dataset):
   """The summaries as the client receives them, NumPy dicts (a seam for tests)."""
   for element in job:
@@ -256,6 +320,19 @@ def _check_unique(ids: List[np.ndarray], index: int):
     raise ValueError(f"Example ids must be unique: two examples of input shard {index} share "
                      f"an id, so stored values could be joined to the wrong one. Received: "
                      f"id={shown!r}")
+
+
+def _digest(result: Dict[str, np.ndarray]) -> str:
+  """A SHA-256 of a reduction's result, bit for bit (NaNs included): its keys, dtypes, shapes
+  and bytes."""
+  digest = hashlib.sha256()
+  for key in sorted(result):
+    value = np.asarray(result[key])
+    data = (repr(value.tolist()).encode() if value.dtype.kind == "O" else
+            np.ascontiguousarray(value).tobytes())
+    digest.update(repr((key, value.dtype.str, value.shape, len(data))).encode())
+    digest.update(data)
+  return digest.hexdigest()
 
 
 def _twice(index: int, count: int) -> str:
