@@ -155,6 +155,16 @@ class ServiceWriteTest(tf.test.TestCase, parameterized.TestCase):
       self._build("repeated", shards=shards, service=self.dispatcher.target)
 
 
+class PickTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters(1, 2, 13)
+  def test_each_index_picks_its_shard(self, count):
+    shards = [tf.data.Dataset.range(10 * k, 10 * k + k + 1) for k in range(count)]
+    picked = tf.data.Dataset.range(count).flat_map(lambda i: service_lib.pick(shards, i))
+    self.assertAllEqual(list(picked.as_numpy_iterator()),
+                        [v for d in shards for v in d.as_numpy_iterator()])
+
+
 class RawBytesTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(np.float32, np.float16, np.int64, np.int32, np.uint8, np.int8,
