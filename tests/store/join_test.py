@@ -122,11 +122,12 @@ class StreamedJoinTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_large_examples_are_joined_in_smaller_blocks(self):
     # A block of 4,096 web-sized examples (12 KB each: 50 MB) is fresh memory every block:
-    # large examples are joined in blocks of at most 8 MB, the values regrouped to match.
+    # large examples are joined in blocks of at most 4 MB, the values regrouped to match.
     image = lambda side: tf.TensorSpec([side, side, 3], tf.uint8)
     self.assertEqual(join_lib.block_limit({"image": image(8), "id": tf.TensorSpec([], tf.int64),
                                            "caption": tf.TensorSpec([], tf.string)}), 4096)
-    self.assertEqual(join_lib.block_limit({"image": image(64)}), 512)  # 8 MB / 12 KB = 682
+    self.assertEqual(join_lib.block_limit({"image": image(32)}), 1024)  # 4 MB / 3 KB = 1,365
+    self.assertEqual(join_lib.block_limit({"image": image(64)}), 256)  # 4 MB / 12 KB = 341
     self.assertEqual(join_lib.block_limit({"image": image(1024)}), 256)  # at least 256
     # The same join in blocks of 8 examples (from records of 32): the same values, the same
     # errors naming the position.
