@@ -268,6 +268,10 @@ def run_phase(phase, m, d, work, shard_size):
                 "tfrecord joined (ids)": on_disk.apply(join(False)),
                 "tfrecord joined (ids, inputs)": on_disk.apply(join(True)),
                 "tfrecord batched plain": batches.unbatch(),
+                # no join: the plain batches carrying two more features of the values' shapes
+                # (zeros), as the joined stream carries the values through unbatch and batch
+                "tfrecord batched plain + values' features": batches.map(
+                    lambda b: add_zeros(b, cache)).unbatch(),
                 "tfrecord batched joined (ids, inputs)": batches.apply(join(True)).unbatch(),
                 "memory plain": in_memory,
                 "memory joined (ids, inputs)": in_memory.apply(join(True))}
@@ -276,6 +280,15 @@ def run_phase(phase, m, d, work, shard_size):
            "cpu_us_per_example": cpu, "passes": rates}
   out.update({"base_rss_bytes": base, "peak_rss_bytes": _peak_rss_bytes()})
   return out
+
+
+def add_zeros(batch, cache):
+  """`batch` with zeros of each joined value's shape and dtype, as the join's features."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  n = tf.shape(batch["id"])[0]
+  values = cache.metadata["values"]
+  return dict(batch, **{f"_zeros_{k}": tf.zeros(tf.concat([[n], v["shape"]], 0), v["dtype"])
+                        for k, v in values.items()})
 
 
 def input_shard_by_tensor(index, m, shard_size):
