@@ -89,20 +89,16 @@ def values_of(chunk_spec) -> Dict[str, dict]:
   return values
 
 
-def pick(shards: Sequence[tf.data.Dataset], index: tf.Tensor) -> tf.data.Dataset:
+def pick(shards, index: tf.Tensor) -> tf.data.Dataset:
   """`shards[index]` for a scalar integer tensor `index`, as graph ops the service can ship.
 
-  A balanced tree of `tf.cond` (depth `log2 S`): a `switch_case` over `S` datasets traces in
-  time quadratic in `S` (400 shards: 25 s and 3.2 GB; the tree 3.6 s and 1.2 GB; BENCHMARKS.md,
-  "Per-example store at scale"). An index outside `[0, S)` picks the first or last shard.
+  `shards`: a `shards.InputShards` (its `fn(index)`, traced once: the graph does not grow
+  with the number of shards) or a list of datasets (a balanced tree of `tf.cond` over them,
+  `shards.DatasetShards.pick`).
   """
-  def tree(low, high):
-    if high - low == 1:
-      return shards[low]
-    middle = (low + high) // 2
-    return tf.cond(index < middle, lambda: tree(low, middle), lambda: tree(middle, high))
-
-  return tree(0, len(shards))
+  if not hasattr(shards, "pick"):
+    shards = shards_lib.DatasetShards(shards)
+  return shards.pick(index)
 
 
 def summaries(path: str, shards: Sequence[tf.data.Dataset], compute: Callable, *,
