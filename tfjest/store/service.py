@@ -3,11 +3,12 @@
 `write` is the builders' path when given `service=` (a dispatcher address): the job the
 service runs is over input shard indices (`Dataset.range(S)`), so a worker that receives index
 `k` reads input shard `k` whole and in order (the input shards are captured in the job's
-function, not split by the service), computes its chunks, serialises each chunk to the store's
-record bytes with TensorFlow ops (the format of `shards.py`, byte for byte what a local build
-writes) and writes the value shard itself (`DatasetToTFRecord`), under a temporary name. It
-then reads its shard back and returns, per chunk, only the chunk's ids and input fingerprints
-(16 bytes per example; no values), then an end marker.
+function, not split by the service; an `InputShards`' `fn` is traced there once, a list is a
+tree of `tf.cond` over every shard's pipeline: `pick`), computes its chunks, serialises each
+chunk to the store's record bytes with TensorFlow ops (the format of `shards.py`, byte for
+byte what a local build writes) and writes the value shard itself (`DatasetToTFRecord`), under
+a temporary name. It then reads its shard back and returns, per chunk, only the chunk's ids
+and input fingerprints (16 bytes per example; no values), then an end marker.
 
 The building process (the client) holds no values and writes no shard: it checks that every
 shard came back exactly once and whole (chunk indices `0..m-1`, one end marker), that ids are

@@ -77,7 +77,7 @@ class InputShards(collections.abc.Sequence):
   >>> import tensorflow as tf
   >>> import tfjest
   >>> shards = tfjest.InputShards(lambda i: tf.data.Dataset.range(3 * i, 3 * i + 3), 4)
-  >>> len(shards), list(shards[2].as_numpy_iterator())
+  >>> len(shards), [int(v) for v in shards[2]]
   (4, [6, 7, 8])
 
   Args:
