@@ -129,7 +129,7 @@ class Streamed:
     if len(inputs) == 1:
       return self._zip(inputs[0], self.indices)
     if lazy:  # one trace of `fn`, with the position as a tensor
-      inputs.element_spec  # pylint: disable=pointless-statement: checks fn(0) here
+      inputs.check()  # fn(0) made here, not in the trace
 
       @tf.autograph.experimental.do_not_convert
       def made(position):

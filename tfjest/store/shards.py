@@ -30,7 +30,6 @@ On disk per example: the id (8 bytes, or the string), the input fingerprint (8 b
 values (4 bytes per float32), plus 16 bytes of TFRecord framing per record (docs/SPEC.md §13).
 """
 
-import collections.abc
 import json
 import os
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
@@ -57,7 +56,7 @@ def has_store(path) -> bool:
   return os.path.exists(os.path.join(os.fspath(path), METADATA))
 
 
-class InputShards(collections.abc.Sequence):
+class InputShards:
   """Input shards given as a function of the shard index, each dataset made when it is needed.
 
   For data in thousands of input shards (files): a list of datasets makes every shard's
@@ -85,6 +84,10 @@ class InputShards(collections.abc.Sequence):
       tensor inside a graph); every shard's elements must have `fn(0)`'s `element_spec`.
     count: the number of input shards, a positive integer.
 
+  Attributes:
+    fn: the function given.
+    num_shards: `count` (also `len(shards)`).
+
   Raises:
     TypeError: if `fn` is not callable.
     ValueError: if `count` is not a positive integer.
@@ -94,37 +97,45 @@ class InputShards(collections.abc.Sequence):
     if not callable(fn):
       raise TypeError(f"fn must be a function of the input shard index returning its "
                       f"tf.data.Dataset. Received: fn={fn!r}")
-    self.count = checks.positive_int(count, "count")
+    self.num_shards = checks.positive_int(count, "count")
     self.fn = fn
     self._spec = None
 
   def __len__(self) -> int:
-    return self.count
+    return self.num_shards
 
   def __getitem__(self, index: int) -> tf.data.Dataset:
     """Input shard `index` (a Python int; negative counts from the end), made now."""
     if not checks.is_int(index):
       raise TypeError(f"InputShards are indexed by an int (in a graph: pick(index)). "
                       f"Received: index={index!r}")
-    if not -self.count <= index < self.count:
-      raise IndexError(f"index must be in [{-self.count}, {self.count}). Received: "
+    if not -self.num_shards <= index < self.num_shards:
+      raise IndexError(f"index must be in [{-self.num_shards}, {self.num_shards}). Received: "
                        f"index={index!r}")
-    index = int(index) % self.count
+    index = int(index) % self.num_shards
     return self._checked(self.fn(index), index, spec=index != 0)
 
   def __iter__(self) -> Iterator[tf.data.Dataset]:
-    for index in range(self.count):  # one dataset at a time
+    for index in range(self.num_shards):  # one dataset at a time
       yield self[index]
 
   def __repr__(self) -> str:
-    return f"InputShards(fn={getattr(self.fn, '__name__', self.fn)!r}, count={self.count})"
+    return f"InputShards(fn={getattr(self.fn, '__name__', self.fn)!r}, count={self.num_shards})"
 
   @property
   def element_spec(self):
     """The shards' element structure: `fn(0)`'s (made once, then remembered)."""
+    return self.check()._spec  # pylint: disable=protected-access
+
+  def check(self) -> "InputShards":
+    """Makes `fn(0)` now (once) for the shards' element structure; returns `self`.
+
+    Raises:
+      TypeError: if `fn(0)` is not a `tf.data.Dataset`.
+    """
     if self._spec is None:
       self._spec = self._checked(self.fn(0), 0, spec=False).element_spec
-    return self._spec
+    return self
 
   def pick(self, index: tf.Tensor) -> tf.data.Dataset:
     """Input shard `index`, a scalar integer tensor: `fn(index)` traced into the graph.
@@ -133,7 +144,7 @@ class InputShards(collections.abc.Sequence):
       TypeError: if `fn` does not return a `tf.data.Dataset`.
       ValueError: if its elements do not have `fn(0)`'s `element_spec`.
     """
-    self.element_spec  # pylint: disable=pointless-statement: fn(0)'s, to check against
+    self.check()  # fn(0)'s element_spec, to check against
     index = tf.cast(index, tf.int64)
     return self._checked(tf.autograph.experimental.do_not_convert(self.fn)(index), index)
 
@@ -188,8 +199,7 @@ def input_shards(dataset, name: str = "dataset"):
     ValueError: if the shards' elements differ in structure.
   """
   if isinstance(dataset, InputShards):
-    dataset.element_spec  # pylint: disable=pointless-statement: checks fn(0)
-    return dataset
+    return dataset.check()
   shards = [dataset] if isinstance(dataset, tf.data.Dataset) else dataset
   if (not isinstance(shards, (list, tuple)) or not shards or
       not all(isinstance(s, tf.data.Dataset) for s in shards)):
