@@ -19,6 +19,7 @@ _OBJECTS = {
     "select": tfjest.select,
     "attach": tfjest.attach,
     "cache_reference": tfjest.cache_reference,
+    "InputShards": tfjest.InputShards,
     "OnlineProxy": tfjest.OnlineProxy,
     "selection_checkpoint": tfjest.selection_checkpoint,
     "deterministic_options": tfjest.deterministic_options,

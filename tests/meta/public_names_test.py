@@ -25,7 +25,7 @@ PUBLIC_NAMES = (
     # Cost and measurement.
     "StepCost", "step_cost", "forward_flops", "selection_flops", "efficiency",
     # Cost levers.
-    "ReferenceCache", "cache_reference", "OnlineProxy", "multi_resolution",
+    "ReferenceCache", "cache_reference", "InputShards", "OnlineProxy", "multi_resolution",
     # tf.distribute and accelerators.
     "attach", "detach", "ReplicaSelection", "TrainStepSelection", "ensure_multi_worker_fit",
     # Checkpoints.

@@ -218,7 +218,8 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
     prior: the frozen prior, a built `keras.Model`.
     dataset: the examples, one per element, with the structure the training stream will have
       (ids unique; every feature of fixed shape): a `tf.data.Dataset` or a list of them, one
-      per input shard. Elements are `x`, `(x,)`, `(x, y)` or `(x, y, w)` with `x` a dict.
+      per input shard, or a `tfjest.InputShards(fn, count)` (each shard made by `fn(index)`
+      when needed). Elements are `x`, `(x,)`, `(x, y)` or `(x, y, w)` with `x` a dict.
     path: the targets' directory (created).
     width: the student's feature width; the targets keep `min(width, prior width)` PCA
       components.
@@ -267,7 +268,7 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
   reference_lib.check_service(service, processing_mode)
   path = os.fspath(path)
   fingerprint = fingerprints.model_fingerprint(prior, TASK, "prior")
-  spec = inputs[0].element_spec
+  spec = inputs.element_spec
   id_dtype = fingerprints.id_dtype(fingerprints.find_id(spec, id_key), id_key)
   settings = {"width": width, "features": _describe(features), "view_fn": _describe(view_fn)}
   extract = features_fn(prior, features, "prior")
@@ -306,8 +307,8 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
       # combined as they arrive: one shard's moments held at a time (the order changes the
       # float64 rounding only)
       for _, shard in service_lib.reduce_shards(
-          [stored.shard_dataset(i, chunked=True) for i in range(stored.num_shards)],
-          _shard_moments, service=service, processing_mode=processing_mode):
+          _stored_shards(stored, chunked=True), _shard_moments, service=service,
+          processing_mode=processing_mode):
         moments.merge(shard["count"], shard["mean"], shard["scatter"])
     project = moments.projection(width)
 
@@ -315,7 +316,7 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
       return {"id": batch["id"], "input_fingerprint": batch["input_fingerprint"],
               "target": project(batch["features"])}
 
-    return [stored.shard_dataset(i) for i in range(stored.num_shards)], targets
+    return _stored_shards(stored, chunked=False), targets
 
   def chunks():  # pass 2 here, each shard in its order
     shards, targets = raw_features()
@@ -430,3 +431,15 @@ def _describe(fn) -> Optional[str]:
   if fn is None or isinstance(fn, str):
     return fn
   return getattr(fn, "__qualname__", type(fn).__name__)
+
+
+def _stored_shards(stored, chunked: bool) -> shards_lib.InputShards:
+  """The shards of `stored` as input shards made by index (one traced pipeline in a service
+  job, not one per shard): per example, or per stored chunk with `chunked`."""
+  files = [os.path.join(stored.path, s["file"]) for s in stored.metadata["shards"]]
+
+  def shard(index):
+    chunks = stored.chunks(files[index] if isinstance(index, int) else tf.gather(files, index))
+    return chunks if chunked else chunks.unbatch()
+
+  return shards_lib.InputShards(shard, stored.num_shards)

@@ -115,17 +115,30 @@ class Streamed:
 
     One pipeline is traced for all the shards (the input shard picked by its position, the
     value shard's file and sizes looked up): tracing, startup and memory do not grow with
-    the number of shards, only with `cycle_length`.
+    the number of shards, only with `cycle_length`. `inputs`: a list of datasets (sliced from
+    a vector of their variants), or a `shards.InputShards` whose `fn(position)` is traced
+    once (no dataset made per shard), position `k` being the value shard `shards[k]`.
     """
-    if (not isinstance(inputs, (list, tuple)) or len(inputs) != len(self.indices) or
-        not all(isinstance(d, tf.data.Dataset) for d in inputs)):
+    lazy = isinstance(inputs, shards_lib.InputShards)
+    if (not (lazy or isinstance(inputs, (list, tuple))) or len(inputs) != len(self.indices) or
+        not (lazy or all(isinstance(d, tf.data.Dataset) for d in inputs))):
       raise ValueError(f"inputs must be one dataset per value shard joined ({len(self.indices)}"
-                       f": {self.indices}). Received: inputs={inputs!r}")
+                       f": {self.indices}), a list or a tfjest.InputShards of that count. "
+                       f"Received: inputs={inputs!r}")
     if not checks.is_int(cycle_length) or cycle_length <= 0:
       raise ValueError(f"cycle_length (input shards open at a time) must be a positive "
                        f"integer. Received: cycle_length={cycle_length!r}")
     if len(inputs) == 1:
       return self._zip(inputs[0], self.indices)
+    if lazy:  # one trace of `fn`, with the position as a tensor
+      inputs.check()  # fn(0) made here, not in the trace
+
+      @tf.autograph.experimental.do_not_convert
+      def made(position):
+        return self._zip(inputs.pick(position), self.indices, position=position)
+
+      return tf.data.Dataset.range(len(inputs)).interleave(
+          made, cycle_length=min(int(cycle_length), len(inputs)), block_length=1)
     spec = inputs[0].element_spec
     for k, d in enumerate(inputs[1:], 1):
       if d.element_spec != spec:

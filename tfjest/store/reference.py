@@ -264,7 +264,9 @@ def cache_reference(reference: keras.Model, dataset, path: str, *,
     reference: the frozen reference model (dual encoder or classifier, as for `select`).
     dataset: the examples, one per element, with the structure `select` will see (ids
       unique; every feature of fixed shape): a `tf.data.Dataset`, or a list of them, one per
-      input shard (e.g. per file), each written to its own value shard in its order.
+      input shard (e.g. per file), each written to its own value shard in its order, or a
+      `tfjest.InputShards(fn, count)` (each shard's dataset made by `fn(index)` when needed:
+      for thousands of shards).
     path: the store's directory (created).
     id_key: the id feature, in the element or its `x` ("/" for nested paths): an integer or
       string scalar per example.
@@ -295,7 +297,7 @@ def cache_reference(reference: keras.Model, dataset, path: str, *,
     ValueError: on bad arguments, an existing store without `overwrite`, elements without the
       id feature, or two examples of an input shard with the same id.
     TypeError: if `reference` is not a `keras.Model` or `dataset` not a `tf.data.Dataset` (or
-      a list of them).
+      a list of them, or an `InputShards`).
   """
   if not isinstance(reference, keras.Model):
     raise TypeError(f"reference must be a keras.Model. Received: reference of type "
@@ -307,7 +309,7 @@ def cache_reference(reference: keras.Model, dataset, path: str, *,
   if task not in adapters.TASKS:
     raise ValueError(f"Expected task in {adapters.TASKS}. Received: task={task!r}")
   check_service(service, processing_mode)
-  spec = inputs[0].element_spec
+  spec = inputs.element_spec
   id_dtype = fingerprints.id_dtype(fingerprints.find_id(spec, id_key), id_key)
   path = os.fspath(path)
   called = {}

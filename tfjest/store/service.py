@@ -3,11 +3,12 @@
 `write` is the builders' path when given `service=` (a dispatcher address): the job the
 service runs is over input shard indices (`Dataset.range(S)`), so a worker that receives index
 `k` reads input shard `k` whole and in order (the input shards are captured in the job's
-function, not split by the service), computes its chunks, serialises each chunk to the store's
-record bytes with TensorFlow ops (the format of `shards.py`, byte for byte what a local build
-writes) and writes the value shard itself (`DatasetToTFRecord`), under a temporary name. It
-then reads its shard back and returns, per chunk, only the chunk's ids and input fingerprints
-(16 bytes per example; no values), then an end marker.
+function, not split by the service; an `InputShards`' `fn` is traced there once, a list is a
+tree of `tf.cond` over every shard's pipeline: `pick`), computes its chunks, serialises each
+chunk to the store's record bytes with TensorFlow ops (the format of `shards.py`, byte for
+byte what a local build writes) and writes the value shard itself (`DatasetToTFRecord`), under
+a temporary name. It then reads its shard back and returns, per chunk, only the chunk's ids
+and input fingerprints (16 bytes per example; no values), then an end marker.
 
 The building process (the client) holds no values and writes no shard: it checks that every
 shard came back exactly once and whole (chunk indices `0..m-1`, one end marker), that ids are
@@ -89,20 +90,16 @@ def values_of(chunk_spec) -> Dict[str, dict]:
   return values
 
 
-def pick(shards: Sequence[tf.data.Dataset], index: tf.Tensor) -> tf.data.Dataset:
+def pick(shards, index: tf.Tensor) -> tf.data.Dataset:
   """`shards[index]` for a scalar integer tensor `index`, as graph ops the service can ship.
 
-  A balanced tree of `tf.cond` (depth `log2 S`): a `switch_case` over `S` datasets traces in
-  time quadratic in `S` (400 shards: 25 s and 3.2 GB; the tree 3.6 s and 1.2 GB; BENCHMARKS.md,
-  "Per-example store at scale"). An index outside `[0, S)` picks the first or last shard.
+  `shards`: a `shards.InputShards` (its `fn(index)`, traced once: the graph does not grow
+  with the number of shards) or a list of datasets (a balanced tree of `tf.cond` over them,
+  `shards.DatasetShards.pick`).
   """
-  def tree(low, high):
-    if high - low == 1:
-      return shards[low]
-    middle = (low + high) // 2
-    return tf.cond(index < middle, lambda: tree(low, middle), lambda: tree(middle, high))
-
-  return tree(0, len(shards))
+  if not hasattr(shards, "pick"):
+    shards = shards_lib.DatasetShards(shards)
+  return shards.pick(index)
 
 
 def summaries(path: str, shards: Sequence[tf.data.Dataset], compute: Callable, *,

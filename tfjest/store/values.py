@@ -194,8 +194,9 @@ class Store:
       verify_inputs: check each example's inputs against its fingerprint (default: the
         store's `verify_inputs`).
       inputs: with `in_order`, optionally a list of input-shard datasets, one per entry of
-        `shards`: then the result is a `Dataset` that interleaves them, each zipped with its
-        own value shard, rather than a transformation.
+        `shards`, or a `tfjest.InputShards` of that count (entry `k` is `fn(k)`, traced once
+        for all the shards): then the result is a `Dataset` that interleaves them, each
+        zipped with its own value shard, rather than a transformation.
       cycle_length: with `inputs`, how many input shards are read at a time (default 4),
         round-robin; each holds a block of its stream and a few records of values (see
         `tfjest/store/join.py`), so memory grows with it, not with the number of shards.
