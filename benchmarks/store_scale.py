@@ -19,6 +19,13 @@ phase runs in a fresh subprocess so that its peak resident memory (VmHWM) is its
   inputs checked, then unbatched); and in memory (`from_tensor_slices`) for transparency. It
   reads one input shard, so it does not depend on M (run it on a small cell:
   `--cells=100000:64,100000:512 --shard_size=100000 --phases=build,speed`);
+- join_shards (not a default phase): as join, but each input shard joined with its own value
+  shard (`cache.join(id_key="id", inputs=[...])`, the join a MultiWorkerMirroredStrategy
+  worker uses for its shards): startup and peak RSS as the number of shards grows;
+- speed_shards (not a default phase): all M examples in shards of `--shard_size`, read
+  interleaved without tfjest (one function of the shard index), shard after shard through the
+  streamed join, and each input shard joined with its own (a list of datasets, and
+  `tfjest.InputShards`): examples/s and CPU per example, so the cost per shard shows;
 - in memory (at the sizes of `--in_memory_sizes`, d = 64): today's join by id
   (`select(reference_cache=...)` on a stream that was not joined): its load time and the peak
   RSS of 100 selected super-batches.
@@ -81,7 +88,7 @@ TOKENS, VOCAB = 16, 1000
 def _image():
   """The shape of one example's image (`--image_side`)."""
   return (_IMAGE_SIDE.value, _IMAGE_SIDE.value, 3)
-PHASES = ("build", "open", "join", "join_shards", "speed", "in_memory")
+PHASES = ("build", "open", "join", "join_shards", "speed", "speed_shards", "in_memory")
 
 
 def _peak_rss_bytes() -> int:
@@ -278,6 +285,22 @@ def run_phase(phase, m, d, work, shard_size):
     median, cpu, rates = examples_per_second(datasets, _REPEATS.value)
     out = {"examples": int(arrays["id"].shape[0]), "examples_per_s": median,
            "cpu_us_per_example": cpu, "passes": rates}
+  elif phase == "speed_shards":
+    cache = tfjest.ReferenceCache.load(path)
+    count = -(-m // shard_size)
+    by_tensor = lambda i: input_shard_by_tensor(i, m, shard_size)
+    listed = input_shards(m, shard_size)
+    datasets = {
+        "shards interleaved, plain": tf.data.Dataset.range(count).interleave(
+            by_tensor, cycle_length=4),
+        "shard after shard, joined": tf.data.Dataset.range(count).interleave(
+            by_tensor, cycle_length=1).apply(cache.join(id_key="id")),
+        "input shards (a list) joined": cache.join(id_key="id", inputs=listed),
+        "input shards (InputShards) joined": cache.join(
+            id_key="id", inputs=tfjest.InputShards(by_tensor, count))}
+    median, cpu, rates = examples_per_second(datasets, _REPEATS.value)
+    out = {"examples": m, "shards": count, "examples_per_s": median,
+           "cpu_us_per_example": cpu, "passes": rates}
   out.update({"base_rss_bytes": base, "peak_rss_bytes": _peak_rss_bytes()})
   return out
 
@@ -363,7 +386,8 @@ def main(argv):
   if _SMOKE.value:
     flags.FLAGS.batch_size, flags.FLAGS.super_batch_size, flags.FLAGS.steps = 16, 64, 2
     flags.FLAGS.num_chunks = 2
-    flags.FLAGS.repeats, flags.FLAGS.phases = 1, ["build", "open", "join", "join_shards", "speed"]
+    flags.FLAGS.repeats, flags.FLAGS.phases = 1, ["build", "open", "join", "join_shards", "speed",
+                                                    "speed_shards"]
   results_dir = _RESULTS.value
   os.makedirs(results_dir, exist_ok=True)
   work = _WORK.value or tempfile.mkdtemp(prefix="store_scale-")
