@@ -17,6 +17,7 @@ import tensorflow as tf
 import tfjest
 from tfjest import testing
 from tfjest.store import join as join_lib
+from tfjest.store import shards as shards_lib
 
 N = 64
 
@@ -245,6 +246,53 @@ class InputShardsTest(tf.test.TestCase, parameterized.TestCase):
     other[2] = other[2].map(lambda e: dict(e, extra=e["id"]))
     with self.assertRaisesRegex(ValueError, r"one element_spec.*Received: inputs\[2\]"):
       self.cache.join(id_key="id", inputs=other)
+
+
+class UnevenShardsTest(tf.test.TestCase, parameterized.TestCase):
+  """A stream of several shards whose sizes are not multiples of the record size, in order."""
+
+  SIZES = (37, 21, 30)  # records of 8: each shard ends with a partial record
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.stream = testing.stream("contrastive", n=sum(cls.SIZES))
+    starts = np.cumsum((0,) + cls.SIZES)
+    shards = [cls.stream.skip(a).take(b - a) for a, b in zip(starts[:-1], starts[1:])]
+    with mock.patch.object(shards_lib, "RECORD_SIZE", 8):
+      cls.cache = tfjest.cache_reference(testing.dual_encoder(1, "reference"), shards,
+                                         os.path.join(tempfile.mkdtemp(), "cache"),
+                                         batch_size=4)
+    cls.values = {int(e["id"]): e["reference_text_embeddings"].numpy()
+                  for e in cls.stream.apply(cls.cache.join(id_key="id", in_order=False))}
+
+  def test_block_sizes(self):
+    self.assertAllEqual(join_lib.block_sizes([37, 21, 30], 8),
+                        [8, 8, 8, 8, 5, 8, 8, 5, 8, 8, 8, 6])
+    self.assertAllEqual(join_lib.block_sizes([37, 21, 30], 4, tf.constant(1, tf.int64)),
+                        [4, 4, 4, 4, 4, 1])
+    self.assertAllEqual(join_lib.block_sizes([16], 8, tf.constant(0, tf.int64)), [8, 8])
+
+  @parameterized.product(batch=(None, 5), pieces=(False, True))
+  def test_joined_in_blocks_cut_to_the_records(self, batch, pieces):
+    # pieces: blocks of 4 (large examples), the records of 8 cut in two
+    stream = self.stream if batch is None else self.stream.batch(batch)
+    with mock.patch.object(join_lib, "_BLOCK_BYTES", 1 if pieces else join_lib._BLOCK_BYTES), \
+         mock.patch.object(join_lib, "_MIN_BLOCK", 4):
+      joined = list(stream.apply(self.cache.join(id_key="id")))
+      with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
+                                  r"example id 61 met the value stored for id 60 \(position 2 "
+                                  r"of shard \W*values-00002-of-00003"):
+        dropped = self.stream.take(60).concatenate(self.stream.skip(61))
+        list((dropped if batch is None else dropped.batch(batch)).apply(
+            self.cache.join(id_key="id")))
+    if batch is not None:  # blocks cut to the value records (or their pieces)
+      self.assertAllEqual([len(b["id"]) for b in joined],
+                          join_lib.block_sizes(self.SIZES, 4 if pieces else 8))
+      joined = [{k: v[i] for k, v in b.items()} for b in joined for i in range(len(b["id"]))]
+    self.assertAllEqual(_ids(joined), np.arange(sum(self.SIZES)))
+    for e in joined:
+      self.assertAllEqual(e["reference_text_embeddings"], self.values[int(e["id"])])
 
 
 class FeaturesTest(tf.test.TestCase):

@@ -72,6 +72,19 @@ def block_limit(example_spec) -> int:
   return max(_MIN_BLOCK, 1 << (max(_BLOCK_BYTES // size, 1).bit_length() - 1))
 
 
+def block_sizes(counts: Sequence[int], size: int, position=None):
+  """The sizes of the blocks of shards of `counts` examples read `size` at a time (each
+  shard's last block the rest), in order: a NumPy vector; with `position` (a tensor), of the
+  one shard `counts[position]`, a tensor."""
+  if position is None:
+    out = [b for n in counts for b in [size] * (n // size) + ([n % size] if n % size else [])]
+    return np.array(out or [size], np.int64)
+  n = tf.gather(tf.constant(counts, tf.int64), position)
+  rest = n % size
+  return tf.concat([tf.fill([n // size], tf.constant(size, tf.int64)),
+                    tf.reshape(rest, [1])[:tf.cast(rest > 0, tf.int32)]], 0)
+
+
 def add_features(element, features: Mapping[str, tf.Tensor]):
   """`element` with `features` added to its dict: the element itself, else its `x`."""
   if isinstance(element, dict):
@@ -158,60 +171,58 @@ class Streamed:
     return shards.interleave(one, cycle_length=min(int(cycle_length), len(inputs)),
                              block_length=1)
 
-  def _chunk_size(self, indices, limit):
-    """`C` when the joined shards' records can be the blocks themselves, else None.
+  def _piece(self, indices, limit):
+    """`(P, C)`: blocks of `P` examples that never span two value records, else None.
 
-    That is when every shard's records have one size `C` (but the last, which is at most
-    `C`), `C` is at most `limit` (the stream holds a block) and every shard but the last
-    holds a multiple of `C` examples, so that a record never spans two blocks. The last shard
-    may instead be one smaller record (a shard smaller than the record size).
+    When every shard's records have one size `C` (but its last, the rest; or a shard of one
+    smaller record) and `P = min(C, limit)` divides `C`, each shard is read in blocks of `P`
+    (its last block the rest): `P = C` reads the records themselves as blocks, a smaller `P`
+    (a stream of large examples) splits them. The stream is cut to the same sizes
+    (`block_sizes`), whatever the shards' numbers of examples.
     """
     shards = [self.store.metadata["shards"][i] for i in indices]
     sizes = [s.get("chunk_size") for s in shards]
     if not all(sizes):
       return None
-    size, last = max(sizes), shards[-1]
-    if (size > limit or any(c != size for c in sizes[:-1]) or
-        any(s["num_examples"] % size for s in shards[:-1]) or
-        (sizes[-1] != size and last["num_examples"] != sizes[-1])):
+    record = max(sizes)
+    if any(c != record and s["num_examples"] != c for c, s in zip(sizes, shards)):
       return None
-    return size
+    size = min(record, limit)
+    return (size, record) if record % size == 0 else None
 
-  def _shard_chunk_size(self, indices, limit):
-    """`C` when each of `indices`, zipped alone, can have its records as blocks, else None:
-    their records have one size `C` (a shard of one smaller record too), at most `limit`."""
-    shards = [self.store.metadata["shards"][i] for i in indices]
-    sizes = [s.get("chunk_size") for s in shards]
-    if not all(sizes):
-      return None
-    size = max(sizes)
-    if size > limit or any(c != size and s["num_examples"] != c for c, s in zip(sizes, shards)):
-      return None
-    return size
+  def _values(self, indices, piece, limit, position=None):
+    """The value blocks of `indices` in order, then an empty end marker; `decode` (or None),
+    `locate` and the blocks' sizes (None: blocks of `limit`).
 
-  def _values(self, indices, size, limit, position=None):
-    """The value blocks of `indices` in order, then an empty end marker, and `locate`.
-
-    With `size` (`C`), the blocks are the records, decoded in the check (no other stage);
-    else chunks are decoded, tagged with their shard and position and regrouped into blocks
-    of `limit` (`rebatch`). `locate(block, value, k) -> (shard file, position)` of example
-    `k` of a block, for messages only. With `position` (a tensor), the values are those of
-    the one shard `indices[position]`.
+    With `piece` (`(P, C)`), the blocks are the records (`P = C`, decoded in the check: no
+    other stage) or pieces of `P` of them (decoded, then cut by `rebatch`); else chunks are
+    decoded, tagged with their shard and position and regrouped into blocks of `limit`.
+    `locate(block, value, k) -> (shard file, position)` of example `k` of a block, for
+    messages only. With `position` (a tensor), the values are those of the one shard
+    `indices[position]`.
     """
     store, names = self.store, tf.constant([self.names[i] for i in indices])
     files = [os.path.join(store.path, self.names[i]) for i in indices]
     if position is not None:
       files = tf.gather(files, position)
-    if size:
+    if piece:
+      size, record = piece
       store.opened_shards.extend(indices)
-      records = tf.data.TFRecordDataset(files, buffer_size=1 << 20).concatenate(
-          tf.data.Dataset.from_tensors(tf.constant(b"")))
+      counts = [store.metadata["shards"][i]["num_examples"] for i in indices]
+      sizes = block_sizes(counts, size, position)
+      records = tf.data.TFRecordDataset(files, buffer_size=1 << 20)
+      if size == record:
+        decode = store.decode_fn()
+        values = records.concatenate(tf.data.Dataset.from_tensors(tf.constant(b"")))
+      else:  # records cut into blocks (decoded views must not reach `rebatch`: owned)
+        decode, values = None, store.chunks(files).rebatch(sizes)
+        values = values.concatenate(tf.data.Dataset.from_tensors(tf.nest.map_structure(
+            lambda s: _zeros(tf.TensorSpec([0] + s.shape[1:], s.dtype)), values.element_spec)))
       # Read ahead on a thread of its own (two records: 4 MB at d = 64): the zip then finds a
       # value record ready while the stream's block is parsed (idle machine, d = 64, records
       # parsed 256 at a time: 64% -> 75% of the plain stream's examples/s; CPU unchanged).
-      records = records.prefetch(2)
-      first = np.cumsum([0] + [-(-store.metadata["shards"][i]["num_examples"] // size)
-                               for i in indices])  # the first block of each shard
+      values = values.prefetch(2)
+      first = np.cumsum([0] + [-(-n // size) for n in counts])  # each shard's first block
 
       def locate_block(block, value, k):
         del value
@@ -221,7 +232,7 @@ class Streamed:
                              len(indices) - 1)
         return names[j], (block - tf.gather(first, j)) * size + tf.cast(k, tf.int64)
 
-      return records, store.decode_fn(), locate_block
+      return values, decode, locate_block, sizes
     out = None
     for j, i in enumerate(indices if position is None else [None]):
       def tag(offset, chunk, j=tf.cast(position if i is None else j, tf.int64)):
@@ -243,7 +254,7 @@ class Streamed:
       del block
       return (tf.gather(names, _at(value[_SHARD], k)), _at(value[_POSITION], k))
 
-    return out.concatenate(tf.data.Dataset.from_tensors(end)), None, locate_tagged
+    return out.concatenate(tf.data.Dataset.from_tensors(end)), None, locate_tagged, None
 
   def _zip(self, dataset: tf.data.Dataset, indices, position=None) -> tf.data.Dataset:
     """`dataset` joined with the value shards `indices` in order; with `position` (a tensor)
@@ -267,10 +278,16 @@ class Streamed:
     # Single examples are batched once and unbatched once; batches (e.g. records parsed with
     # `parse_example`) are regrouped into blocks and stay batches: no work per example.
     limit = block_limit(one)
-    size = (self._chunk_size if position is None else self._shard_chunk_size)(indices, limit)
-    values, decode, locate = self._values(indices, size, limit, position)
-    block = size or limit
-    stream = dataset.rebatch(block) if batched else dataset.batch(block)
+    piece = self._piece(indices, limit)
+    values, decode, locate, sizes = self._values(indices, piece, limit, position)
+    if sizes is None:
+      stream = dataset.rebatch(limit) if batched else dataset.batch(limit)
+    elif batched:  # cut to the value blocks' sizes
+      stream = dataset.rebatch(sizes)
+    elif position is not None or not np.any(sizes[:-1] != piece[0]):
+      stream = dataset.batch(piece[0])  # every block but the last holds P
+    else:  # shards of other sizes than multiples of P: batched by their common divisor, cut
+      stream = dataset.batch(int(np.gcd.reduce(sizes))).rebatch(sizes)
     stream = stream.concatenate(tf.data.Dataset.from_tensors(tf.nest.map_structure(
         lambda s: _zeros(tf.TensorSpec([0] + s.shape, s.dtype)), one)))
     last = (self.names[indices[-1]] if position is None else
@@ -328,9 +345,9 @@ class Streamed:
         added = {name: leave(value[k]) for k, name in features.items()}
       return add_features(element, added)
 
-    # The records are the blocks: they are counted, for messages.
+    # Blocks of known sizes are counted, for messages.
     joined = tf.data.Dataset.zip((stream, values) + (
-        (tf.data.Dataset.range(1 << 62),) if decode else ())).map(
+        (tf.data.Dataset.range(1 << 62),) if sizes is not None else ())).map(
             check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if batched:  # blocks, without the end marker's empty one
       nonempty = lambda *e: tf.shape(fingerprints.find_id(e if len(e) > 1 else e[0], id_key))[0] > 0
