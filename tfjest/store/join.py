@@ -8,23 +8,28 @@ fingerprint. Otherwise the pipeline stops with an `InvalidArgumentError` naming 
 value shard and the position in it: a reordered or missing shard, a missing or extra example
 and other ids all stop it, and none becomes a silent wrong join. Both sides are read in blocks
 with one vectorised check per block: single examples are batched once and unbatched once; a
-stream of batches in the build's order (e.g. records parsed with `parse_example`) is regrouped
-into blocks and stays batched. The blocks are the value shards' records (`RECORD_SIZE`
-examples, 4,096, whatever the build's `batch_size`; stores written before, in records of the
-build's batches, alike) whenever a record cannot span two blocks: then the values side is the
-`TFRecordDataset` alone, each record decoded in the map that checks it (one `decode_raw` copy).
-Otherwise (or when a block of 4,096 of the stream's examples would exceed 4 MB: `block_limit`)
-the records are decoded, tagged and regrouped into smaller blocks of the stream's size. The
+stream of batches in the build's order (e.g. records parsed with `parse_example`) is cut into
+blocks and stays batched. The blocks are the value shards' records (`RECORD_SIZE` examples,
+4,096, whatever the build's `batch_size`; a shard's last record the rest; stores written
+before, in records of the build's batches, alike), or pieces of `P` examples of them when a
+block of 4,096 of the stream's examples would exceed 4 MB (`block_limit`): each shard is read
+in blocks of `P` (its last the rest), and the stream is cut to that static sequence of sizes
+(`block_sizes`; `rebatch` with the vector), whatever the shards' numbers of examples. Whole
+records are the values side alone (the `TFRecordDataset`), each decoded in the map that checks
+it (one `decode_raw` copy); pieces are decoded, copied and cut by `rebatch`. Stores whose
+shards' records differ in size fall back to tagging every value with its shard and position
+and regrouping into blocks of the stream's size. The
 join is one map per block with no control flow (a branch in a tf.data function costs more than
 the check itself), so its fixed costs (a tf.data function call, a read, a few dozen ops: about
 1 ms) are shared by a record's examples; the per-example cost is one comparison and one
-FarmHash of the inputs. Memory: a block of the stream and a record of values per open shard
-(and the few the parallel map holds), e.g. 4,096 x 528 bytes = 2 MB of values at d = 64 and
-16 MB at d = 512, whatever the number of examples. With input shards
-(`interleave`), each is zipped with its own value shard, `cycle_length` of them open at a time
-and read round-robin, deterministically (`Dataset.interleave`'s order); one pipeline serves
-every shard (the input shards sliced from a vector of dataset variants, the value shard's file
-looked up by position), so tracing, startup and memory do not grow with the number of shards.
+FarmHash of the inputs. Memory: per open shard, a block of the stream and a few records of
+values (two read ahead, and the blocks the parallel map holds), a record being 4,096 x 528
+bytes = 2 MB at d = 64 and 16 MB at d = 512, whatever the number of examples. With input
+shards (`interleave`), each is zipped with its own value shard, `cycle_length` of them open at
+a time and read round-robin, deterministically (`Dataset.interleave`'s order); one pipeline
+serves every shard (the input shards sliced from a vector of dataset variants, or
+`InputShards`' function of the index; the value shard's file looked up by position), so
+tracing, startup and memory do not grow with the number of shards.
 Under `MultiWorkerMirroredStrategy` a worker that reads only its input shards opens only their
 value shards.
 
