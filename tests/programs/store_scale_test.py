@@ -21,13 +21,21 @@ class StoreScaleTest(tf.test.TestCase):
     with open(os.path.join(results, "smoke-M2048_d8.json")) as f:
       cell = json.load(f)
     phases = cell["phases"]
-    self.assertEqual(sorted(phases), ["build", "join", "open", "speed"])
+    self.assertEqual(sorted(phases),
+                     ["build", "join", "join_shards", "open", "speed", "speed_shards"])
     self.assertEqual((phases["build"]["shards"], phases["open"]["num_examples"]), (2, 2048))
     self.assertGreater(phases["build"]["disk_bytes_per_example"], 16 + 2 * 8 * 4)
     self.assertEqual(phases["join"]["steps"], 2)
+    self.assertEqual(phases["join_shards"]["steps"], 2)  # each input shard joined
+    self.assertEqual(sorted(phases["speed_shards"]["examples_per_s"]), sorted(
+        ["shards interleaved, plain", "shard after shard, joined",
+         "input shards (a list) joined", "input shards (InputShards) joined"]))
+    self.assertEqual((phases["speed_shards"]["examples"], phases["speed_shards"]["shards"]),
+                     (2048, 2))
     self.assertEqual(sorted(phases["speed"]["examples_per_s"]), sorted(
         ["tfrecord plain", "tfrecord joined (ids)", "tfrecord joined (ids, inputs)",
-         "tfrecord batched plain", "tfrecord batched joined (ids, inputs)", "memory plain",
+         "tfrecord batched plain", "tfrecord batched plain + values' features",
+         "tfrecord batched joined (ids, inputs)", "memory plain",
          "memory joined (ids, inputs)"]))
     self.assertEqual(sorted(phases["speed"]["cpu_us_per_example"]),
                      sorted(phases["speed"]["examples_per_s"]))
