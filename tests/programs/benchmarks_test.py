@@ -68,6 +68,16 @@ class BenchmarksTest(tf.test.TestCase):
     self.assertRegex(result.stdout, r"\n  pipeline +\d+\.\d ms wall")
     self.assertIn("checks: all passed", result.stdout)
 
+  def test_store_service_shards(self):
+    # A build on 2 in-process tf.data service workers from 2 and 3 input shards, as a list and
+    # as tfjest.InputShards: one line per count.
+    for lazy in ("--nolazy", "--lazy"):
+      result = _run("store_service_shards", "--shards=2,3", "--per_shard=8", "--width=4", lazy)
+      self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+      kind = "InputShards" if lazy == "--lazy" else "list"
+      self.assertRegex(result.stdout, rf"S=2 \({kind}\): build \d+\.\d s .*peak RSS \d+\.\d\d GB")
+      self.assertRegex(result.stdout, rf"S=3 \({kind}\): build \d+\.\d s")
+
   def test_store_end_to_end_smoke(self):
     # Every phase, the servers in their own processes; the two joins pick the same ids.
     work = os.path.join(self.get_temp_dir(), "store_e2e")

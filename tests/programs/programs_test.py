@@ -36,6 +36,7 @@ RUN_BY = {
     "benchmarks.step_overhead": "benchmarks_test.py",
     "benchmarks.store_end_to_end": "benchmarks_test.py",
     "benchmarks.store_scale": "store_scale_test.py",
+    "benchmarks.store_service_shards": "benchmarks_test.py",
     "benchmarks.summaries_overhead": "benchmarks_test.py",
 }
 PROGRAMS = tuple(RUN_BY)
