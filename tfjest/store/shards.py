@@ -172,10 +172,10 @@ class DatasetShards(list):
     """`self[index]` for a scalar integer tensor `index`, as graph ops the service can ship.
 
     A balanced tree of `tf.cond` (depth `log2 S`) over every shard's pipeline: a
-    `switch_case` over `S` datasets traces in time quadratic in `S` (400 shards: 25 s and
-    3.2 GB; the tree 3.6 s and 1.2 GB; BENCHMARKS.md, "Per-example store at scale"); the graph
-    still grows with `S` (`InputShards` does not). An index outside `[0, S)` picks the first
-    or last shard.
+    `switch_case` over `S` datasets traces in time quadratic in `S` (a build on the service
+    from 400 shards: 72 s and 8.12 GB; with the tree 20.8 s and 1.96 GB; BENCHMARKS.md,
+    "Per-example store at scale"); the graph still grows with `S` (`InputShards` does not). An
+    index outside `[0, S)` picks the first or last shard.
     """
     def tree(low, high):
       if high - low == 1:
