@@ -38,11 +38,8 @@ def run(count, per, d, lazy=False):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tfjest  # pylint: disable=g-import-not-at-top
   from benchmarks import store_scale  # pylint: disable=g-import-not-at-top
-  service = tf.data.experimental.service
-  dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
-  address = dispatcher.target.split("://")[1]
-  workers = [service.WorkerServer(service.WorkerConfig(dispatcher_address=address))
-             for _ in range(2)]
+  from tfjest import testing  # pylint: disable=g-import-not-at-top
+  dispatcher, workers = testing.local_service(2)
   base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   start = time.perf_counter()
   if lazy:

@@ -227,6 +227,21 @@ def cpu_mirrored_strategy(count: int = 2) -> tf.distribute.MirroredStrategy:
   return _CPU_STRATEGIES[count]
 
 
+def local_service(num_workers: int = 2):
+  """An in-process tf.data service: `(dispatcher, workers)`, on ports the OS picks.
+
+  For tests and benchmarks of builds with `service=`: pass `dispatcher.target`, and keep both
+  objects alive while the service is used (the servers stop when they are collected).
+  """
+  service = tf.data.experimental.service
+  dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+  address = dispatcher.target.split("://")[1]
+  workers = [service.WorkerServer(service.WorkerConfig(
+      dispatcher_address=address, worker_address="127.0.0.1:%port%"))
+             for _ in range(num_workers)]
+  return dispatcher, workers
+
+
 def replica_values(variable, strategy=None) -> list:
   """A variable's value on each of this worker's replicas (one value without a strategy)."""
   value = getattr(variable, "value", variable)

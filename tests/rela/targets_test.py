@@ -169,11 +169,7 @@ class TargetsTest(RelaTestCase):
 class ServiceTest(RelaTestCase):
 
   def test_service_gives_the_same_targets(self):
-    service = tf.data.experimental.service
-    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
-    address = dispatcher.target.split("://")[1]
-    worker = service.WorkerServer(service.WorkerConfig(  # pylint: disable=unused-variable
-        dispatcher_address=address, worker_address="127.0.0.1:%port%"))
+    dispatcher, workers = testing.local_service(1)  # pylint: disable=unused-variable
     local = self._targets(name="local")
     remote = self._targets(name="remote", service=dispatcher.target)
     self.assertEqual(remote.metadata["shards"], local.metadata["shards"])
@@ -220,11 +216,7 @@ class ServiceWorkersTest(RelaTestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    service = tf.data.experimental.service
-    cls.dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
-    address = cls.dispatcher.target.split("://")[1]
-    cls.workers = [service.WorkerServer(service.WorkerConfig(
-        dispatcher_address=address, worker_address="127.0.0.1:%port%")) for _ in range(2)]
+    cls.dispatcher, cls.workers = testing.local_service(2)
 
   def _shards(self):  # three input shards of uneven sizes
     return [self.stream.take(10), self.stream.skip(10).take(25), self.stream.skip(35)]

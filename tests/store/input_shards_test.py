@@ -144,11 +144,7 @@ class BuildTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    service = tf.data.experimental.service
-    cls.dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
-    address = cls.dispatcher.target.split("://")[1]
-    cls.workers = [service.WorkerServer(service.WorkerConfig(
-        dispatcher_address=address, worker_address="127.0.0.1:%port%")) for _ in range(2)]
+    cls.dispatcher, cls.workers = testing.local_service(2)
     cls.reference = testing.dual_encoder(1, "reference")
     cls.stream = testing.stream("contrastive", n=N)
     cls.dir = tempfile.mkdtemp()
