@@ -138,6 +138,18 @@ class InputShardsTest(tf.test.TestCase, parameterized.TestCase):
       tf.data.Dataset.range(6).flat_map(traced.pick)
 
 
+def _prior_targets(directory):
+  """`(stream, build)`: a classification stream and `build(shards, name, **kwargs)`, the
+  prior targets of a small dual encoder's image embeddings under `directory/name`."""
+  prior = testing.dual_encoder(seed=7, name="prior")
+  features = lambda model, x, training: model({"image": x["x"], "text": x["x"]},
+                                              training=training)["image_embeddings"]
+  build = lambda shards, name, **kwargs: tfjest.prior_targets(
+      prior, shards, os.path.join(directory, name), width=3, features=features, batch_size=8,
+      **kwargs)
+  return testing.stream("classification", n=N), build
+
+
 class BuildTest(tf.test.TestCase):
   """A store from `InputShards` is the list form's, locally and on 2 service workers."""
 
@@ -188,13 +200,7 @@ class BuildTest(tf.test.TestCase):
                                 service=self.dispatcher.target).reused)
 
   def test_prior_targets_on_the_service_are_the_list_forms(self):
-    stream = testing.stream("classification", n=N)
-    prior = testing.dual_encoder(seed=7, name="prior")
-    features = lambda model, x, training: model({"image": x["x"], "text": x["x"]},
-                                                training=training)["image_embeddings"]
-    build = lambda shards, name, **kwargs: tfjest.prior_targets(
-        prior, shards, os.path.join(self.dir, name), width=3, features=features, batch_size=8,
-        **kwargs)
+    stream, build = _prior_targets(self.dir)
     made = Counted(stream)
     lazy = build(made.shards(), "prior_lazy", service=self.dispatcher.target)
     self.assertEqual(made.calls, [0, "tensor"])
@@ -206,13 +212,7 @@ class BuildTest(tf.test.TestCase):
 class OtherBuildersTest(tf.test.TestCase):
 
   def test_prior_targets_locally_are_the_list_forms(self):
-    stream = testing.stream("classification", n=N)
-    prior = testing.dual_encoder(seed=7, name="prior")
-    features = lambda model, x, training: model({"image": x["x"], "text": x["x"]},
-                                                training=training)["image_embeddings"]
-    build = lambda shards, name, **kwargs: tfjest.prior_targets(
-        prior, shards, os.path.join(self.get_temp_dir(), name), width=3, features=features,
-        batch_size=8, **kwargs)
+    stream, build = _prior_targets(self.get_temp_dir())
     made = Counted(stream)
     lazy = build(made.shards(), "lazy")
     listed = build(made.datasets(), "listed")
