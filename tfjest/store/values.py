@@ -5,7 +5,8 @@ joins (docs/SPEC.md §13), behind one method, `join`:
 
 - streamed (`in_order=True`, the default): the stream, read in the build's order, is zipped
   with the value shards, every element's id checked against its value's id (`join.py`);
-  memory is a chunk per open shard. For web-scale data and any stream read as it was built.
+  memory is a few value records and a block of the stream per open shard. For web-scale data
+  and any stream read as it was built.
 - in memory (`in_order=False`, and `values_for`, which `select` uses on a stream that was not
   joined): every shard is read once into a table from id to row, and each element's values
   are looked up by id; any order, shuffles and batches included. Memory is `M` rows: for
