@@ -304,13 +304,14 @@ class Streamed:
       value = decode(value) if decode else value
       all_ids = fingerprints.find_id(element, id_key)
       all_ids = all_ids if all_ids.dtype == tf.string else tf.cast(all_ids, tf.int64)
-      ns, nv = tf.shape(all_ids)[0], tf.shape(value["id"])[0]
-      n = tf.minimum(ns, nv)
-      same = tf.equal(all_ids[:n], value["id"][:n])
-      ok = same
+      # As few ops as possible: every op is optimised (Grappler) each time an iterator is made.
+      ns, nv = tf.size(all_ids), tf.size(value["id"])
+      first = tf.reshape(tf.minimum(ns, nv), [1])  # the first n of both sides are compared
+      head = lambda t: tf.slice(t, [0], first)
+      ok = tf.equal(head(all_ids), head(value["id"]))
       if verify:
-        ok &= ~same | tf.equal(fingerprints.input_fingerprints(element, labels)[:n],
-                               value["input_fingerprint"][:n])
+        ok &= tf.equal(head(fingerprints.input_fingerprints(element, labels)),
+                       head(value["input_fingerprint"]))
 
       # No `tf.cond`: a branch in a tf.data function costs more than the whole check (the
       # graph's control flow). The message's few scalars are computed for every block, and
@@ -387,7 +388,7 @@ def by_id(store, id_key: str, features: Mapping[str, str]):
 def _at(tensor, k):
   """`tensor[k]`, or a zero (an empty string) past its end (a block may be empty)."""
   padded = tf.concat([tensor, [_zeros(tf.TensorSpec([], tensor.dtype))]], 0)
-  return padded[tf.minimum(tf.cast(k, tf.int32), tf.shape(tensor)[0])]
+  return tf.gather(padded, tf.minimum(tf.cast(k, tf.int32), tf.size(tensor)))
 
 
 def _zeros(spec):
