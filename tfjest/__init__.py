@@ -62,7 +62,7 @@ from tfjest.selection import joint_selection
 from tfjest.selection import uniform_selection
 from tfjest.stats import SelectionStats
 from tfjest.store.reference import ReferenceCache
-from tfjest.store.shards import InputShards
+from tfjest.store.inputs import InputShards
 from tfjest.store.reference import cache_reference
 from tfjest.transform import Selector
 from tfjest.transform import select

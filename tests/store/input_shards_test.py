@@ -19,6 +19,7 @@ import tensorflow as tf
 import tfjest
 from tfjest import testing
 from tfjest.store import service as service_lib
+from tfjest.store import inputs as inputs_lib
 from tfjest.store import shards as shards_lib
 
 SIZES = (9, 13, 8, 11, 10, 13)  # uneven shards
@@ -72,11 +73,11 @@ class InputShardsTest(tf.test.TestCase, parameterized.TestCase):
       shards[6]  # pylint: disable=pointless-statement
     with self.assertRaisesRegex(TypeError, r"indexed by an int.*Received: index=1.0"):
       shards[1.0]  # pylint: disable=pointless-statement
-    self.assertIs(shards_lib.input_shards(shards), shards)
+    self.assertIs(inputs_lib.input_shards(shards), shards)
 
   def test_a_local_build_makes_one_shard_at_a_time(self):
     made = Counted(tf.data.Dataset.range(N).map(lambda i: {"id": i}))
-    shards = shards_lib.input_shards(made.shards())
+    shards = inputs_lib.input_shards(made.shards())
     made.calls.clear()
     compute = lambda batch: {"id": batch["id"], "input_fingerprint": batch["id"]}
     seen = []
@@ -94,7 +95,7 @@ class InputShardsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(made.calls, [0, "tensor"])  # fn(0): the element_spec to check against
     self.assertEqual(_ids(picked), list(range(sum(SIZES[:count]))))
     # The list form's pick (a tree of tf.cond) and the service's `pick` of either form agree.
-    listed = shards_lib.input_shards([made(i) for i in range(count)])
+    listed = inputs_lib.input_shards([made(i) for i in range(count)])
     for form in (listed, shards):
       self.assertEqual(_ids(tf.data.Dataset.range(count).flat_map(
           lambda i, form=form: service_lib.pick(form, i))), _ids(picked))
@@ -247,7 +248,7 @@ class JoinTest(tf.test.TestCase, parameterized.TestCase):
                                        Counted(cls.stream).datasets(),
                                        os.path.join(tempfile.mkdtemp(), "cache"), batch_size=4)
 
-  def _same(self, lazy, listed):
+  def assertJoinedAlike(self, lazy, listed):  # pylint: disable=invalid-name
     lazy, listed = list(lazy), list(listed)
     self.assertEqual(_ids(lazy), _ids(listed))
     for a, b in zip(lazy, listed):
@@ -263,16 +264,17 @@ class JoinTest(tf.test.TestCase, parameterized.TestCase):
     joined = list(lazy)
     self.assertLen(joined, N)
     self.assertNotEqual(_ids(joined), sorted(_ids(joined)))  # interleaved, not in id order
-    self._same(joined, listed)
+    self.assertJoinedAlike(joined, listed)
 
   def test_a_subset_of_value_shards_is_joined_by_position(self):
     shards = [1, 3, 4]
     made = Counted(self.stream)
     picked = tf.constant(shards, tf.int64)
     lazy = tfjest.InputShards(lambda k: made(tf.gather(picked, k)), 3)
-    self._same(self.cache.join(id_key="id", shards=shards, inputs=lazy, cycle_length=2),
-               self.cache.join(id_key="id", shards=shards, inputs=[made(i) for i in shards],
-                               cycle_length=2))
+    self.assertJoinedAlike(
+        self.cache.join(id_key="id", shards=shards, inputs=lazy, cycle_length=2),
+        self.cache.join(id_key="id", shards=shards, inputs=[made(i) for i in shards],
+                        cycle_length=2))
 
   def test_a_missing_example_is_named_in_its_own_shard(self):
     made = Counted(self.stream)

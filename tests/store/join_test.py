@@ -6,6 +6,7 @@ The build on two tf.data service workers is tests/store/service_test.py; reading
 MultiWorkerMirroredStrategy is tests/store/multi_worker_test.py.
 """
 
+import contextlib
 import os
 import tempfile
 from unittest import mock
@@ -24,6 +25,18 @@ N = 64
 
 def _shards(dataset):
   return [dataset.take(N // 2), dataset.skip(N // 2)]
+
+
+@contextlib.contextmanager
+def _blocks_of(size):
+  """Streams joined in blocks of `size` examples (the smallest the limit allows: records cut
+  into pieces, as for large examples), or, with None, of the join's own limit."""
+  if size is None:
+    yield
+    return
+  with mock.patch.object(join_lib, "_BLOCK_BYTES", 1), \
+       mock.patch.object(join_lib, "_MIN_BLOCK", size):
+    yield
 
 
 def _ids(dataset):
@@ -133,8 +146,7 @@ class StreamedJoinTest(tf.test.TestCase, parameterized.TestCase):
     # The same join in blocks of 8 examples (from records of 32): the same values, the same
     # errors naming the position.
     want = list(self.stream.apply(self.cache.join(id_key="id")))
-    with mock.patch.object(join_lib, "_BLOCK_BYTES", 1), \
-         mock.patch.object(join_lib, "_MIN_BLOCK", 8):
+    with _blocks_of(8):
       single = list(self.stream.apply(self.cache.join(id_key="id")))
       batches = list(self.stream.batch(5).apply(self.cache.join(id_key="id")))
       with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
@@ -217,10 +229,9 @@ class InputShardsTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters((2, False), (4, False), (6, False), (2, True))
   def test_each_shard_with_its_values_in_tf_datas_interleave_order(self, cycle, small_blocks):
-    # small_blocks: blocks of 2 examples, the records regrouped (the other path of the join)
+    # small_blocks: blocks of 2 examples, the records cut into pieces
     store = tfjest.ReferenceCache.load(self.cache.path)
-    with mock.patch.object(join_lib, "_BLOCK_BYTES", 1 if small_blocks else join_lib._BLOCK_BYTES), \
-         mock.patch.object(join_lib, "_MIN_BLOCK", 2):
+    with _blocks_of(2 if small_blocks else None):
       self._check(store.join(id_key="id", inputs=self.inputs, cycle_length=cycle), cycle)
     self.assertEqual(store.opened_shards, list(range(6)))
 
@@ -228,8 +239,7 @@ class InputShardsTest(tf.test.TestCase, parameterized.TestCase):
   def test_a_missing_example_is_named_in_its_own_shard(self, small_blocks):
     inputs = list(self.inputs)
     inputs[3] = inputs[3].take(4).concatenate(inputs[3].skip(5))  # ids 30..40: drops id 34
-    with mock.patch.object(join_lib, "_BLOCK_BYTES", 1 if small_blocks else join_lib._BLOCK_BYTES), \
-         mock.patch.object(join_lib, "_MIN_BLOCK", 2):
+    with _blocks_of(2 if small_blocks else None):
       with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                   r"example id 35 met the value stored for id 34 \(position 4 "
                                   r"of shard \W*values-00003-of-00006"):
@@ -277,8 +287,7 @@ class UnevenShardsTest(tf.test.TestCase, parameterized.TestCase):
   def test_joined_in_blocks_cut_to_the_records(self, batch, pieces):
     # pieces: blocks of 4 (large examples), the records of 8 cut in two
     stream = self.stream if batch is None else self.stream.batch(batch)
-    with mock.patch.object(join_lib, "_BLOCK_BYTES", 1 if pieces else join_lib._BLOCK_BYTES), \
-         mock.patch.object(join_lib, "_MIN_BLOCK", 4):
+    with _blocks_of(4 if pieces else None):
       joined = list(stream.apply(self.cache.join(id_key="id")))
       with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                   r"example id 61 met the value stored for id 60 \(position 2 "

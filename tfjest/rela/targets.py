@@ -37,6 +37,7 @@ from tfjest import checks
 from tfjest.store import fingerprints
 from tfjest.store import reference as reference_lib
 from tfjest.store import service as service_lib
+from tfjest.store import inputs as inputs_lib
 from tfjest.store import shards as shards_lib
 from tfjest.store import values as values_lib
 
@@ -256,7 +257,7 @@ def prior_targets(prior: keras.Model, dataset, path: str, *, width: int,
   if not isinstance(prior, keras.Model):
     raise TypeError(f"prior must be a keras.Model (a frozen model). Received: prior of type "
                     f"{type(prior).__name__}")
-  inputs = shards_lib.input_shards(dataset)
+  inputs = inputs_lib.input_shards(dataset)
   if not checks.is_int(width) or width <= 0:
     raise ValueError(f"width (the student's feature width) must be a positive integer. "
                      f"Received: width={width!r}")
@@ -433,7 +434,7 @@ def _describe(fn) -> Optional[str]:
   return getattr(fn, "__qualname__", type(fn).__name__)
 
 
-def _stored_shards(stored, chunked: bool) -> shards_lib.InputShards:
+def _stored_shards(stored, chunked: bool) -> inputs_lib.InputShards:
   """The shards of `stored` as input shards made by index (one traced pipeline in a service
   job, not one per shard): per example, or per stored chunk with `chunked`."""
   files = [os.path.join(stored.path, s["file"]) for s in stored.metadata["shards"]]
@@ -442,4 +443,4 @@ def _stored_shards(stored, chunked: bool) -> shards_lib.InputShards:
     chunks = stored.chunks(files[index] if isinstance(index, int) else tf.gather(files, index))
     return chunks if chunked else chunks.unbatch()
 
-  return shards_lib.InputShards(shard, stored.num_shards)
+  return inputs_lib.InputShards(shard, stored.num_shards)

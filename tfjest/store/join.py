@@ -46,6 +46,7 @@ import tensorflow as tf
 from tfjest import adapters
 from tfjest import checks
 from tfjest.store import fingerprints
+from tfjest.store import inputs as inputs_lib
 from tfjest.store import shards as shards_lib
 
 _SHARD, _POSITION = "_shard", "_position"
@@ -134,10 +135,10 @@ class Streamed:
     One pipeline is traced for all the shards (the input shard picked by its position, the
     value shard's file and sizes looked up): tracing, startup and memory do not grow with
     the number of shards, only with `cycle_length`. `inputs`: a list of datasets (sliced from
-    a vector of their variants), or a `shards.InputShards` whose `fn(position)` is traced
+    a vector of their variants), or a `inputs.InputShards` whose `fn(position)` is traced
     once (no dataset made per shard), position `k` being the value shard `shards[k]`.
     """
-    lazy = isinstance(inputs, shards_lib.InputShards)
+    lazy = isinstance(inputs, inputs_lib.InputShards)
     if (not (lazy or isinstance(inputs, (list, tuple))) or len(inputs) != len(self.indices) or
         not (lazy or all(isinstance(d, tf.data.Dataset) for d in inputs))):
       raise ValueError(f"inputs must be one dataset per value shard joined ({len(self.indices)}"

@@ -34,6 +34,7 @@ from tfjest import checks
 from tfjest import losses
 from tfjest.store import fingerprints
 from tfjest.store import service as service_lib
+from tfjest.store import inputs as inputs_lib
 from tfjest.store import shards as shards_lib
 from tfjest.store import values as values_lib
 
@@ -302,7 +303,7 @@ def cache_reference(reference: keras.Model, dataset, path: str, *,
   if not isinstance(reference, keras.Model):
     raise TypeError(f"reference must be a keras.Model. Received: reference of type "
                     f"{type(reference).__name__}")
-  inputs = shards_lib.input_shards(dataset)
+  inputs = inputs_lib.input_shards(dataset)
   if not isinstance(id_key, str) or not id_key:
     raise ValueError(f"id_key must be a non-empty string. Received: id_key={id_key!r}")
   batch_size = checks.positive_int(batch_size, "batch_size")

@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfjest.store import fingerprints
+from tfjest.store import inputs as inputs_lib
 from tfjest.store import shards as shards_lib
 
 _FIXED = ("id", "input_fingerprint")
@@ -93,12 +94,12 @@ def values_of(chunk_spec) -> Dict[str, dict]:
 def pick(shards, index: tf.Tensor) -> tf.data.Dataset:
   """`shards[index]` for a scalar integer tensor `index`, as graph ops the service can ship.
 
-  `shards`: a `shards.InputShards` (its `fn(index)`, traced once: the graph does not grow
+  `shards`: a `inputs.InputShards` (its `fn(index)`, traced once: the graph does not grow
   with the number of shards) or a list of datasets (a balanced tree of `tf.cond` over them,
-  `shards.DatasetShards.pick`).
+  `inputs.DatasetShards.pick`).
   """
   if not hasattr(shards, "pick"):
-    shards = shards_lib.DatasetShards(shards)
+    shards = inputs_lib.DatasetShards(shards)
   return shards.pick(index)
 
 
