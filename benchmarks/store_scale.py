@@ -13,7 +13,9 @@ phase runs in a fresh subprocess so that its peak resident memory (VmHWM) is its
 - speed: input shard 0 as a user reads web data (TFRecord files of serialised
   `tf.train.Example`s), read plainly and through the streamed join, side by side in one
   process, interleaved, `--repeats` times (median examples/s, and CPU microseconds per example
-  of the process, all threads, which a loaded machine disturbs less): each record parsed
+  of the process, all threads, which a loaded machine disturbs less, both from each pass's
+  first batch on; the seconds to that first batch, the iterator's start-up, apart): each
+  record parsed
   (`parse_single_example`, in parallel; joined with ids checked, and ids and inputs checked);
   records parsed 256 at a time (`parse_example`) and unbatched (joined as batches, ids and
   inputs checked, then unbatched); and in memory (`from_tensor_slices`) for transparency. It
@@ -189,19 +191,34 @@ def read_tfrecords(path, batched=False):
 
 
 def examples_per_second(datasets, repeats, batch_size=256):
-  """`{name: median examples/s}` of one pass of each dataset, interleaved `repeats` times."""
+  """Per dataset: the median examples/s and CPU us per example of one pass in its steady
+  state (from its first batch on), the passes' rates, and the median seconds to the first
+  batch (the iterator's start-up: Grappler's optimisation of every tf.data function, the
+  threads, the first blocks), over `repeats` interleaved passes.
+
+  The start-up is once per iterator (an epoch, an input shard's pipeline inside `interleave`
+  is not one); in a pass of 100,000 tiny examples (0.2-0.3 s) it would otherwise weigh as
+  much as the rate being measured (the join's start-up is about 35 ms, a plain stream's 5).
+  """
   rates = {name: [] for name in datasets}
   cpu = {name: [] for name in datasets}
+  first = {name: [] for name in datasets}
   for _ in range(repeats):
     for name, dataset in datasets.items():
-      dataset = dataset.batch(batch_size).prefetch(2)
-      start, used, count = time.perf_counter(), _cpu_seconds(), 0
-      for b in dataset:
+      start = time.perf_counter()
+      batches = iter(dataset.batch(batch_size).prefetch(2))
+      next(batches)
+      steady, used, count = time.perf_counter(), _cpu_seconds(), 0
+      first[name].append(steady - start)
+      for b in batches:
         count += int(b["id"].shape[0])
-      rates[name].append(count / (time.perf_counter() - start))
+      if not count:
+        raise ValueError(f"{name}: one batch of {batch_size} or fewer examples; a steady-state "
+                         f"rate needs more (use a larger --shard_size)")
+      rates[name].append(count / (time.perf_counter() - steady))
       cpu[name].append(1e6 * (_cpu_seconds() - used) / count)
-  return ({name: statistics.median(r) for name, r in rates.items()},
-          {name: statistics.median(c) for name, c in cpu.items()}, rates)
+  median = lambda d: {name: statistics.median(v) for name, v in d.items()}
+  return median(rates), median(cpu), rates, median(first)
 
 
 def _cpu_seconds():
@@ -282,9 +299,9 @@ def run_phase(phase, m, d, work, shard_size):
                 "tfrecord batched joined (ids, inputs)": batches.apply(join(True)).unbatch(),
                 "memory plain": in_memory,
                 "memory joined (ids, inputs)": in_memory.apply(join(True))}
-    median, cpu, rates = examples_per_second(datasets, _REPEATS.value)
+    median, cpu, rates, first = examples_per_second(datasets, _REPEATS.value)
     out = {"examples": int(arrays["id"].shape[0]), "examples_per_s": median,
-           "cpu_us_per_example": cpu, "passes": rates}
+           "cpu_us_per_example": cpu, "passes": rates, "first_batch_seconds": first}
   elif phase == "speed_shards":
     cache = tfjest.ReferenceCache.load(path)
     count = -(-m // shard_size)
@@ -298,9 +315,9 @@ def run_phase(phase, m, d, work, shard_size):
         "input shards (a list) joined": cache.join(id_key="id", inputs=listed),
         "input shards (InputShards) joined": cache.join(
             id_key="id", inputs=tfjest.InputShards(by_tensor, count))}
-    median, cpu, rates = examples_per_second(datasets, _REPEATS.value)
+    median, cpu, rates, first = examples_per_second(datasets, _REPEATS.value)
     out = {"examples": m, "shards": count, "examples_per_s": median,
-           "cpu_us_per_example": cpu, "passes": rates}
+           "cpu_us_per_example": cpu, "passes": rates, "first_batch_seconds": first}
   out.update({"base_rss_bytes": base, "peak_rss_bytes": _peak_rss_bytes()})
   return out
 
