@@ -242,6 +242,21 @@ def local_service(num_workers: int = 2):
   return dispatcher, workers
 
 
+class ServiceTestCase(tf.test.TestCase):
+  """A test case with, for the whole class, an in-process tf.data service of 2 workers
+  (`dispatcher`, `workers`), a dual-encoder reference (`reference`) and a contrastive stream
+  of `NUM_EXAMPLES` examples (`stream`): for tests of builds with `service=`."""
+
+  NUM_EXAMPLES = 64
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.dispatcher, cls.workers = local_service(2)
+    cls.reference = dual_encoder(1, "reference")
+    cls.stream = stream("contrastive", n=cls.NUM_EXAMPLES)
+
+
 def replica_values(variable, strategy=None) -> list:
   """A variable's value on each of this worker's replicas (one value without a strategy)."""
   value = getattr(variable, "value", variable)

@@ -151,15 +151,14 @@ def _prior_targets(directory):
   return testing.stream("classification", n=N), build
 
 
-class BuildTest(tf.test.TestCase):
+class BuildTest(testing.ServiceTestCase):
   """A store from `InputShards` is the list form's, locally and on 2 service workers."""
+
+  NUM_EXAMPLES = N
 
   @classmethod
   def setUpClass(cls):
-    super().setUpClass()
-    cls.dispatcher, cls.workers = testing.local_service(2)
-    cls.reference = testing.dual_encoder(1, "reference")
-    cls.stream = testing.stream("contrastive", n=N)
+    super().setUpClass()  # the service, the reference and the stream
     cls.dir = tempfile.mkdtemp()
     cls.listed = tfjest.cache_reference(cls.reference, Counted(cls.stream).datasets(),
                                         os.path.join(cls.dir, "listed"), batch_size=4)

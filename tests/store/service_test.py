@@ -34,14 +34,8 @@ def _string_ids(stream):
       x["id"])])), y))
 
 
-class ServiceWriteTest(tf.test.TestCase, parameterized.TestCase):
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.dispatcher, cls.workers = testing.local_service(2)
-    cls.reference = testing.dual_encoder(1, "reference")
-    cls.stream = testing.stream("contrastive", n=N)
+class ServiceWriteTest(testing.ServiceTestCase, parameterized.TestCase):
+  NUM_EXAMPLES = N
 
   def _build(self, name, reference=None, shards=None, **kwargs):
     return tfjest.cache_reference(reference or self.reference, shards or _shards(self.stream),
