@@ -67,10 +67,13 @@ class SelectionStatsCallbackTest(tf.test.TestCase):
                              score="hard_learner", method="independent")
     history = model.fit(data.apply(selector), epochs=2, steps_per_epoch=10, verbose=0,
                         callbacks=[tfjest.SelectionStatsCallback(selector)]).history
-    # The pipeline runs 0-2 batches ahead of training: epoch 1 may have read up to 20 more.
+    # The pipeline reads a few super-batches (10 examples each) ahead of training: tf.data's
+    # autotuned prefetch buffers, 0-2 on an idle machine, 4 seen under a loaded `make test`.
+    # So epoch 1 has read its 100 and maybe more, never the whole 200 (that would take 10
+    # ahead); by the end of epoch 2 everything is read, whatever the lag.
     self.assertEqual(history["selection_read"][1], 200)
     self.assertEqual(history["selection_non_finite"][1], 100)
-    self.assertBetween(history["selection_read"][0], 100, 120)
+    self.assertBetween(history["selection_read"][0], 100, 190)
     means = history["selection_learner_loss_selected"]
     self.assertLen(means, 2)
     self.assertTrue(np.isfinite(means[0]))
