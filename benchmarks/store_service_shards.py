@@ -4,8 +4,8 @@ r"""A store built on tf.data service workers from many input shards: time and me
 `store_scale` stream, 100 examples per shard, a tiny dual encoder of width d: the build's
 per-shard work is what is measured), with a dispatcher and 2 workers in this process (the
 peak RSS is theirs and the client's together). The job the service runs picks input shard `k`
-in a graph (`service.pick`), which the dispatcher receives whole: its tracing and size grow
-with S. With `--lazy` the shards are a `tfjest.InputShards` of the same shards made from a
+in a graph (`DatasetShards.pick`, tfjest/store/inputs.py), which the dispatcher receives
+whole: its tracing and size grow with S. With `--lazy` the shards are a `tfjest.InputShards` of the same shards made from a
 tensor index (`store_scale.input_shard_by_tensor`): the job traces that function once, so
 its graph does not grow with S. One fresh process per S (`--shards`), so the peak RSS is that
 build's.

@@ -18,7 +18,6 @@ import tensorflow as tf
 
 import tfjest
 from tfjest import testing
-from tfjest.store import service as service_lib
 from tfjest.store import inputs as inputs_lib
 from tfjest.store import shards as shards_lib
 
@@ -94,11 +93,11 @@ class InputShardsTest(tf.test.TestCase, parameterized.TestCase):
     picked = tf.data.Dataset.range(count).flat_map(shards.pick)
     self.assertEqual(made.calls, [0, "tensor"])  # fn(0): the element_spec to check against
     self.assertEqual(_ids(picked), list(range(sum(SIZES[:count]))))
-    # The list form's pick (a tree of tf.cond) and the service's `pick` of either form agree.
+    # The list form's pick (a tree of tf.cond) and the function's agree.
     listed = inputs_lib.input_shards([made(i) for i in range(count)])
     for form in (listed, shards):
       self.assertEqual(_ids(tf.data.Dataset.range(count).flat_map(
-          lambda i, form=form: service_lib.pick(form, i))), _ids(picked))
+          lambda i, form=form: form.pick(i))), _ids(picked))
 
   @parameterized.parameters(0, -1, 1.5, True, "3", None)
   def test_count_must_be_a_positive_integer(self, count):

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 import tfjest
 from tfjest import testing
+from tfjest.store import inputs as inputs_lib
 from tfjest.store import service as service_lib
 from tfjest.store import shards as shards_lib
 
@@ -150,7 +151,8 @@ class PickTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(1, 2, 13)
   def test_each_index_picks_its_shard(self, count):
     shards = [tf.data.Dataset.range(10 * k, 10 * k + k + 1) for k in range(count)]
-    picked = tf.data.Dataset.range(count).flat_map(lambda i: service_lib.pick(shards, i))
+    listed = inputs_lib.input_shards(shards)  # as the service job picks a list's shards
+    picked = tf.data.Dataset.range(count).flat_map(listed.pick)
     self.assertAllEqual(list(picked.as_numpy_iterator()),
                         [v for d in shards for v in d.as_numpy_iterator()])
 

@@ -4,11 +4,12 @@
 service runs is over input shard indices (`Dataset.range(S)`), so a worker that receives index
 `k` reads input shard `k` whole and in order (the input shards are captured in the job's
 function, not split by the service; an `InputShards`' `fn` is traced there once, a list is a
-tree of `tf.cond` over every shard's pipeline: `pick`), computes its chunks, serialises each
-chunk to the store's record bytes with TensorFlow ops (the format of `shards.py`, byte for
-byte what a local build writes) and writes the value shard itself (`DatasetToTFRecord`), under
-a temporary name. It then reads its shard back and returns, per chunk, only the chunk's ids
-and input fingerprints (16 bytes per example; no values), then an end marker.
+tree of `tf.cond` over every shard's pipeline: `inputs.py`'s `pick`), computes its chunks,
+serialises each chunk to the store's record bytes with TensorFlow ops (the format of
+`shards.py`, byte for byte what a local build writes) and writes the value shard itself
+(`DatasetToTFRecord`), under a temporary name. It then reads its shard back and returns, per
+chunk, only the chunk's ids and input fingerprints (16 bytes per example; no values), then an
+end marker.
 
 The building process (the client) holds no values and writes no shard: it checks that every
 shard came back exactly once and whole (chunk indices `0..m-1`, one end marker), that ids are
@@ -91,18 +92,6 @@ def values_of(chunk_spec) -> Dict[str, dict]:
   return values
 
 
-def pick(shards, index: tf.Tensor) -> tf.data.Dataset:
-  """`shards[index]` for a scalar integer tensor `index`, as graph ops the service can ship.
-
-  `shards`: a `inputs.InputShards` (its `fn(index)`, traced once: the graph does not grow
-  with the number of shards) or a list of datasets (a balanced tree of `tf.cond` over them,
-  `inputs.DatasetShards.pick`).
-  """
-  if not hasattr(shards, "pick"):
-    shards = inputs_lib.DatasetShards(shards)
-  return shards.pick(index)
-
-
 def summaries(path: str, shards: Sequence[tf.data.Dataset], compute: Callable, *,
               batch_size: int, id_dtype: str, unique_names: bool = False):
   """`(job, values)`: the dataset the service runs (see the module docstring) and the values'
@@ -112,6 +101,7 @@ def summaries(path: str, shards: Sequence[tf.data.Dataset], compute: Callable, *
   value shard `shard` as written to `file` (its temporary name); `chunk` is -1 for the end
   marker, which follows the shard's chunks.
   """
+  shards = inputs_lib.input_shards(shards, "shards")  # a list or InputShards: `pick`
   count = len(shards)
   names = tf.constant([os.path.join(path, shards_lib.shard_file(i, count)) + ".tmp"
                        for i in range(count)])
@@ -119,7 +109,7 @@ def summaries(path: str, shards: Sequence[tf.data.Dataset], compute: Callable, *
   traced = {}
 
   def per_shard(index):
-    shard = pick(shards, index)
+    shard = shards.pick(index)
     chunks = shard.batch(batch_size).map(call)
     traced["values"] = values_of(chunks.element_spec)
     keys = list(traced["values"])
@@ -227,10 +217,11 @@ def reduce_shards(shards: Sequence[tf.data.Dataset], fn: Callable[[tf.data.Datas
     ValueError: once every result came back, if a shard's is missing; as soon as two copies
       of a shard's result differ (`fn` or the shard is not deterministic).
   """
+  shards = inputs_lib.input_shards(shards, "shards")  # a list or InputShards: `pick`
   count = len(shards)
 
   def per_shard(index):
-    shard = pick(shards, index)
+    shard = shards.pick(index)
     out = dict(fn(shard))
     if "shard" in out:
       raise ValueError(f"A shard's reduction must not return a value named 'shard' (the "
