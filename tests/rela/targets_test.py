@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import tfjest
+from tfjest.rela import pca
 from tfjest.rela import targets as priors
 from tfjest import testing
 from tfjest.store import service as service_lib
@@ -65,7 +66,7 @@ class TargetsTest(RelaTestCase):
   def test_pca_standardize_matches_numpy(self):
     rng = np.random.default_rng(0)
     features = rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6)) + 3.0
-    got = priors.pca_standardize(features, 4)
+    got = pca.pca_standardize(features, 4)
     want = _numpy_pca_standardize(features, 4)
     self.assertEqual(got.shape, (200, 4))
     self.assertAllClose(_aligned(want, got), want, atol=1e-4)
@@ -189,15 +190,15 @@ class MomentsTest(tf.test.TestCase):
     self.parts = np.split(self.x, [1, 40, 41, 250])  # uneven, one of a single example
 
   def test_chunks_and_shards_combine_exactly(self):
-    chunked = priors._Moments()  # pylint: disable=protected-access
+    chunked = pca.Moments()
     for part in self.parts:
       chunked.add({"features": part})
     centred = self.x - self.x.mean(0)
     self.assertEqual(chunked.count, len(self.x))
     self.assertAllClose(chunked.mean, self.x.mean(0), rtol=1e-15, atol=0)
     self.assertAllClose(chunked.scatter, centred.T @ centred, rtol=1e-9)
-    sharded = priors._Moments()  # pylint: disable=protected-access
-    shard_moments = priors._shard_moments  # pylint: disable=protected-access
+    sharded = pca.Moments()
+    shard_moments = pca.shard_moments
     for part in self.parts:
       shard = shard_moments(tf.data.Dataset.from_tensor_slices(
           {"features": part.astype(np.float32)}).batch(16))
@@ -249,7 +250,7 @@ class ServiceWorkersTest(RelaTestCase):
     specs, iterated, merged = [], [], []
     distribute = tf.data.experimental.service.distribute
     iterate = tf.data.Dataset.__iter__
-    merge = priors._Moments.merge  # pylint: disable=protected-access
+    merge = pca.Moments.merge
 
     def spy_distribute(**kwargs):
       apply = distribute(**kwargs)
@@ -268,8 +269,8 @@ class ServiceWorkersTest(RelaTestCase):
 
     with mock.patch.object(tf.data.experimental.service, "distribute", spy_distribute), \
         mock.patch.object(tf.data.Dataset, "__iter__", spy_iterate), \
-        mock.patch.object(priors._Moments, "add", no_add), \
-        mock.patch.object(priors._Moments, "merge", spy_merge):  # pylint: disable=protected-access
+        mock.patch.object(pca.Moments, "add", no_add), \
+        mock.patch.object(pca.Moments, "merge", spy_merge):
       remote = self._targets(name="remote_spied", stream=self._shards(), batch_size=8,
                              service=self.dispatcher.target)
     self.assertSameTargets(remote, local)
